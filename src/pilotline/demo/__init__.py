@@ -1,0 +1,1 @@
+"""A simulated pilot line for ``pilotline demo``, benchmarks and tests."""

@@ -1,0 +1,89 @@
+"""Events the core emits. Frozen and slotted: they flow at the sample rate.
+
+Each event maps onto one measurement of the time-series contract in ../shared/DESIGN.md
+(``SampleRejected`` onto the quarantine and counters instead). All times are event time in
+epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pilotline.rules.states import State
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """``machine_state``: a confirmed transition, stamped at the new state's first sample."""
+
+    machine: str
+    zone: str
+    owner: str
+    state: State
+    previous: State
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdleWindowOpened:
+    """An idle window started (not a measurement; the embedded store tracks open windows)."""
+
+    machine: str
+    zone: str
+    start_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdleWindowClosed:
+    """``idle_window``: written when the window closes, stamped at its start."""
+
+    machine: str
+    zone: str
+    start_ms: int
+    end_ms: int
+    offered: bool
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ms - self.start_ms) / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """``capacity``: on every change of ``available``/``offered``, and periodically."""
+
+    machine: str
+    zone: str
+    owner: str
+    ts_ms: int
+    available: bool
+    idle_for_s: float
+    offered: bool
+    periodic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneCapacity:
+    """``zone_capacity``: machine counts of one capability in one zone, periodically."""
+
+    zone: str
+    capability: str
+    ts_ms: int
+    machines: int
+    available: int
+    running: int
+    down: int
+    offline: int
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRejected:
+    """A sample the core would not use; the shell counts it by reason and quarantines it."""
+
+    machine: str
+    ts_ms: int
+    reason: str
+    detail: str
+
+
+Event = StateChanged | IdleWindowOpened | IdleWindowClosed | Capacity | ZoneCapacity | SampleRejected
