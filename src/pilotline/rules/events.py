@@ -86,4 +86,6 @@ class SampleRejected:
     detail: str
 
 
-Event = StateChanged | IdleWindowOpened | IdleWindowClosed | Capacity | ZoneCapacity | SampleRejected
+Event = (
+    StateChanged | IdleWindowOpened | IdleWindowClosed | Capacity | ZoneCapacity | SampleRejected
+)

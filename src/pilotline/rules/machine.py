@@ -1,0 +1,288 @@
+"""One machine's state, idle window and capacity, driven by samples and deadlines.
+
+Theory of operation
+-------------------
+Each sample is *classified* into a candidate state: an enumerated signal through the
+machine's mapping, a numeric one through thresholds with hysteresis (between the thresholds
+the previous classification holds). A candidate that differs from the confirmed state becomes
+*pending*; it is confirmed once it has held for ``debounce_ms``, and then starts at the time
+of its first sample, so a blip shorter than the debounce never splits a window and window
+edges are the real transition times.
+
+Time only moves forward through ``fire(now)``, which the plant calls for every deadline this
+machine reports in ``next_deadline()``: the debounce confirmation, staleness
+(``last_seen + stale_after``: the machine goes ``offline`` at its last sample and an idle
+window ends at its last idle sample), the moment an idle window has lasted ``min_idle_ms``
+and becomes available, and the periodic capacity report. Because deadlines fire at their
+exact times whether the shell ticks every second or only when asked, the same samples give
+the same events in any chunking.
+
+Every change of the confirmed state goes through ``_transition``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+from pilotline.rules.events import (
+    Capacity,
+    Event,
+    IdleWindowClosed,
+    IdleWindowOpened,
+    SampleRejected,
+    StateChanged,
+)
+from pilotline.rules.sample import Quality, Sample
+from pilotline.rules.spec import MachineSpec, MappedState, ThresholdState
+from pilotline.rules.states import State
+
+NEVER = math.inf
+
+
+class _Rejected(enum.Enum):
+    REJECTED = enum.auto()
+
+
+REJECTED = _Rejected.REJECTED
+
+
+class MachineTracker:
+    __slots__ = (
+        "_offered",
+        "_raw",
+        "_window_offered",
+        "available",
+        "last_idle_ms",
+        "last_seen_ms",
+        "last_ts_ms",
+        "next_tick_ms",
+        "pending",
+        "pending_since_ms",
+        "since_ms",
+        "spec",
+        "state",
+        "window_start_ms",
+    )
+
+    def __init__(self, spec: MachineSpec) -> None:
+        self.spec = spec
+        self.state = State.OFFLINE
+        self.since_ms: int | None = None
+        self._raw: State | None = None
+        self.pending: State | None = None
+        self.pending_since_ms = 0
+        self.last_ts_ms: int | None = None
+        self.last_seen_ms: int | None = None
+        self.last_idle_ms: int | None = None
+        self.window_start_ms: int | None = None
+        self._window_offered = False
+        self.available = False
+        self._offered = False
+        self.next_tick_ms: float = NEVER
+
+    # -- input -----------------------------------------------------------------------------
+
+    def receive(self, sample: Sample, ts_ms: int, out: list[Event]) -> None:
+        """Apply one sample at ``ts_ms`` (the sample's time, never before the plant's now)."""
+        if self.last_ts_ms is not None and sample.ts_ms < self.last_ts_ms:
+            out.append(
+                SampleRejected(
+                    self.spec.id,
+                    sample.ts_ms,
+                    "out_of_order",
+                    f"sample at {sample.ts_ms} ms is older than the last one at "
+                    f"{self.last_ts_ms} ms",
+                )
+            )
+            return
+        if sample.quality is Quality.BAD:
+            # A Bad value never drives a state, nor keeps the machine alive: persistent Bad
+            # quality ends in `offline` through staleness, never in sellable `idle`.
+            self.last_ts_ms = sample.ts_ms
+            return
+        candidate = self._classify(sample, out)
+        if isinstance(candidate, _Rejected):
+            return
+        self.last_ts_ms = sample.ts_ms
+        self.last_seen_ms = ts_ms
+        if candidate is None:
+            return
+        self._raw = candidate
+        if candidate is State.IDLE:
+            self.last_idle_ms = ts_ms
+        if candidate is self.state:
+            self.pending = None
+        elif candidate is not self.pending:
+            self.pending = candidate
+            self.pending_since_ms = ts_ms
+        if self.pending is not None and self.spec.debounce_ms == 0:
+            self._confirm(out)
+        self._update_capacity(ts_ms, out)
+
+    def _classify(self, sample: Sample, out: list[Event]) -> State | _Rejected | None:
+        """Candidate state; None when the sample says nothing new."""
+        rule = self.spec.state
+        value = sample.values.get(rule.signal)
+        if value is None:
+            # A heartbeat or other signals only: the last classification still holds.
+            return self._raw
+        if isinstance(rule, MappedState):
+            key = value if isinstance(value, str) else _enum_key(value)
+            state = rule.mapping.get(key) if key is not None else None
+            if state is None:
+                out.append(
+                    SampleRejected(
+                        self.spec.id,
+                        sample.ts_ms,
+                        "unmapped_state",
+                        f"{rule.signal}={value!r} is not in the state map",
+                    )
+                )
+                return REJECTED
+            return state
+        assert isinstance(rule, ThresholdState)
+        if isinstance(value, str):
+            out.append(
+                SampleRejected(
+                    self.spec.id,
+                    sample.ts_ms,
+                    "wrong_type",
+                    f"{rule.signal}={value!r}: thresholds need a number",
+                )
+            )
+            return REJECTED
+        if value >= rule.running_above:
+            return State.RUNNING
+        if value < rule.idle_below:
+            return State.IDLE
+        return self._raw
+
+    # -- time ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        deadline = self.next_tick_ms
+        if self.pending is not None:
+            deadline = min(deadline, self.pending_since_ms + self.spec.debounce_ms)
+        if self.last_seen_ms is not None and (
+            self.state is not State.OFFLINE or self.pending is not None
+        ):
+            deadline = min(deadline, self.last_seen_ms + self.spec.stale_after_ms)
+        if self.state is State.IDLE and not self.available and self.window_start_ms is not None:
+            deadline = min(deadline, self.window_start_ms + self.spec.min_idle_ms)
+        return deadline
+
+    def fire(self, now_ms: int, out: list[Event]) -> None:
+        """Handle every deadline due at or before ``now_ms``, in time order."""
+        while True:
+            debounce = (
+                self.pending_since_ms + self.spec.debounce_ms
+                if self.pending is not None
+                else NEVER
+            )
+            stale = (
+                self.last_seen_ms + self.spec.stale_after_ms
+                if self.last_seen_ms is not None
+                and (self.state is not State.OFFLINE or self.pending is not None)
+                else NEVER
+            )
+            at = min(debounce, stale)
+            if at > now_ms:
+                break
+            at_ms = int(at)
+            if debounce <= stale:
+                self._confirm(out)
+            else:
+                self._go_stale(out)
+            self._update_capacity(at_ms, out)
+        self._update_capacity(now_ms, out)
+        if self.next_tick_ms <= now_ms:
+            tick = int(self.next_tick_ms)
+            out.append(self._capacity(tick, periodic=True))
+            interval = self.spec.publish_interval_ms
+            self.next_tick_ms = (now_ms // interval + 1) * interval
+
+    def start_ticks(self, now_ms: int) -> None:
+        interval = self.spec.publish_interval_ms
+        self.next_tick_ms = (now_ms // interval + 1) * interval
+
+    def _confirm(self, out: list[Event]) -> None:
+        assert self.pending is not None
+        new, self.pending = self.pending, None
+        self._transition(new, self.pending_since_ms, out, window_end_ms=self.pending_since_ms)
+
+    def _go_stale(self, out: list[Event]) -> None:
+        assert self.last_seen_ms is not None
+        self.pending = None
+        self._raw = None
+        window_end = self.last_idle_ms if self.last_idle_ms is not None else self.last_seen_ms
+        self._transition(State.OFFLINE, self.last_seen_ms, out, window_end_ms=window_end)
+
+    # -- the one place a state changes -----------------------------------------------------
+
+    def _transition(self, new: State, at_ms: int, out: list[Event], *, window_end_ms: int) -> None:
+        if new is self.state:
+            return
+        spec = self.spec
+        if self.state is State.IDLE and self.window_start_ms is not None:
+            end = max(window_end_ms, self.window_start_ms)
+            closed = IdleWindowClosed(
+                spec.id, spec.zone, self.window_start_ms, end, self._window_offered
+            )
+            out.append(closed)
+            self.window_start_ms = None
+        out.append(StateChanged(spec.id, spec.zone, spec.owner, new, self.state, at_ms))
+        self.state = new
+        self.since_ms = at_ms
+        if new is State.IDLE:
+            self.window_start_ms = at_ms
+            self._window_offered = False
+            out.append(IdleWindowOpened(spec.id, spec.zone, at_ms))
+
+    # -- capacity --------------------------------------------------------------------------
+
+    def _update_capacity(self, now_ms: int, out: list[Event]) -> None:
+        """Emit ``Capacity`` when availability changes; stamped when the change is known."""
+        available = (
+            self.state is State.IDLE
+            and self.window_start_ms is not None
+            and now_ms - self.window_start_ms >= self.spec.min_idle_ms
+        )
+        # Offering policies (weekly hours, blackouts) narrow `offered`; until they exist,
+        # available idle time is offered.
+        offered = available
+        if available == self.available and offered == self._offered:
+            return
+        if available and self.window_start_ms is not None:
+            # Stamp at the exact moment min_idle was reached when that is known.
+            now_ms = max(now_ms, self.window_start_ms + self.spec.min_idle_ms)
+        self.available = available
+        self._offered = offered
+        if offered:
+            self._window_offered = True
+        out.append(self._capacity(now_ms, periodic=False))
+
+    def idle_for_ms(self, now_ms: int) -> int:
+        if self.state is State.IDLE and self.window_start_ms is not None:
+            return max(0, now_ms - self.window_start_ms)
+        return 0
+
+    def _capacity(self, now_ms: int, *, periodic: bool) -> Capacity:
+        spec = self.spec
+        return Capacity(
+            spec.id,
+            spec.zone,
+            spec.owner,
+            now_ms,
+            self.available,
+            self.idle_for_ms(now_ms) / 1000.0,
+            self._offered,
+            periodic,
+        )
+
+
+def _enum_key(value: float) -> str | None:
+    """OPC UA enumerations arrive as integers; map keys are their text (`"1"`)."""
+    if value.is_integer():
+        return str(int(value))
+    return None
