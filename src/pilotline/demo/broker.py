@@ -8,6 +8,7 @@ would turn a gateway restart into data loss.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 MOSQUITTO_CONF = """\
+user {user}
 listener {port} 127.0.0.1
 allow_anonymous true
 persistence {persistence}
@@ -92,6 +94,9 @@ class MosquittoBroker:
                 persistence="true" if persistence else "false",
                 datadir=self.datadir,
                 max_queued=max_queued,
+                # Started as root, mosquitto drops to the `mosquitto` user and could then not
+                # write its own data directory; stay the user who started it.
+                user=getpass.getuser(),
             )
         )
         self.proc: subprocess.Popen[bytes] | None = None

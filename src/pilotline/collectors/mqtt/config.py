@@ -1,0 +1,123 @@
+"""Configuration of the MQTT collector: the broker connection and one machine's source.
+
+Secrets never sit in the configuration file: the password comes from ``password_file`` or
+from the environment variable ``PILOTLINE_MQTT_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PASSWORD_ENV = "PILOTLINE_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+INLINE_SECRET_MESSAGE = (
+    "secrets are not accepted inline: put the password in a file and set password_file, "
+    f"or set {PASSWORD_ENV}"
+)
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+def _split_url(url: str) -> tuple[str, str, int]:
+    """``mqtt[s]://host[:port]`` -> (scheme, host, port); ValueError says what is wrong."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"url must start with mqtt:// or mqtts://, got {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"url must not carry credentials: {INLINE_SECRET_MESSAGE}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"url must be {scheme}://host[:port] without a path or query")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"url has no host: {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"url has an invalid port: {url!r}") from None
+    if port == 0:
+        raise ValueError(f"url has an invalid port: {url!r}")
+    return scheme, host, port or _DEFAULT_PORTS[scheme]
+
+
+class MqttBrokerConfig(BaseModel):
+    """The ``mqtt:`` section of the site configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    username: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
+    keepalive_s: int = Field(default=30, ge=5, le=600)
+    session_expiry_s: int = Field(default=86_400, ge=0, le=0xFFFFFFFF)
+    max_payload_bytes: int = Field(default=65_536, ge=16, le=268_435_455)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    ca_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_inline_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(INLINE_SECRET_MESSAGE)
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        _split_url(url)
+        return url
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> MqttBrokerConfig:
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file is set but the url is mqtt:// (no TLS): use mqtts://")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file is set without a username")
+        return self
+
+    @property
+    def host(self) -> str:
+        return _split_url(self.url)[1]
+
+    @property
+    def port(self) -> int:
+        return _split_url(self.url)[2]
+
+    @property
+    def tls(self) -> bool:
+        return _split_url(self.url)[0] == "mqtts"
+
+    def password(self) -> str | None:
+        """The password from ``password_file`` (preferred) or ``PILOTLINE_MQTT_PASSWORD``.
+
+        Read at every connection attempt, so a rotated secret is picked up without a restart.
+        Raises OSError if the file cannot be read.
+        """
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        env = os.environ.get(PASSWORD_ENV)
+        return env.rstrip("\r\n") if env is not None else None
+
+
+class MqttMachineSource(BaseModel):
+    """A machine's ``mqtt:`` section: the one topic its JSON payloads arrive on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str = Field(min_length=1)
+    qos: Literal[1] = 1
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, topic: str) -> str:
+        if "+" in topic or "#" in topic:
+            raise ValueError(f"topic must not contain wildcards (+ or #): {topic!r}")
+        if "\x00" in topic:
+            raise ValueError("topic must not contain NUL characters")
+        if len(topic.encode("utf-8")) > 65_535:
+            raise ValueError("topic is longer than 65535 bytes")
+        return topic
