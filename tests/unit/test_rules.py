@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -89,7 +90,9 @@ def of(events: list[Event], kind: type) -> list[Event]:
     return [e for e in events if isinstance(e, kind)]
 
 
-def every(seconds_from: int, seconds_to: int, value: object, step: int = 5) -> list[tuple[float, object]]:
+def every(
+    seconds_from: int, seconds_to: int, value: object, step: int = 5
+) -> list[tuple[float, object]]:
     return [(s, value) for s in range(seconds_from, seconds_to, step)]
 
 
@@ -106,7 +109,7 @@ def test_state_counts_after_debounce_and_starts_at_first_sample() -> None:
 
 def test_blip_shorter_than_debounce_does_not_split_the_window() -> None:
     p = plant(mapped())
-    timeline = every(0, 100, "NotExecuting") + [(100, "Executing"), (105, "Executing")]
+    timeline = [*every(0, 100, "NotExecuting"), (100, "Executing"), (105, "Executing")]
     timeline += every(110, 300, "NotExecuting")
     timeline += every(300, 400, "Executing")
     feed(p, "laser-01", timeline, "state")
@@ -368,7 +371,7 @@ def test_windows_are_well_formed(steps: list[tuple[str, int, int]]) -> None:
         assert [e.start_ms for e in opened] == [e.start_ms for e in closed]  # type: ignore[attr-defined]
         ends = [(e.start_ms, e.end_ms) for e in closed]  # type: ignore[attr-defined]
         assert all(s <= e for s, e in ends)
-        assert all(prev_end <= start for (_, prev_end), (start, _) in zip(ends, ends[1:], strict=False))
+        assert all(prev_end <= start for (_, prev_end), (start, _) in itertools.pairwise(ends))
         states = [e for e in of(events, StateChanged) if e.machine == machine]  # type: ignore[attr-defined]
-        assert all(a.state is not b.state for a, b in zip(states, states[1:], strict=False))
+        assert all(a.state is not b.state for a, b in itertools.pairwise(states))
         assert not states or states[-1].state is State.OFFLINE

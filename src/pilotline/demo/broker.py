@@ -34,7 +34,7 @@ log_type notice
 """
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerUnavailableError(RuntimeError):
     pass
 
 
@@ -46,7 +46,8 @@ def free_port() -> int:
 
 
 def find_mosquitto() -> str | None:
-    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+    candidates = (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+    for candidate in candidates:
         if candidate and Path(candidate).exists():
             return candidate
     return None
@@ -58,7 +59,7 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
-    raise BrokerUnavailable(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+    raise BrokerUnavailableError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 class MosquittoBroker:
@@ -78,7 +79,7 @@ class MosquittoBroker:
     ) -> None:
         exe = find_mosquitto()
         if exe is None:
-            raise BrokerUnavailable(
+            raise BrokerUnavailableError(
                 "mosquitto not found: install it (Debian: apt-get install -y mosquitto) "
                 "or point the configuration's mqtt.url at a reachable broker"
             )
@@ -113,10 +114,10 @@ class MosquittoBroker:
         )
         try:
             wait_for_port(self.port)
-        except BrokerUnavailable:
+        except BrokerUnavailableError:
             self.stop()
             log = self.datadir / "mosquitto.log"
-            raise BrokerUnavailable(
+            raise BrokerUnavailableError(
                 f"mosquitto did not start: {log.read_text()[-500:] if log.exists() else ''}"
             ) from None
         return self

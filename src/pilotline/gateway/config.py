@@ -1,0 +1,1019 @@
+"""The site configuration: one YAML file, validated all at once, every mistake with its line.
+
+Theory of operation. ``load_config`` reads the file and composes it with PyYAML into a node
+tree (which keeps line marks), then constructs plain data from that same tree. Four kinds of
+check run on it, and all their findings are gathered before anything is raised:
+
+1. duplicate keys in any mapping (PyYAML would silently keep the last one);
+2. the pydantic models below (``extra="forbid"`` everywhere, so a misspelt key is an error),
+   each error turned into a ``ConfigIssue`` whose path is rebuilt from pydantic's ``loc``;
+3. site-wide checks across objects (duplicate ids and topics, a machine's source, an MQTT
+   machine without a broker, an OPC UA state signal that is not a node), run on the raw data
+   so they report even when some other part of the file is broken;
+4. the files that secrets and certificates are read from exist and are readable (their
+   content is never read here).
+
+Each issue's line comes from walking the node tree along its path. ``ConfigError`` carries
+the issues; ``str()`` of it lists them one per line, ``file:line path: message``.
+
+Relative paths in the file (``store``, ``*_file``) are relative to the directory of the
+configuration file, so ``pilotline check`` and ``pilotline run`` agree wherever they are
+started from; ``load_config`` returns them resolved.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, TypeVar, Union, get_args, get_origin
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pilotline.collectors.mqtt.config import (
+    INLINE_SECRET_MESSAGE as MQTT_INLINE_SECRET_MESSAGE,
+)
+from pilotline.collectors.mqtt.config import MqttBrokerConfig, MqttMachineSource
+from pilotline.rules.plant import ALL_CAPABILITIES
+from pilotline.rules.spec import MachineSpec, MappedState, PlantSpec, StateRule, ThresholdState
+from pilotline.rules.states import DEFAULT_STATE_MAP, State
+
+__all__ = [
+    "INFLUX_TOKEN_ENV",
+    "ConfigError",
+    "ConfigIssue",
+    "Defaults",
+    "InfluxConfig",
+    "LogConfig",
+    "Machine",
+    "OpcuaSource",
+    "SiteConfig",
+    "StateConfig",
+    "StateName",
+    "Zone",
+    "load_config",
+    "summarize",
+]
+
+INFLUX_TOKEN_ENV: Final = "PILOTLINE_INFLUX_TOKEN"  # noqa: S105 (a variable name, not a secret)
+_MAX_FILE_BYTES: Final = 4 * 1024 * 1024
+_MAX_SECONDS: Final = 10 * 365 * 86_400.0
+_CROSS_CHECKED: Final = "pilotline.config.cross_checked"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One mistake: where (``zones[0].machines[2].state.map``, 1-based line) and what."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line} " if self.line is not None else ""
+        what = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{where}{what}"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``issues`` lists every mistake found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue], source: str | None = None) -> None:
+        self.issues: list[ConfigIssue] = list(issues)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        return "\n".join(_render_issue(issue, self.source) for issue in self.issues)
+
+    def __str__(self) -> str:
+        return self._render()
+
+
+def _render_issue(issue: ConfigIssue, source: str | None) -> str:
+    if source is None:
+        return str(issue)
+    where = f"{source}:{issue.line}" if issue.line is not None else source
+    what = f"{issue.path}: {issue.message}" if issue.path else issue.message
+    return f"{where} {what}"
+
+
+# --------------------------------------------------------------------------- field types
+
+_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_OPCUA_NODE_RE: Final = re.compile(r"(?:ns=\d+;|nsu=[^;]+;)?[isgb]=.+", re.DOTALL)
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid id: use lowercase letters, digits, '.', '_' and '-', "
+            "starting with a letter or a digit (ids become tag values and MQTT topic levels)"
+        )
+    return value
+
+
+def _check_signal(value: str) -> str:
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"{value!r} is not a valid signal name: non-empty, without spaces")
+    return value
+
+
+def _reject_bool(value: Any) -> Any:
+    # pydantic's lax mode reads True as 1.0; in YAML that is `yes`/`on`, always a slip.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+def _refuse_inline(secret: str, file_key: str, env: str | None) -> Callable[[Any], Any]:
+    alternative = f", or set {env}" if env else ""
+
+    def refuse(_value: Any) -> Any:
+        raise ValueError(
+            f"secrets are not accepted inline: put the {secret} in a file and set "
+            f"{file_key}{alternative}"
+        )
+
+    return refuse
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Signal = Annotated[str, AfterValidator(_check_signal)]
+Seconds = Annotated[
+    float, BeforeValidator(_reject_bool), Field(ge=0, le=_MAX_SECONDS, allow_inf_nan=False)
+]
+# At least a millisecond: these become positive integer milliseconds in the core.
+PositiveSeconds = Annotated[
+    float, BeforeValidator(_reject_bool), Field(ge=0.001, le=_MAX_SECONDS, allow_inf_nan=False)
+]
+Threshold = Annotated[float, BeforeValidator(_reject_bool), Field(allow_inf_nan=False)]
+StateName = Literal["offline", "running", "idle", "down", "maintenance"]
+
+
+def _dedupe(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _check_capability(value: str) -> str:
+    if value == ALL_CAPABILITIES:
+        raise ValueError(
+            f"{ALL_CAPABILITIES!r} is reserved: it tags the zone-wide row of zone_capacity"
+        )
+    return value
+
+
+Capability = Annotated[Id, AfterValidator(_check_capability)]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InfluxConfig(_Model):
+    """``influx:``: where points go besides the embedded store. The token never sits here."""
+
+    url: str
+    org: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)
+    token_file: Path | None = None
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    flush_interval_s: PositiveSeconds = 1.0
+    timeout_s: PositiveSeconds = 10.0
+    inline_token: Annotated[
+        None, BeforeValidator(_refuse_inline("token", "token_file", INFLUX_TOKEN_ENV))
+    ] = Field(default=None, alias="token", exclude=True, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "url must not carry credentials: put the token in a file and set "
+                f"token_file, or set {INFLUX_TOKEN_ENV}"
+            )
+        if not parts.hostname:
+            raise ValueError(f"url has no host: {url!r}")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"url has an invalid port: {url!r}") from None
+        return url
+
+    def token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The token from ``token_file`` (preferred) or ``PILOTLINE_INFLUX_TOKEN``.
+
+        None when neither is set (a store without authentication). Raises OSError if the
+        file cannot be read; read on each call, so a rotated token is picked up.
+        """
+        if self.token_file is not None:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        env = os.environ if environ is None else environ
+        value = env.get(INFLUX_TOKEN_ENV)
+        return value.strip() if value else None
+
+
+class OpcuaSource(_Model):
+    """A machine's ``opcua:`` section: the server and which node feeds which signal."""
+
+    endpoint: str
+    nodes: dict[Signal, str] = Field(min_length=1)
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate_file: Path | None = None
+    private_key_file: Path | None = None
+    username: str | None = Field(default=None, min_length=1)
+    password_file: Path | None = None
+    publishing_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
+    sampling_interval_ms: int = Field(default=500, ge=0, le=3_600_000)
+    inline_password: Annotated[
+        None, BeforeValidator(_refuse_inline("password", "password_file", None))
+    ] = Field(default=None, alias="password", exclude=True, repr=False)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, endpoint: str) -> str:
+        parts = urlsplit(endpoint)
+        if parts.scheme != "opc.tcp":
+            raise ValueError(f"endpoint must start with opc.tcp://, got {endpoint!r}")
+        if not parts.hostname:
+            raise ValueError(f"endpoint has no host: {endpoint!r}")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"endpoint has an invalid port: {endpoint!r}") from None
+        return endpoint
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, nodes: dict[str, str]) -> dict[str, str]:
+        bad = [
+            f"{signal}: {node!r}"
+            for signal, node in nodes.items()
+            if not _OPCUA_NODE_RE.fullmatch(node)
+        ]
+        if bad:
+            raise ValueError(
+                "not an OPC UA node id (like 'ns=2;s=Laser01.State' or 'i=2258'): " + ", ".join(bad)
+            )
+        return nodes
+
+    @model_validator(mode="after")
+    def _check_security(self) -> OpcuaSource:
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise ValueError(
+                "security_policy and security_mode go together: both None, or "
+                "Basic256Sha256 with Sign or SignAndEncrypt"
+            )
+        if self.security_policy != "None" and (
+            self.certificate_file is None or self.private_key_file is None
+        ):
+            raise ValueError(
+                f"security_policy {self.security_policy} needs certificate_file and "
+                "private_key_file"
+            )
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file is set without a username")
+        return self
+
+
+class StateConfig(_Model):
+    """``state:``: which signal gives the state, through a map or thresholds.
+
+    Without ``map`` or thresholds, the signal goes through the default map alone (OPC
+    40001-1, PackML, MTConnect and SEMI E10 names); a ``map`` is laid over those defaults.
+    """
+
+    signal: Signal
+    map: dict[str, StateName] | None = None
+    running_above: Threshold | None = None
+    idle_below: Threshold | None = None
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _map_keys(cls, value: Any) -> Any:
+        # OPC UA and PackML enumerations arrive as integers, which the core looks up as text.
+        if not isinstance(value, dict):
+            return value
+        out: dict[Any, Any] = {}
+        for key, state in value.items():
+            if isinstance(key, bool):
+                raise ValueError(
+                    f"key {str(key).lower()!r} is a boolean to YAML (yes/no/on/off/true/false "
+                    "are): quote it, e.g. 'on': running"
+                )
+            out[str(key) if isinstance(key, int) else key] = state
+        return out
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> StateConfig:
+        thresholds = (self.running_above, self.idle_below)
+        if self.map is not None and thresholds != (None, None):
+            raise ValueError("use either map or running_above/idle_below, not both")
+        if (self.running_above is None) != (self.idle_below is None):
+            raise ValueError("running_above and idle_below go together: set both")
+        if (
+            self.running_above is not None
+            and self.idle_below is not None
+            and self.idle_below > self.running_above
+        ):
+            raise ValueError(
+                f"idle_below ({self.idle_below:g}) must not exceed running_above "
+                f"({self.running_above:g})"
+            )
+        return self
+
+    def rule(self) -> StateRule:
+        """The core's rule: thresholds, or this map laid over ``DEFAULT_STATE_MAP``."""
+        if self.running_above is not None and self.idle_below is not None:
+            return ThresholdState(self.signal, self.running_above, self.idle_below)
+        mapping: dict[str, State] = dict(DEFAULT_STATE_MAP)
+        mapping.update({key: State(name) for key, name in (self.map or {}).items()})
+        return MappedState(self.signal, types.MappingProxyType(mapping))
+
+
+class Defaults(_Model):
+    """``defaults:``: timings every machine gets unless it sets its own."""
+
+    debounce_s: Seconds = 20.0
+    stale_after_s: PositiveSeconds = 60.0
+    min_idle_s: Seconds = 900.0
+    publish_interval_s: PositiveSeconds = 60.0
+
+
+class Machine(_Model):
+    id: Id
+    owner: Id
+    capabilities: Annotated[list[Capability], AfterValidator(_dedupe)] = Field(default_factory=list)
+    mqtt: MqttMachineSource | None = None
+    opcua: OpcuaSource | None = None
+    state: StateConfig
+    debounce_s: Seconds | None = None
+    stale_after_s: PositiveSeconds | None = None
+    min_idle_s: Seconds | None = None
+    publish_interval_s: PositiveSeconds | None = None
+
+    @property
+    def source(self) -> Literal["mqtt", "opcua"]:
+        return "mqtt" if self.mqtt is not None else "opcua"
+
+    def signals(self) -> tuple[str, ...]:
+        """Signals this machine is known to deliver: its OPC UA nodes, or its state signal."""
+        if self.opcua is not None:
+            return tuple(self.opcua.nodes)
+        return (self.state.signal,)
+
+    def spec(self, zone: str, defaults: Defaults) -> MachineSpec:
+        def pick(own: float | None, default: float) -> int:
+            return _ms(default if own is None else own)
+
+        return MachineSpec(
+            id=self.id,
+            zone=zone,
+            owner=self.owner,
+            state=self.state.rule(),
+            capabilities=tuple(self.capabilities),
+            debounce_ms=pick(self.debounce_s, defaults.debounce_s),
+            stale_after_ms=pick(self.stale_after_s, defaults.stale_after_s),
+            min_idle_ms=pick(self.min_idle_s, defaults.min_idle_s),
+            publish_interval_ms=pick(self.publish_interval_s, defaults.publish_interval_s),
+        )
+
+
+class Zone(_Model):
+    id: Id
+    machines: list[Machine] = Field(min_length=1)
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+def _check_api(value: str) -> str:
+    host, port = _split_api(value)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_HOSTNAME_RE: Final = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _split_api(value: str) -> tuple[str, int]:
+    shape = "api must be host:port, like 127.0.0.1:8080 or [::1]:8080"
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{shape}, got {value!r}")
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"api port must be 1-65535, got {port_text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{shape}: {host!r} is not an IPv6 address") from None
+    elif re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{shape}: {host!r} is not an IPv4 address") from None
+    elif not _HOSTNAME_RE.fullmatch(host):
+        raise ValueError(f"{shape}: {host!r} is not a host name or an address")
+    return host, int(port_text)
+
+
+class SiteConfig(_Model):
+    """The whole file."""
+
+    site: Id
+    mqtt: MqttBrokerConfig | None = None
+    influx: InfluxConfig | None = None
+    store: Path = Path("./var/pilotline.db")
+    api: Annotated[str, AfterValidator(_check_api)] = "127.0.0.1:8080"
+    defaults: Defaults = Field(default_factory=Defaults)
+    zones: list[Zone] = Field(min_length=1)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _site_checks(self, info: ValidationInfo) -> SiteConfig:
+        # load_config runs these on the raw data itself, to report them with their lines
+        # and alongside field errors; here they guard configurations built in code.
+        if isinstance(info.context, dict) and info.context.get(_CROSS_CHECKED):
+            return self
+        found = _cross_checks(self.model_dump(by_alias=True))
+        if found:
+            raise ValueError("; ".join(f"{_format_loc(loc)}: {msg}" for loc, msg in found))
+        return self
+
+    @property
+    def api_host(self) -> str:
+        return _split_api(self.api)[0]
+
+    @property
+    def api_port(self) -> int:
+        return _split_api(self.api)[1]
+
+    def machines(self) -> list[tuple[Zone, Machine]]:
+        return [(zone, machine) for zone in self.zones for machine in zone.machines]
+
+    def plant_spec(self) -> PlantSpec:
+        return PlantSpec(
+            machines=tuple(m.spec(zone.id, self.defaults) for zone, m in self.machines()),
+            publish_interval_ms=_ms(self.defaults.publish_interval_s),
+        )
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+# --------------------------------------------------------------------------- site checks
+
+Loc = tuple[str | int, ...]
+
+
+def _cross_checks(data: object) -> list[tuple[Loc, str]]:
+    """Checks across objects, on plain data that may be partly wrong (those parts are skipped)."""
+    found: list[tuple[Loc, str]] = []
+    if not isinstance(data, dict):
+        return found
+    has_broker = data.get("mqtt") is not None
+    zone_ids: dict[str, Loc] = {}
+    machine_ids: dict[str, Loc] = {}
+    topics: dict[str, tuple[Loc, str]] = {}
+    zones = data.get("zones")
+    for zi, zone in enumerate(zones if isinstance(zones, list) else []):
+        if not isinstance(zone, dict):
+            continue
+        _unique(zone.get("id"), ("zones", zi), zone_ids, "zone id", found)
+        machines = zone.get("machines")
+        for mi, machine in enumerate(machines if isinstance(machines, list) else []):
+            if not isinstance(machine, dict):
+                continue
+            here: Loc = ("zones", zi, "machines", mi)
+            _unique(machine.get("id"), here, machine_ids, "machine id", found)
+            mqtt, opcua = machine.get("mqtt"), machine.get("opcua")
+            if mqtt is None and opcua is None:
+                found.append((here, "no source: give the machine an mqtt: or an opcua: section"))
+            elif mqtt is not None and opcua is not None:
+                found.append((here, "both mqtt: and opcua: are set: a machine has one source"))
+            if mqtt is not None and not has_broker:
+                found.append(
+                    ((*here, "mqtt"), "an MQTT machine needs the site's mqtt: broker section")
+                )
+            if isinstance(mqtt, dict):
+                topic = mqtt.get("topic")
+                if isinstance(topic, str):
+                    if topic in topics:
+                        other, other_id = topics[topic]
+                        found.append(
+                            (
+                                (*here, "mqtt", "topic"),
+                                f"topic {topic!r} is already the topic of {other_id} "
+                                f"({_format_loc(other)}): one topic per machine",
+                            )
+                        )
+                    else:
+                        topics[topic] = (here, str(machine.get("id")))
+            state = machine.get("state")
+            if isinstance(opcua, dict) and isinstance(state, dict):
+                nodes, signal = opcua.get("nodes"), state.get("signal")
+                if (
+                    isinstance(nodes, dict)
+                    and nodes
+                    and isinstance(signal, str)
+                    and (signal not in nodes)
+                ):
+                    found.append(
+                        (
+                            (*here, "state", "signal"),
+                            f"{signal!r} is not one of opcua.nodes "
+                            f"({', '.join(str(k) for k in nodes)})",
+                        )
+                    )
+    return found
+
+
+def _unique(
+    value: object, here: Loc, seen: dict[str, Loc], what: str, found: list[tuple[Loc, str]]
+) -> None:
+    if not isinstance(value, str):
+        return
+    if value in seen:
+        also = _format_loc(seen[value])
+        found.append(((*here, "id"), f"duplicate {what} {value!r}: also {also}"))
+    else:
+        seen[value] = here
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: Path, *, check_files: bool = True) -> SiteConfig:
+    """Read, validate and resolve a site configuration; ``ConfigError`` lists every mistake.
+
+    ``check_files=False`` skips checking that secret and certificate files exist (to check a
+    production file on another machine).
+    """
+    source = str(path)
+    text = _read(path, source)
+    root, data = _compose(text, source)
+    issues = list(_duplicate_keys(root))
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {_kind(data)}"
+        raise ConfigError(
+            [
+                *issues,
+                ConfigIssue(
+                    "",
+                    _line(root),
+                    f"the file is {kind}: expected a mapping "
+                    "with site:, zones: and the other sections",
+                ),
+            ],
+            source,
+        )
+    config: SiteConfig | None = None
+    try:
+        config = SiteConfig.model_validate(data, context={_CROSS_CHECKED: True})
+    except ValidationError as exc:
+        issues.extend(_validation_issues(exc, root))
+    issues.extend(_issue(root, loc, msg) for loc, msg in _cross_checks(data))
+    base = path.absolute().parent
+    if check_files:
+        issues.extend(_file_issues(data, root, base))
+    if issues or config is None:
+        raise ConfigError(_ordered(issues), source)
+    return _resolve_paths(config, base)
+
+
+def _read(path: Path, source: str) -> str:
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(_MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            [ConfigIssue("", None, f"cannot read the file: {reason}")], source
+        ) from None
+    if len(raw) > _MAX_FILE_BYTES:
+        raise ConfigError(
+            [ConfigIssue("", None, f"the file is larger than {_MAX_FILE_BYTES} bytes")], source
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigIssue("", line, "the file is not UTF-8 text")], source) from None
+
+
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for lines) and the data constructed from that same tree."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, source) from None
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.reader.ReaderError as exc:  # met while reading further along the text
+        raise _reader_error(exc, text, source) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        raise ConfigError([ConfigIssue("", line, f"YAML syntax: {problem}")], source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue("", None, f"YAML: {exc}")], source) from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # PyYAML's constructors let a few of these through for bad explicit tags
+        # (`!!timestamp 2024-13-40`); they are mistakes in the file all the same.
+        raise ConfigError([ConfigIssue("", None, f"YAML value: {exc}")], source) from None
+    except RecursionError:
+        raise ConfigError([ConfigIssue("", None, "YAML nesting is too deep")], source) from None
+    finally:
+        loader.dispose()
+    return root, data
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, source: str) -> ConfigError:
+    line = text[: exc.position].count("\n") + 1
+    char = exc.character
+    shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+    return ConfigError([ConfigIssue("", line, f"YAML: character {shown} is not allowed")], source)
+
+
+def _ordered(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    unique = list(dict.fromkeys(issues))
+    return sorted(unique, key=lambda i: (i.line is None, i.line or 0))
+
+
+_SECRET_FILE_KEYS: Final = (
+    "password_file",
+    "token_file",
+    "ca_file",
+    "certificate_file",
+    "private_key_file",
+)
+
+
+def _file_issues(data: dict[str, Any], root: yaml.Node | None, base: Path) -> list[ConfigIssue]:
+    """Files the gateway will read secrets or certificates from must exist (not read here)."""
+    sections: list[tuple[Loc, Any]] = [
+        (("mqtt",), data.get("mqtt")),
+        (("influx",), data.get("influx")),
+    ]
+    zones = data.get("zones")
+    for zi, zone in enumerate(zones if isinstance(zones, list) else []):
+        machines = zone.get("machines") if isinstance(zone, dict) else None
+        for mi, machine in enumerate(machines if isinstance(machines, list) else []):
+            if isinstance(machine, dict):
+                sections.append((("zones", zi, "machines", mi, "opcua"), machine.get("opcua")))
+    issues = []
+    for loc, section in sections:
+        if not isinstance(section, dict):
+            continue
+        for key in _SECRET_FILE_KEYS:
+            value = section.get(key)
+            if not isinstance(value, str) or not value:
+                continue
+            file = base / value
+            if not file.exists():
+                problem = f"file not found: {file}"
+            elif not file.is_file():
+                problem = f"not a file: {file}"
+            elif not os.access(file, os.R_OK):
+                problem = f"file not readable: {file}"
+            else:
+                continue
+            issues.append(_issue(root, (*loc, key), problem))
+    return issues
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _resolve_paths(model: M, base: Path) -> M:
+    """A copy of ``model`` with every relative ``Path`` field made relative to ``base``."""
+    changes: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        new = _resolve_value(value, base)
+        if new is not value:
+            changes[name] = new
+    return model.model_copy(update=changes) if changes else model
+
+
+def _resolve_value(value: Any, base: Path) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else base / value
+    if isinstance(value, BaseModel):
+        return _resolve_paths(value, base)
+    if isinstance(value, list):
+        items = [_resolve_value(item, base) for item in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+# --------------------------------------------------------------------------- issues from pydantic
+
+
+def _validation_issues(exc: ValidationError, root: yaml.Node | None) -> list[ConfigIssue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        loc: Loc = tuple(error["loc"])
+        message = _message(error, loc)
+        if MQTT_INLINE_SECRET_MESSAGE in message and _node_at(root, (*loc, "password")) is not None:
+            loc = (*loc, "password")
+        issues.append(_issue(root, loc, message))
+    return issues
+
+
+def _message(error: Mapping[str, Any], loc: Loc) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden" and loc:
+        return _unknown_key(str(loc[-1]), loc[:-1])
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("value_error", "assertion_error"):
+        ctx = error.get("ctx") or {}
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping of keys, got {_kind(value)}"
+    if kind == "list_type":
+        return f"expected a list, got {_kind(value)}"
+    message = str(error["msg"])
+    if loc and loc[-1] == "[key]":
+        message = f"key {value!r}: {message}"
+    elif kind == "string_type" and isinstance(value, bool | int | float):
+        message += f", got {value!r}: YAML read it as {_a(_kind(value))}, quote it"
+    elif isinstance(value, str | int | float | bool) and len(repr(value)) <= 80:
+        message += f", got {value!r}"
+    return message
+
+
+def _unknown_key(key: str, parent: Loc) -> str:
+    model = _model_at(parent)
+    if model is None:
+        return f"unknown key {key!r}"
+    allowed = [
+        field.alias or name for name, field in model.model_fields.items() if not field.exclude
+    ]
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"allowed here: {', '.join(allowed)}"
+    return f"unknown key {key!r}: {hint}"
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``loc`` (for its allowed keys)."""
+    current: Any = SiteConfig
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next(
+                (f for n, f in current.model_fields.items() if (f.alias or n) == part), None
+            )
+            if field is None:
+                return None
+            current = field.annotation
+        elif get_origin(current) is list and isinstance(part, int):
+            current = get_args(current)[0]
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------- paths and lines
+
+_SIMPLE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+# pydantic-core schema tags that can appear in a loc (unions, validators), never user keys.
+_LOC_TAG_RE: Final = re.compile(r"[a-z][a-z0-9-]*\[.*\]", re.DOTALL)
+_LOC_TAGS: Final = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "literal"})
+
+
+def _issue(root: yaml.Node | None, loc: Loc, message: str) -> ConfigIssue:
+    path, line = _locate(root, loc)
+    return ConfigIssue(path, line, message)
+
+
+def _format_loc(loc: Loc) -> str:
+    return _locate(None, loc)[0]
+
+
+def _locate(root: yaml.Node | None, loc: Loc) -> tuple[str, int | None]:
+    """``zones[0].machines[2].state.map`` for a pydantic loc, and the line it starts at.
+
+    Walks the YAML node tree alongside the loc: a mapping key gives the key's own line (a
+    missing key its mapping's), a list index the item's. Schema tags are dropped.
+    """
+    node = root
+    line = _line(root)
+    text = ""
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = _find_key(node, part)
+            if pair is not None:
+                text += _key_text(part, text)
+                line = _line(pair[0])
+                node = pair[1]
+                continue
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            text += f"[{part}]"
+            node = node.value[part]
+            line = _line(node)
+            continue
+        if isinstance(part, str) and (part in _LOC_TAGS or _LOC_TAG_RE.fullmatch(part)):
+            continue
+        node = None
+        if part == "[key]":
+            continue
+        text += f"[{part}]" if isinstance(part, int) else _key_text(part, text)
+    return text, line
+
+
+def _key_text(part: str | int, text: str) -> str:
+    key = str(part)
+    if not _SIMPLE_KEY_RE.fullmatch(key):
+        return f"[{key!r}]"
+    return f".{key}" if text else key
+
+
+def _find_key(node: yaml.MappingNode, part: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+    wanted = str(part)
+    found = None
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.value == wanted and key.tag != _MERGE_TAG:
+            found = (key, value)
+    if found is not None:
+        return found
+    for key, value in node.value:  # keys brought in by `<<: *anchor`
+        if key.tag == _MERGE_TAG:
+            merged = value.value if isinstance(value, yaml.SequenceNode) else [value]
+            for source in merged:
+                if isinstance(source, yaml.MappingNode):
+                    hit = _find_key(source, part)
+                    if hit is not None:
+                        return hit
+    return None
+
+
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+
+
+def _node_at(root: yaml.Node | None, loc: Loc) -> yaml.Node | None:
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = _find_key(node, part)
+            node = pair[1] if pair is not None else None
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if 0 <= part < len(node.value) else None
+        else:
+            return None
+    return node
+
+
+def _line(node: yaml.Node | None) -> int | None:
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _duplicate_keys(root: yaml.Node | None) -> Iterator[ConfigIssue]:
+    seen_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen_nodes:  # aliases share nodes; visit each once
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int | None] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                    continue
+                here = path + _key_text(key.value, path)
+                if key.value in first:
+                    yield ConfigIssue(
+                        here,
+                        _line(key),
+                        f"duplicate key {key.value!r} (first at line {first[key.value]})",
+                    )
+                else:
+                    first[key.value] = _line(key)
+                stack.append((value, here))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(config: SiteConfig) -> str:
+    """A few lines for ``pilotline check``: the site, each zone's machines, the outputs."""
+    pairs = config.machines()
+    by_source = {kind: sum(m.source == kind for _, m in pairs) for kind in ("mqtt", "opcua")}
+    sources = ", ".join(f"{n} {kind}" for kind, n in by_source.items() if n)
+    lines = [
+        f"site {config.site}: {_plural(len(config.zones), 'zone')}, "
+        f"{_plural(len(pairs), 'machine')} ({sources})"
+    ]
+    for zone in config.zones:
+        label = f"  {zone.id}: "
+        for i, machine in enumerate(zone.machines):
+            prefix = label if i == 0 else " " * len(label)
+            capabilities = ", ".join(machine.capabilities) or "(no capabilities)"
+            lines.append(
+                f"{prefix}{machine.id} [{machine.source}: {', '.join(machine.signals())}] "
+                f"{capabilities}"
+            )
+    if config.mqtt is not None:
+        lines.append(f"  mqtt broker {config.mqtt.url}")
+    if config.influx is not None:
+        lines.append(
+            f"  influx {config.influx.url} (org {config.influx.org}, bucket {config.influx.bucket})"
+        )
+    lines.append(f"  store {config.store}")
+    lines.append(f"  api {config.api}")
+    return "\n".join(lines)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
