@@ -23,7 +23,7 @@ from pilotline.collectors.mqtt import (
     MqttCollector,
     Quarantined,
 )
-from pilotline.demo.broker import BrokerUnavailable, MosquittoBroker, find_mosquitto
+from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto
 from pilotline.rules.sample import Quality, Sample
 
 pytestmark = [
@@ -39,7 +39,7 @@ TS = 1_795_737_600_123
 def broker() -> Iterator[MosquittoBroker]:
     try:
         b = MosquittoBroker().start()
-    except BrokerUnavailable as exc:
+    except BrokerUnavailableError as exc:
         pytest.skip(str(exc))
     try:
         yield b

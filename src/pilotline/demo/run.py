@@ -1,0 +1,164 @@
+"""``pilotline demo``: a simulated pilot line, a private broker, the gateway, one command.
+
+The simulated machines publish over a real Mosquitto (started here on a free loopback port
+unless ``--mqtt-url`` names one), the real gateway collects them into the embedded store,
+and the terminal shows where capacity is while the API serves the same picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker
+from pilotline.demo.plant import Plant as SimPlant
+from pilotline.demo.publisher import publish_plant
+from pilotline.demo.site import demo_site_yaml
+from pilotline.gateway.config import ConfigError, load_config
+from pilotline.gateway.logs import configure_logging
+from pilotline.gateway.service import Gateway
+from pilotline.rules import MachineView, State
+
+log = structlog.get_logger("pilotline.demo")
+
+STATE_STYLE = {
+    State.RUNNING: "green",
+    State.IDLE: "bold cyan",
+    State.DOWN: "bold red",
+    State.MAINTENANCE: "yellow",
+    State.OFFLINE: "dim",
+}
+
+
+@dataclass
+class DemoOptions:
+    duration_s: float | None = None
+    api: str = "127.0.0.1:8080"
+    mqtt_url: str | None = None
+    influx_url: str | None = None
+    seed: int = 7
+    workdir: Path = Path("var/demo")
+    live: bool = True
+    log_format: str | None = None
+
+
+async def run_demo(opts: DemoOptions) -> None:
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    if opts.live:
+        # The live table owns the terminal; log lines go to a file beside the store.
+        log_path = opts.workdir / "demo.log"
+        configure_logging("json", stream=log_path.open("a", encoding="utf-8"))
+    else:
+        configure_logging(opts.log_format or "auto")  # type: ignore[arg-type]
+
+    broker: MosquittoBroker | None = None
+    mqtt_url = opts.mqtt_url
+    if mqtt_url is None:
+        try:
+            broker = MosquittoBroker(datadir=opts.workdir / "mosquitto").start()
+        except BrokerUnavailableError as exc:
+            print(f"pilotline demo: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        mqtt_url = broker.url
+    try:
+        sim = SimPlant(seed=opts.seed)
+        config_path = opts.workdir / "pilotline.yaml"
+        config_path.write_text(
+            demo_site_yaml(
+                sim,
+                mqtt_url=mqtt_url,
+                store=opts.workdir / "demo.db",
+                api=opts.api,
+                influx_url=opts.influx_url,
+                # idle time is offered after 30 s, so capacity shows within the first minute
+                min_idle_s=30,
+            )
+        )
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:  # a bug in the demo itself; say so plainly
+            print(f"pilotline demo: generated configuration refused:\n{exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        gateway = Gateway(config)
+        log.info("demo.started", mqtt=mqtt_url, api=f"http://{opts.api}", config=str(config_path))
+        if not opts.live:
+            print(
+                f"pilotline demo: {len(sim.machines)} machines on {mqtt_url}; "
+                f"API on http://{opts.api} (try /api/capacity); config in {config_path}",
+                flush=True,
+            )
+        async with asyncio.TaskGroup() as tasks:
+            gateway_task = tasks.create_task(gateway.run(), name="gateway")
+            publisher = tasks.create_task(
+                publish_plant(sim, mqtt_url, interval_s=1.0), name="demo-plant"
+            )
+            show = tasks.create_task(_show(gateway, opts), name="demo-display")
+            if opts.duration_s is not None:
+                await asyncio.sleep(opts.duration_s)
+                for task in (publisher, show, gateway_task):
+                    task.cancel()
+        _print_table(gateway, Console())
+    finally:
+        if broker is not None:
+            broker.close()
+
+
+async def _show(gateway: Gateway, opts: DemoOptions) -> None:
+    if not opts.live:
+        while True:
+            await asyncio.sleep(10)
+            views = gateway.plant.view()
+            log.info(
+                "demo.capacity",
+                available=[v.id for v in views if v.available],
+                idle=[v.id for v in views if v.state is State.IDLE],
+                running=sum(v.state is State.RUNNING for v in views),
+            )
+    with Live(_table(gateway, opts), refresh_per_second=2, screen=False) as live:
+        while True:
+            await asyncio.sleep(1)
+            live.update(_table(gateway, opts))
+
+
+def _table(gateway: Gateway, opts: DemoOptions) -> Table:
+    views = gateway.plant.view()
+    now = gateway.plant.now_ms or int(time.time() * 1000)
+    available = sum(v.available for v in views)
+    table = Table(
+        title=f"pilotline demo: {available} of {len(views)} machines bookable now",
+        caption=f"API http://{opts.api}/api/capacity · Ctrl-C to stop",
+    )
+    for column in ("zone", "machine", "owner", "state", "for", "capacity"):
+        table.add_column(column)
+    for v in sorted(views, key=lambda v: (v.zone, v.id)):
+        table.add_row(*_row(v, now))
+    return table
+
+
+def _row(v: MachineView, now_ms: int) -> tuple[str, str, str, str, str, str]:
+    held = "" if v.since_ms is None else _duration((now_ms - v.since_ms) / 1000)
+    if v.available:
+        capacity = f"[bold cyan]bookable, idle {_duration(v.idle_for_s)}[/]"
+    elif v.state is State.IDLE:
+        capacity = f"idle {_duration(v.idle_for_s)}, not yet offered"
+    else:
+        capacity = ""
+    style = STATE_STYLE[v.state]
+    return v.zone, v.id, v.owner, f"[{style}]{v.state.value}[/]", held, capacity
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _print_table(gateway: Gateway, console: Console) -> None:
+    console.print(_table(gateway, DemoOptions(api=gateway.config.api)))

@@ -1,0 +1,1 @@
+"""The shell around the rules core: sinks, storage, wiring, API and CLI."""

@@ -1,0 +1,170 @@
+"""Core events to lines of the time-series contract (../shared/DESIGN.md).
+
+- sample values -> ``telemetry`` (site, zone, machine): one float per numeric signal;
+- ``StateChanged`` -> ``machine_state`` (+ owner): ``state``, ``state_code``;
+- ``IdleWindowClosed`` -> ``idle_window``, stamped at the window's start: ``duration_s``,
+  ``end_ms``, ``offered``;
+- ``Capacity`` -> ``capacity`` (+ owner): ``available``, ``idle_for_s``, ``offered``;
+- ``ZoneCapacity`` -> ``zone_capacity`` (site, zone, capability; no machine): ``machines``,
+  ``available``, ``running``, ``down``, ``offline``.
+
+``IdleWindowOpened`` and ``SampleRejected`` produce no line. Every line goes to the outbox
+with a priority: ``PRIORITY_EVENT`` for states, windows, capacity and alerts,
+``PRIORITY_TELEMETRY`` for raw telemetry, which is shed first under disk pressure.
+
+Field types never vary for a given field (InfluxDB rejects a batch on a type conflict):
+telemetry values are always floats, even when a source sends ``812`` one time and ``812.5``
+the next; 0/1 flags are always integers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from pilotline.gateway.lineproto import field_key, line_from_key, series_key
+from pilotline.rules.events import (
+    Capacity,
+    Event,
+    IdleWindowClosed,
+    StateChanged,
+    ZoneCapacity,
+)
+
+PRIORITY_EVENT = 0
+PRIORITY_TELEMETRY = 1
+
+TELEMETRY = "telemetry"
+MACHINE_STATE = "machine_state"
+IDLE_WINDOW = "idle_window"
+CAPACITY = "capacity"
+ZONE_CAPACITY = "zone_capacity"
+
+
+@dataclass(frozen=True, slots=True)
+class Tags:
+    """What the gateway knows to tag a machine's points with."""
+
+    site: str
+    zone: str
+    machine: str
+    owner: str = ""
+
+    def base(self) -> dict[str, str]:
+        """site, zone, machine: the tags of every machine-level point."""
+        return {"site": self.site, "zone": self.zone, "machine": self.machine}
+
+    def with_owner(self) -> dict[str, str]:
+        return {**self.base(), "owner": self.owner}
+
+
+# Series keys repeat for every point of a machine: format each once. Bounded, so a stream
+# of distinct names cannot grow it without limit.
+_KEYS: dict[tuple[str, ...], str] = {}
+_KEYS_MAX = 65_536
+
+
+def _key(measurement: str, *pairs: str) -> str:
+    """Cached ``series_key`` of ``measurement`` and tag ``k1, v1, k2, v2, ...`` pairs."""
+    cache_key = (measurement, *pairs)
+    key = _KEYS.get(cache_key)
+    if key is None:
+        tags = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        key = series_key(measurement, tags)
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        _KEYS[cache_key] = key
+    return key
+
+
+def telemetry_line(
+    site: str, zone: str, machine: str, values: Mapping[str, float | str], ts_ms: int
+) -> str | None:
+    """One ``telemetry`` line with a float field per numeric signal, or None if none.
+
+    String values (enumerated states) are not telemetry fields and are skipped, as are
+    non-finite numbers (the core rejects them; they must never poison a batch).
+    """
+    # The hot path: specialised for float fields rather than going through line_from_key.
+    parts: list[str] = []
+    for name, value in values.items():
+        if isinstance(value, str):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):  # not a number after all: not a field
+            continue
+        if not math.isfinite(number) or not name:
+            continue
+        text = repr(number)
+        if text.endswith(".0"):
+            text = text[:-2]
+        parts.append(f"{field_key(name)}={text}")
+    if not parts:
+        return None
+    key = _key(TELEMETRY, "site", site, "zone", zone, "machine", machine)
+    return f"{key} {','.join(parts)} {ts_ms * 1_000_000:d}"
+
+
+def event_lines(site: str, event: Event) -> list[str]:
+    """The contract lines of one core event (empty for events that are not measurements)."""
+    if isinstance(event, StateChanged):
+        key = _key(
+            MACHINE_STATE,
+            "site",
+            site,
+            "zone",
+            event.zone,
+            "machine",
+            event.machine,
+            "owner",
+            event.owner,
+        )
+        return [
+            line_from_key(
+                key, {"state": event.state.value, "state_code": event.state.code}, event.ts_ms
+            )
+        ]
+    if isinstance(event, IdleWindowClosed):
+        key = _key(IDLE_WINDOW, "site", site, "zone", event.zone, "machine", event.machine)
+        fields = {
+            "duration_s": float(event.duration_s),
+            "end_ms": event.end_ms,
+            "offered": int(event.offered),
+        }
+        return [line_from_key(key, fields, event.start_ms)]
+    if isinstance(event, Capacity):
+        key = _key(
+            CAPACITY,
+            "site",
+            site,
+            "zone",
+            event.zone,
+            "machine",
+            event.machine,
+            "owner",
+            event.owner,
+        )
+        fields = {
+            "available": int(event.available),
+            "idle_for_s": float(event.idle_for_s),
+            "offered": int(event.offered),
+        }
+        return [line_from_key(key, fields, event.ts_ms)]
+    if isinstance(event, ZoneCapacity):
+        key = _key(ZONE_CAPACITY, "site", site, "zone", event.zone, "capability", event.capability)
+        counts = {
+            "machines": int(event.machines),
+            "available": int(event.available),
+            "running": int(event.running),
+            "down": int(event.down),
+            "offline": int(event.offline),
+        }
+        return [line_from_key(key, counts, event.ts_ms)]
+    return []
+
+
+def event_rows(site: str, events: Iterable[Event]) -> list[tuple[int, str]]:
+    """``(PRIORITY_EVENT, line)`` rows of many events, ready for ``Store.commit(lines=...)``."""
+    return [(PRIORITY_EVENT, text) for event in events for text in event_lines(site, event)]

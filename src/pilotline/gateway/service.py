@@ -1,0 +1,345 @@
+"""The running gateway: collectors in, rules core, durable store and outbox, API.
+
+A thin asyncio shell around the pure core. Collectors call ``_on_sample`` synchronously in the
+event loop; the sample's telemetry point and the core's events are staged, and a short
+batching interval later one SQLite transaction makes all of them durable, after which the
+MQTT messages behind them are acknowledged to the broker. A gateway killed at any moment
+therefore loses nothing: what was not committed was not acknowledged, and the broker
+delivers it again.
+
+Time: the core runs on a watermark, ``wall clock - lateness``, so a sample that arrives a
+little after its source time is still applied in order. Samples from further in the future
+than ``max_future_s`` are refused (a source with a wrong clock must not close windows ahead
+of time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from pilotline.collectors.mqtt.collector import AckToken, MqttCollector, Quarantined
+from pilotline.gateway.api import serve_api
+from pilotline.gateway.config import SiteConfig
+from pilotline.gateway.drain import OutboxDrainer
+from pilotline.gateway.influx import InfluxClientWriter, InfluxWriter
+from pilotline.gateway.metrics import Gauges, Metrics
+from pilotline.gateway.points import PRIORITY_TELEMETRY, event_rows, telemetry_line
+from pilotline.gateway.store import QuarantineRow, Store
+from pilotline.rules import Event, Plant, Sample, SampleRejected
+
+log = structlog.get_logger("pilotline.gateway")
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ServiceOptions:
+    lateness_ms: int = 2_000
+    max_future_s: float = 300.0
+    commit_interval_s: float = 0.0
+    commit_max_items: int = 5_000
+    stop_timeout_s: float = 8.0
+
+
+@dataclass
+class _Staged:
+    lines: list[tuple[int, str]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    quarantined: list[QuarantineRow] = field(default_factory=list)
+    acks: list[AckToken] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.lines) + len(self.events) + len(self.quarantined) + len(self.acks)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: SiteConfig,
+        *,
+        writer: InfluxWriter | None = None,
+        clock_ms: Clock = wall_clock_ms,
+        options: ServiceOptions | None = None,
+    ) -> None:
+        self.config = config
+        self.options = options or ServiceOptions()
+        self.clock_ms = clock_ms
+        self.metrics = Metrics()
+        self.plant_spec = config.plant_spec()
+        self.plant = Plant(self.plant_spec)
+        self._zone_of = {m.id: z.id for z, m in config.machines()}
+        self.store = Store(config.store)
+        if writer is None and config.influx is not None:
+            writer = InfluxClientWriter(
+                config.influx.url,
+                config.influx.org,
+                config.influx.bucket,
+                config.influx.token(),
+                timeout_s=config.influx.timeout_s,
+            )
+        self.writer = writer
+        self.drainer = (
+            OutboxDrainer(
+                self.store,
+                writer,
+                batch_size=config.influx.batch_size if config.influx else 5000,
+                flush_interval_s=config.influx.flush_interval_s if config.influx else 1.0,
+            )
+            if writer is not None
+            else None
+        )
+        self.mqtt: MqttCollector | None = None
+        topics = {m.mqtt.topic: m.id for _, m in config.machines() if m.mqtt is not None}
+        if config.mqtt is not None and topics:
+            self.mqtt = MqttCollector(
+                config.mqtt,
+                topics,
+                self._on_sample,
+                self._on_reject,
+                client_id=config.mqtt.client_id or f"pilotline-{config.site}",
+                clock_ms=clock_ms,
+            )
+        self._staged = _Staged()
+        self._wake_committer = asyncio.Event()
+        self._started_ms = clock_ms()
+
+    # -- the hot path (synchronous, in the event loop) -------------------------------------
+
+    def _on_sample(self, sample: Sample, token: AckToken) -> None:
+        staged = self._staged
+        staged.acks.append(token)
+        now = self.clock_ms()
+        if sample.ts_ms > now + self.options.max_future_s * 1000:
+            self._stage_events(
+                [
+                    SampleRejected(
+                        sample.machine,
+                        sample.ts_ms,
+                        "future",
+                        f"{(sample.ts_ms - now) / 1000:.0f} s ahead of the gateway clock",
+                    )
+                ]
+            )
+        else:
+            self.metrics.samples[sample.machine] += 1
+            zone = self._zone_of.get(sample.machine)
+            if zone is not None and self.drainer is not None:
+                line = telemetry_line(
+                    self.config.site, zone, sample.machine, sample.values, sample.ts_ms
+                )
+                if line is not None:
+                    staged.lines.append((PRIORITY_TELEMETRY, line))
+            self.plant.receive(sample)
+            self._stage_events(self.plant.events())
+        self._request_commit()
+
+    def _on_reject(self, item: Quarantined, token: AckToken) -> None:
+        self.metrics.rejected[("mqtt", item.reason)] += 1
+        self._staged.quarantined.append(
+            QuarantineRow(item.arrival_ms, "mqtt", item.topic, item.machine, item.reason, item.head)
+        )
+        self._staged.acks.append(token)
+        self._request_commit()
+
+    def _stage_events(self, events: list[Event]) -> None:
+        if not events:
+            return
+        staged = self._staged
+        now = self.clock_ms()
+        for event in events:
+            self.metrics.events[type(event).__name__] += 1
+            if isinstance(event, SampleRejected):
+                self.metrics.rejected[("rules", event.reason)] += 1
+                staged.quarantined.append(
+                    QuarantineRow(
+                        now, "rules", "", event.machine, event.reason, event.detail.encode()
+                    )
+                )
+        staged.events.extend(events)
+        if self.drainer is not None:
+            staged.lines.extend(event_rows(self.config.site, events))
+
+    def _request_commit(self) -> None:
+        if len(self._staged) >= self.options.commit_max_items:
+            self.commit()
+        else:
+            self._wake_committer.set()
+
+    def commit(self) -> None:
+        """Make everything staged durable, then acknowledge the messages behind it."""
+        staged, self._staged = self._staged, _Staged()
+        if not len(staged):
+            return
+        self.store.commit(
+            lines=staged.lines,
+            events=staged.events,
+            quarantined=staged.quarantined,
+            outbox=self.drainer is not None,
+            now_ms=self.clock_ms(),
+        )
+        self.metrics.commits += 1
+        if staged.acks and self.mqtt is not None:
+            self.mqtt.ack(staged.acks)
+            self.metrics.acked += len(staged.acks)
+        if self.drainer is not None and staged.lines:
+            self.drainer.notify()
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def _committer(self) -> None:
+        while True:
+            await self._wake_committer.wait()
+            self._wake_committer.clear()
+            # Group commit: let the messages of the current socket read (or those arriving
+            # within commit_interval_s) join one transaction. Committing at once matters:
+            # brokers bound the unacknowledged QoS 1 messages in flight to a client
+            # (Mosquitto's max_inflight_messages, 20 by default), so acks gate throughput.
+            await asyncio.sleep(self.options.commit_interval_s)
+            self.commit()
+
+    async def _timer(self) -> None:
+        """Arm one timer for the core's next deadline, on the watermark clock.
+
+        The timer wakes at least once a second: a sample may have brought an earlier deadline,
+        and events are stamped at their deadline's time whenever they fire, so a late wake-up
+        delays an event without changing it.
+        """
+        while True:
+            watermark = self.clock_ms() - self.options.lateness_ms
+            self.plant.handle_timer(watermark)
+            events = self.plant.events()
+            if events:
+                self._stage_events(events)
+                self._request_commit()
+            deadline = self.plant.next_deadline()
+            delay = 1.0 if deadline is None else max(0.0, (deadline - watermark) / 1000)
+            await asyncio.sleep(min(delay, 1.0))
+
+    async def run(self, *, api: bool = True, ready: asyncio.Event | None = None) -> None:
+        """Run until cancelled; on cancellation commit, flush the outbox and close."""
+        log.info(
+            "gateway.started",
+            site=self.config.site,
+            machines=len(self._zone_of),
+            mqtt=self.mqtt is not None,
+            influx=self.drainer is not None,
+            store=str(self.config.store),
+        )
+        for zone, machine in self.config.machines():
+            if machine.opcua is not None:
+                log.warning(
+                    "gateway.collector_missing",
+                    machine=machine.id,
+                    zone=zone.id,
+                    reason="OPC UA collection is not built yet; this machine stays offline",
+                )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._committer(), name="committer")
+                tasks.create_task(self._timer(), name="rules-timer")
+                if self.mqtt is not None:
+                    tasks.create_task(self.mqtt.run(), name="collector-mqtt")
+                if self.drainer is not None:
+                    tasks.create_task(self.drainer.run(), name="outbox-drainer")
+                if api:
+                    tasks.create_task(serve_api(self), name="http-api")
+                if ready is not None:
+                    ready.set()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self.commit()
+        if self.drainer is not None:
+            depth = self.store.outbox_depth()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.shield(self.drainer.flush(self.options.stop_timeout_s)),
+                    self.options.stop_timeout_s,
+                )
+            log.info(
+                "outbox.flushed_on_stop",
+                before=depth,
+                left=self.store.outbox_depth(),
+            )
+        if self.writer is not None:
+            self.writer.close()
+        self.store.close()
+        log.info("gateway.stopped")
+
+    # -- views for the API -----------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        now = self.clock_ms()
+        parts: dict[str, Any] = {}
+        healthy = True
+        if self.mqtt is not None:
+            h = self.mqtt.health()
+            why = None
+            if not h.connected:
+                why = f"disconnected: {h.last_error or 'connecting'}"
+            elif not h.subscribed:
+                why = "subscriptions not confirmed by the broker"
+            parts["mqtt"] = {
+                "healthy": why is None,
+                "why": why,
+                "connected": h.connected,
+                "since_ms": h.since_ms,
+                "reconnects": h.reconnects,
+                "received": h.received,
+                "rejected": dict(h.rejected),
+                "subscriptions": {
+                    topic: {
+                        "last_message_ms": last,
+                        "silent_for_s": None if last is None else round((now - last) / 1000, 1),
+                    }
+                    for topic, last in h.topics.items()
+                },
+            }
+            healthy &= why is None
+        if self.drainer is not None:
+            s = self.drainer.stats()
+            oldest = self.store.outbox_oldest_ms()
+            parts["influx"] = {
+                "healthy": s.healthy,
+                "why": None if s.healthy else f"writes failing: {s.last_error}",
+                "written": s.written,
+                "retries": s.retries,
+                "outbox_depth": self.store.outbox_depth(),
+                "oldest_unsent_s": None if oldest is None else round((now - oldest) / 1000, 1),
+            }
+            healthy &= s.healthy
+        parts["store"] = {"healthy": True, "why": None, "path": str(self.config.store)}
+        return {"healthy": healthy, "uptime_s": round((now - self._started_ms) / 1000, 1), **parts}
+
+    def gauges(self) -> Gauges:
+        def collectors() -> list[tuple[str, bool, int]]:
+            if self.mqtt is None:
+                return []
+            h = self.mqtt.health()
+            return [("mqtt", h.connected, h.reconnects)]
+
+        def oldest_age() -> float:
+            oldest = self.store.outbox_oldest_ms()
+            return 0.0 if oldest is None else max(0.0, (self.clock_ms() - oldest) / 1000)
+
+        drainer = self.drainer
+        return Gauges(
+            outbox_depth=self.store.outbox_depth,
+            outbox_oldest_age_s=oldest_age,
+            points_written=lambda: drainer.stats().written if drainer else 0,
+            write_retries=lambda: drainer.stats().retries if drainer else 0,
+            write_errors=lambda: drainer.stats().errors if drainer else 0,
+            collectors=collectors,
+        )

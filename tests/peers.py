@@ -1,0 +1,160 @@
+"""Real servers the integration tests talk to, started on free loopback ports.
+
+``VictoriaMetrics`` accepts InfluxDB line protocol on ``/api/v2/write`` and reads back with
+``/api/v1/export``. A field ``f`` of measurement ``m`` becomes the series ``m_f``, tags
+become labels, and string fields are not kept. ``-dedup.minScrapeInterval=1ms`` makes a
+point written twice (same series, same millisecond) count once, as in InfluxDB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+VICTORIA_METRICS = "/usr/bin/victoria-metrics"
+
+
+class PeerUnavailableError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def find_victoria_metrics() -> str | None:
+    for candidate in (shutil.which("victoria-metrics"), VICTORIA_METRICS):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+class VictoriaMetrics:
+    """A victoria-metrics process; ``stop()`` then ``start()`` restarts it on the same port
+    and data directory (data written before a clean stop, or flushed, survives)."""
+
+    def __init__(self, port: int | None = None, datadir: Path | None = None) -> None:
+        exe = find_victoria_metrics()
+        if exe is None:
+            raise PeerUnavailableError(
+                "victoria-metrics not found (Debian: apt-get install -y victoria-metrics)"
+            )
+        self.exe = exe
+        self.port = port or free_port()
+        self._tmp = None if datadir else tempfile.TemporaryDirectory(prefix="pilotline-vm-")
+        self.datadir = datadir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = self.datadir / "victoria-metrics.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> VictoriaMetrics:
+        if self.proc is not None:
+            return self
+        with self._log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    self.exe,
+                    f"-httpListenAddr=127.0.0.1:{self.port}",
+                    f"-storageDataPath={self.datadir / 'data'}",
+                    "-retentionPeriod=100y",
+                    "-search.disableCache",
+                    "-dedup.minScrapeInterval=1ms",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp,
+            ):
+                if resp.status == 200:
+                    return self
+            time.sleep(0.05)
+        self.stop(kill=True)
+        tail = self._log.read_text()[-800:]
+        raise PeerUnavailableError(f"victoria-metrics did not start: {tail}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def force_flush(self) -> None:
+        """Make recently written points visible to export (and durable on disk)."""
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10) as resp:
+            resp.read()
+
+    def persist(self) -> None:
+        """Put everything acknowledged so far on disk, so that a kill loses nothing.
+
+        victoria-metrics 1.79 keeps recent points in memory for a few seconds and a SIGKILL
+        loses them (a clean ``stop()`` does not); creating a snapshot flushes them to disk.
+        """
+        with urllib.request.urlopen(f"{self.url}/snapshot/create", timeout=10) as resp:
+            name = json.loads(resp.read())["snapshot"]
+        query = urllib.parse.urlencode({"snapshot": name})
+        with urllib.request.urlopen(f"{self.url}/snapshot/delete?{query}", timeout=10) as resp:
+            resp.read()
+
+    def write(self, lines: list[str]) -> None:
+        """Write line protocol directly (for checking the peer itself)."""
+        request = urllib.request.Request(
+            f"{self.url}/api/v2/write", data="\n".join(lines).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            resp.read()
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        """Series matching ``match`` (a series selector such as ``{__name__=~"telemetry_.*"}``)
+        as export's JSON lines: ``{"metric": {...}, "values": [...], "timestamps": [...]}``."""
+        self.force_flush()
+        query = urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=10) as resp:
+            body = resp.read().decode()
+        return [json.loads(text) for text in body.splitlines() if text.strip()]
+
+    def __enter__(self) -> VictoriaMetrics:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
