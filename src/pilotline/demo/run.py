@@ -69,7 +69,9 @@ async def run_demo(opts: DemoOptions) -> None:
             raise SystemExit(1) from None
         mqtt_url = broker.url
     try:
-        sim = SimPlant(seed=opts.seed)
+        # Start the simulated schedules an hour ago, so the line is mid-shift when the demo
+        # opens: some machines running, some idle, a job ending soon.
+        sim = SimPlant(seed=opts.seed, start_ms=int(time.time() * 1000) - 3_600_000)
         config_path = opts.workdir / "pilotline.yaml"
         config_path.write_text(
             demo_site_yaml(
@@ -105,7 +107,7 @@ async def run_demo(opts: DemoOptions) -> None:
                 await asyncio.sleep(opts.duration_s)
                 for task in (publisher, show, gateway_task):
                     task.cancel()
-        _print_table(gateway, Console())
+        _print_table(gateway, Console(width=max(Console().width, 100)))
     finally:
         if broker is not None:
             broker.close()
@@ -146,7 +148,7 @@ def _table(gateway: Gateway, opts: DemoOptions) -> Table:
 def _row(v: MachineView, now_ms: int) -> tuple[str, str, str, str, str, str]:
     held = "" if v.since_ms is None else _duration((now_ms - v.since_ms) / 1000)
     if v.available:
-        capacity = f"[bold cyan]bookable, idle {_duration(v.idle_for_s)}[/]"
+        capacity = f"[bold cyan]bookable[/] (idle {_duration(v.idle_for_s)})"
     elif v.state is State.IDLE:
         capacity = f"idle {_duration(v.idle_for_s)}, not yet offered"
     else:

@@ -32,7 +32,7 @@ from pilotline.gateway.influx import InfluxClientWriter, InfluxWriter
 from pilotline.gateway.metrics import Gauges, Metrics
 from pilotline.gateway.points import PRIORITY_TELEMETRY, event_rows, telemetry_line
 from pilotline.gateway.store import QuarantineRow, Store
-from pilotline.rules import Event, Plant, Sample, SampleRejected
+from pilotline.rules import Event, Plant, Sample, SampleRejected, StateChanged
 
 log = structlog.get_logger("pilotline.gateway")
 
@@ -160,11 +160,29 @@ class Gateway:
         for event in events:
             self.metrics.events[type(event).__name__] += 1
             if isinstance(event, SampleRejected):
-                self.metrics.rejected[("rules", event.reason)] += 1
+                key = ("rules", event.reason)
+                if not self.metrics.rejected[key]:  # once per kind, with a sample
+                    log.warning(
+                        "rules.sample_rejected",
+                        machine=event.machine,
+                        reason=event.reason,
+                        detail=event.detail,
+                        note="logged once per reason; see /metrics and /api/quarantine",
+                    )
+                self.metrics.rejected[key] += 1
                 staged.quarantined.append(
                     QuarantineRow(
                         now, "rules", "", event.machine, event.reason, event.detail.encode()
                     )
+                )
+            elif isinstance(event, StateChanged):
+                log.info(
+                    "machine.state_changed",
+                    machine=event.machine,
+                    zone=event.zone,
+                    state=event.state.value,
+                    previous=event.previous.value,
+                    at_ms=event.ts_ms,
                 )
         staged.events.extend(events)
         if self.drainer is not None:

@@ -1,0 +1,551 @@
+"""The real ``pilotline`` console script, run as a subprocess against real peers.
+
+What a facility operator meets first: ``check`` says what is wrong with a configuration
+(path and line, all at once), ``run`` refuses a broken one before touching the network,
+runs against a real Mosquitto with JSON logs, an API and a quarantine for bad input, and
+stops cleanly on SIGTERM/SIGINT; ``demo`` brings up a simulated pilot line in one command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto, free_port
+from pilotline.demo.publisher import publish_timeline
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+STOP_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
+
+
+def pilotline_command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m``."""
+    script = Path(sys.executable).parent / "pilotline"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("pilotline")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "pilotline.gateway.cli"]
+
+
+def pilotline(*args: str, cwd: Path = ROOT, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*pilotline_command(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def until(condition: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = condition()
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            last_error = exc
+        else:
+            if value:
+                return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what} (last error: {last_error})")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- check
+
+
+def test_check_good_config_names_every_machine() -> None:
+    result = pilotline("check", "-c", "deploy/pilotline-mqtt.yaml")
+    assert result.returncode == 0, result.stderr
+    doc = yaml.safe_load((DEPLOY / "pilotline-mqtt.yaml").read_text())
+    machines = [m["id"] for zone in doc["zones"] for m in zone["machines"]]
+    assert len(machines) == 4
+    assert f"site {doc['site']}" in result.stdout
+    for machine in machines:
+        assert re.search(rf"\b{re.escape(machine)} \[mqtt: ", result.stdout), (
+            machine,
+            result.stdout,
+        )
+    for zone in doc["zones"]:
+        assert f"{zone['id']}: " in result.stdout
+
+
+def broken_issue_lines() -> dict[str, int]:
+    """The five mistakes of deploy/broken.yaml: path -> line of its ``# N.`` comment."""
+    text = (DEPLOY / "broken.yaml").read_text().splitlines()
+
+    def line_of(marker: str) -> int:
+        hits = [i + 1 for i, line in enumerate(text) if marker in line and not line.startswith("#")]
+        assert len(hits) == 1, (marker, hits)
+        return hits[0]
+
+    return {
+        "mqtt.password": line_of("# 1."),
+        "defaults.debounce": line_of("# 2."),
+        "zones[0].machines[0].state": line_of("# 3."),
+        "zones[0].machines[1].mqtt.topic": line_of("# 4."),
+        "zones[0].machines[1].state.map.Fault": line_of("# 5."),
+    }
+
+
+def assert_reports_broken(stderr: str, shown_path: str) -> None:
+    for path, line in broken_issue_lines().items():
+        pattern = rf"^{re.escape(shown_path)}:{line} {re.escape(path)}: \S"
+        assert re.search(pattern, stderr, re.MULTILINE), (pattern, stderr)
+    assert "hunter2" not in stderr  # the inline secret is refused, never echoed
+
+
+def test_check_broken_config_lists_every_issue_with_file_line_and_path() -> None:
+    result = pilotline("check", "-c", "deploy/broken.yaml")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "deploy/broken.yaml: 5 problem(s)" in result.stderr
+    assert_reports_broken(result.stderr, "deploy/broken.yaml")
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_missing_config_file_is_a_clear_error(command: str, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    result = pilotline(command, "-c", str(missing), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"{missing}" in result.stderr
+    assert "cannot read the file" in result.stderr
+    assert "No such file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_refuses_broken_config_before_connecting_anything(tmp_path: Path) -> None:
+    # A listening socket stands where the broker would be: any connection attempt would
+    # complete its handshake and wait in the accept queue, where we look for it afterwards.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        text = (DEPLOY / "broken.yaml").read_text()
+        assert "mqtt://127.0.0.1:1883" in text
+        config = tmp_path / "broken.yaml"
+        config.write_text(text.replace("mqtt://127.0.0.1:1883", f"mqtt://127.0.0.1:{port}"))
+
+        started = time.monotonic()
+        result = pilotline("run", "-c", "broken.yaml", cwd=tmp_path, timeout_s=20)
+        elapsed = time.monotonic() - started
+
+        assert result.returncode == 1, result.stderr
+        assert elapsed < 10, f"took {elapsed:.1f} s to refuse a broken configuration"
+        assert "configuration refused, nothing was started" in result.stderr
+        assert_reports_broken(result.stderr, "broken.yaml")
+        assert "gateway.started" not in result.stderr
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            conn, _ = listener.accept()
+            conn.close()
+    # nothing was created either: no store, no var/ directory next to the config
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml"]
+
+
+# --------------------------------------------------------------------------- run
+
+RUN_CONFIG = """\
+site: cli-site
+mqtt:
+  url: {mqtt_url}
+  client_id: gw-cli-{port}
+  reconnect_max_s: 1
+store: {store}
+api: 127.0.0.1:{port}
+log: {{level: info, format: auto}}
+defaults:
+  debounce_s: 0
+  stale_after_s: 120
+  min_idle_s: 600
+  publish_interval_s: 30
+zones:
+  - id: photonics
+    machines:
+      - id: laser-01
+        owner: acme-optics
+        capabilities: [laser-cutting]
+        mqtt: {{topic: pilot/photonics/laser-01/telemetry}}
+        state: {{signal: state}}
+  - id: imaging
+    machines:
+      - id: cam-02
+        owner: lumen-group
+        capabilities: [optical-inspection]
+        mqtt: {{topic: pilot/imaging/cam-02/telemetry}}
+        state: {{signal: power_w, running_above: 120, idle_below: 60}}
+"""
+
+LASER = "pilot/photonics/laser-01/telemetry"
+CAM = "pilot/imaging/cam-02/telemetry"
+
+
+class GatewayProcess:
+    """``pilotline run -c FILE`` as a child process, stderr (not a tty) kept in a file."""
+
+    def __init__(self, config: Path, workdir: Path, name: str = "gateway") -> None:
+        self.stderr_path = workdir / f"{name}.stderr"
+        self.stdout_path = workdir / f"{name}.stdout"
+        with self.stderr_path.open("wb") as err, self.stdout_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [*pilotline_command(), "run", "-c", str(config)],
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def lines(self) -> list[str]:
+        return [line for line in self.stderr_path.read_text().splitlines() if line.strip()]
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.lines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    out.append(record)
+        return out
+
+    def names(self) -> list[str]:
+        return [str(e.get("event")) for e in self.events()]
+
+    def stop(self, signum: int, timeout_s: float = STOP_TIMEOUT_S) -> tuple[int, float]:
+        started = time.monotonic()
+        self.proc.send_signal(signum)
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {timeout_s} s after {signal.Signals(signum).name}")
+        return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def describe(self) -> str:
+        return "\n".join(self.lines()[-30:])
+
+
+@pytest.fixture
+def broker() -> Iterator[MosquittoBroker]:
+    try:
+        b = MosquittoBroker().start()
+    except BrokerUnavailableError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path, broker: MosquittoBroker) -> tuple[Path, str]:
+    port = free_port()
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        RUN_CONFIG.format(mqtt_url=broker.url, port=port, store=tmp_path / "gw.db")
+    )
+    return config, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[[Path], GatewayProcess]]:
+    started: list[GatewayProcess] = []
+
+    def start(config: Path) -> GatewayProcess:
+        gateway = GatewayProcess(config, tmp_path, name=f"gateway-{len(started)}")
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.kill()
+
+
+def wait_healthy(gateway: GatewayProcess, api: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    def healthy() -> dict[str, Any] | None:
+        if gateway.proc.poll() is not None:
+            pytest.fail(f"gateway exited with {gateway.proc.returncode}:\n{gateway.describe()}")
+        response = httpx.get(f"{api}/health", timeout=2)
+        body: dict[str, Any] = response.json()
+        return body if response.status_code == 200 and body["mqtt"]["connected"] else None
+
+    return until(healthy, timeout_s, "a healthy gateway with MQTT connected")
+
+
+def scrape(api: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{api}/metrics", timeout=2).text
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def samples_of(api: str, machine: str) -> float:
+    return scrape(api).get(("pilotline_samples_total", (("machine", machine),)), 0.0)
+
+
+def rejected(api: str, source: str, reason: str) -> float:
+    key = ("pilotline_rejected_total", (("reason", reason), ("source", source)))
+    return scrape(api).get(key, 0.0)
+
+
+def machines(api: str) -> dict[str, str]:
+    return {m["id"]: m["state"] for m in httpx.get(f"{api}/api/machines", timeout=2).json()}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def payload(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_run_serves_quarantines_bad_input_and_stops_on_sigterm(
+    site: tuple[Path, str],
+    broker: MosquittoBroker,
+    start_gateway: Callable[[Path], GatewayProcess],
+) -> None:
+    config, api = site
+    gateway = start_gateway(config)
+    health = wait_healthy(gateway, api)
+    assert health["healthy"] is True
+    assert set(health["mqtt"]["subscriptions"]) == {LASER, CAM}
+
+    names = gateway.names()
+    for name in ("gateway.started", "mqtt.connected", "api.listening"):
+        assert name in names, (name, gateway.describe())
+    started = next(e for e in gateway.events() if e["event"] == "gateway.started")
+    assert started["site"] == "cli-site"
+    assert started["machines"] == 2
+    assert started["influx"] is False
+
+    # good samples: the laser runs, the camera idles
+    t0 = now_ms() - 10_000
+    good = [
+        m
+        for i in range(5)
+        for m in (
+            (LASER, payload(ts=t0 + i * 1000, state="Executing", temperature_c=21.5)),
+            (CAM, payload(ts=t0 + i * 1000, power_w=10.0)),
+        )
+    ]
+    assert publish_timeline(broker.url, good, timeout_s=10) == 10
+    until(lambda: samples_of(api, "laser-01") == 5 and samples_of(api, "cam-02") == 5, 10, "5 samples each")
+    until(lambda: machines(api) == {"laser-01": "running", "cam-02": "idle"}, 10, "states from samples")
+    listed = httpx.get(f"{api}/api/machines", timeout=2).json()
+    assert {(m["id"], m["zone"], m["owner"]) for m in listed} == {
+        ("laser-01", "photonics", "acme-optics"),
+        ("cam-02", "imaging", "lumen-group"),
+    }
+
+    # bad input, of every kind a machine may send; none of it may stop the service
+    t1 = t0 + 10_000
+    bad = [
+        (LASER, b"{not json"),  # mqtt: malformed_json
+        (CAM, payload(ts=1, power_w="NaN")),  # mqtt: bad_timestamp (epoch 1 ms)
+        (CAM, payload(ts=t1, power_w=[1, 2])),  # mqtt: wrong_type
+        (CAM, b'{"ts": %d, "power_w": NaN}' % t1),  # mqtt: malformed_json (NaN is not JSON)
+        (CAM, payload(ts=t1, power_w="NaN")),  # rules: a string where a threshold needs a number
+        (LASER, payload(ts=t1, state="Exploding")),  # rules: not in the state map
+    ]
+    assert publish_timeline(broker.url, bad, timeout_s=10) == len(bad)
+    expected = {
+        ("mqtt", "malformed_json"): 2,
+        ("mqtt", "bad_timestamp"): 1,
+        ("mqtt", "wrong_type"): 1,
+        ("rules", "wrong_type"): 1,
+        ("rules", "unmapped_state"): 1,
+    }
+    until(
+        lambda: all(rejected(api, s, r) == n for (s, r), n in expected.items()),
+        10,
+        f"pilotline_rejected_total {expected}",
+    )
+
+    quarantine = until(
+        lambda: (rows := httpx.get(f"{api}/api/quarantine", timeout=2).json()) and len(rows) >= 6 and rows,
+        10,
+        "six quarantined inputs",
+    )
+    assert sorted((r["source"], r["reason"]) for r in quarantine) == sorted(
+        key for key, n in expected.items() for _ in range(n)
+    )
+    by_reason = {(r["source"], r["reason"]): r for r in quarantine}
+    malformed = [r for r in quarantine if r["reason"] == "malformed_json"]
+    assert {r["head"] for r in malformed} >= {"{not json"}
+    assert all(r["topic"] == LASER for r in malformed if r["head"] == "{not json")
+    assert by_reason[("mqtt", "bad_timestamp")]["machine"] == "cam-02"
+    assert by_reason[("rules", "unmapped_state")]["machine"] == "laser-01"
+
+    # the service carries on: later good samples still drive the states
+    later = [
+        (LASER, payload(ts=t1 + 1000, state="NotExecuting")),
+        (CAM, payload(ts=t1 + 1000, power_w=300.0)),
+    ]
+    assert publish_timeline(broker.url, later, timeout_s=10) == 2
+    until(lambda: machines(api) == {"laser-01": "idle", "cam-02": "running"}, 10, "states after bad input")
+    metrics = scrape(api)
+    # rules rejections are samples that arrived (counted) and were refused by the core
+    assert metrics[("pilotline_samples_total", (("machine", "laser-01"),))] == 7
+    assert metrics[("pilotline_samples_total", (("machine", "cam-02"),))] == 7
+    assert metrics[("pilotline_collector_connected", (("collector", "mqtt"),))] == 1
+    assert httpx.get(f"{api}/health", timeout=2).status_code == 200
+
+    rejected_logs = [e for e in gateway.events() if e["event"] == "mqtt.payload_rejected"]
+    # logged once per kind, with a sample of the payload
+    assert sorted(e["reason"] for e in rejected_logs) == ["bad_timestamp", "malformed_json", "wrong_type"]
+
+    code, took = gateway.stop(signal.SIGTERM)
+    assert code == 0, gateway.describe()
+    print(f"SIGTERM: exited 0 in {took:.2f} s")
+    names = gateway.names()
+    stopping = [e for e in gateway.events() if e["event"] == "gateway.stopping"]
+    assert stopping and stopping[0]["signal"] == "SIGTERM"
+    assert names[-1] == "gateway.stopped", names[-5:]
+    # every line on stderr (not a tty) is one JSON object with an event name and a level
+    for line in gateway.lines():
+        record = json.loads(line)
+        assert isinstance(record, dict) and "event" in record and "level" in record, line
+    assert "Traceback" not in gateway.stderr_path.read_text()
+
+
+def test_run_stops_on_sigint_with_code_130(
+    site: tuple[Path, str], start_gateway: Callable[[Path], GatewayProcess]
+) -> None:
+    config, api = site
+    gateway = start_gateway(config)
+    wait_healthy(gateway, api)
+    code, took = gateway.stop(signal.SIGINT)
+    print(f"SIGINT: exited {code} in {took:.2f} s")
+    assert code == 130, gateway.describe()
+    names = gateway.names()
+    assert "gateway.stopping" in names
+    assert names[-1] == "gateway.stopped", names[-5:]
+    assert "Traceback" not in gateway.stderr_path.read_text()
+
+
+def test_run_reports_an_api_port_in_use(
+    site: tuple[Path, str], start_gateway: Callable[[Path], GatewayProcess]
+) -> None:
+    """Start-up problems the user must fix exit 1 with a logged reason, not a traceback."""
+    config, api = site
+    port = int(api.rsplit(":", 1)[1])
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen(1)
+        gateway = start_gateway(config)
+        try:
+            code = gateway.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"gateway still running with its API port taken:\n{gateway.describe()}")
+    assert code == 1, gateway.describe()
+    failed = [e for e in gateway.events() if e["event"] == "gateway.start_failed"]
+    assert failed, gateway.describe()
+    assert f"127.0.0.1:{port}" in failed[0]["error"]
+    assert "Traceback" not in gateway.stderr_path.read_text()
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_demo_runs_a_simulated_line_and_prints_the_final_table(tmp_path: Path) -> None:
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    workdir = tmp_path / "demo"
+    out_path, err_path = tmp_path / "demo.stdout", tmp_path / "demo.stderr"
+    started = time.monotonic()
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [
+                *pilotline_command(),
+                "demo",
+                "--duration",
+                "25",
+                "--no-live",
+                "--api",
+                f"127.0.0.1:{port}",
+                "--workdir",
+                str(workdir),
+            ],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+
+        def lively() -> dict[str, str] | None:
+            if proc.poll() is not None:
+                pytest.fail(f"demo exited early with {proc.returncode}: {err_path.read_text()[-2000:]}")
+            states = machines(api)
+            active = [m for m, s in states.items() if s != "offline"]
+            return states if len(states) == 10 and len(active) >= 8 else None
+
+        states = until(lively, 20, "10 demo machines, most of them not offline")
+        became_lively = time.monotonic() - started
+        print(f"demo: machines lively after {became_lively:.1f} s: {states}")
+        assert became_lively < 20
+        capacity = httpx.get(f"{api}/api/capacity", timeout=2).json()
+        assert capacity["machines"] == 10
+
+        code = proc.wait(timeout=25 + 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    elapsed = time.monotonic() - started
+    print(f"demo: exited {code} after {elapsed:.1f} s")
+    stdout = out_path.read_text()
+    assert code == 0, err_path.read_text()[-3000:]
+    assert "10 machines" in stdout.splitlines()[0]
+    assert re.search(r"pilotline demo: \d+ of 10 machines bookable now", stdout), stdout
+    for machine in states:
+        assert machine in stdout, (machine, stdout)
+    for word in ("zone", "machine", "owner", "state"):
+        assert word in stdout
+    events = [json.loads(line)["event"] for line in err_path.read_text().splitlines() if line.startswith("{")]
+    assert "demo.started" in events
+    assert "gateway.stopped" in events
+    assert (workdir / "demo.db").exists()
+    # the private broker went away with the demo
+    broker_port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", stdout).group(1))  # type: ignore[union-attr]
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", broker_port), 1):
+        pass
