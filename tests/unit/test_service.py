@@ -1,0 +1,104 @@
+"""The gateway shell's hot path without any network: stage, commit, quarantine.
+
+The collector's callbacks are called directly, as the event loop would; the bundled
+in-memory writer stands in for InfluxDB (the real server is in tests/integration).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pilotline.collectors.mqtt.collector import AckToken, Quarantined
+from pilotline.gateway.config import load_config
+from pilotline.gateway.influx import MemoryWriter
+from pilotline.gateway.service import Gateway
+from pilotline.rules import Sample
+
+T0 = 1_795_737_600_000
+
+CONFIG = """\
+site: unit
+mqtt: {{url: "mqtt://127.0.0.1:1"}}
+influx: {{url: "http://127.0.0.1:1", org: o, bucket: b}}
+store: {store}
+defaults: {{debounce_s: 0, stale_after_s: 60, min_idle_s: 0, publish_interval_s: 60}}
+zones:
+  - id: photonics
+    machines:
+      - id: laser-01
+        owner: acme
+        mqtt: {{topic: t/laser-01}}
+        state: {{signal: state}}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = T0
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Gateway:
+    path = tmp_path / "site.yaml"
+    path.write_text(CONFIG.format(store=tmp_path / "gw.db"))
+    return Gateway(load_config(path), writer=MemoryWriter(), clock_ms=Clock())
+
+
+def test_a_sample_is_durable_with_its_events_after_one_commit(gateway: Gateway) -> None:
+    gateway._on_sample(Sample("laser-01", T0, {"state": "NotExecuting", "power_w": 40.0}),
+                       AckToken(1, 1, 1))
+    assert gateway.store.outbox_depth() == 0  # staged, not yet committed
+    gateway.commit()
+    lines = [line for _, line in gateway.store.outbox_peek(100)]
+    assert [line.split(",")[0] for line in lines] == ["telemetry", "machine_state", "capacity"]
+    assert "power_w=40" in lines[0]
+    assert [m["state"] for m in gateway.store.machines()] == ["idle"]
+    assert gateway.store.windows(T0)[0]["end_ms"] is None  # open window kept
+    assert gateway.metrics.samples["laser-01"] == 1
+
+
+def test_samples_from_the_future_are_refused_and_quarantined(gateway: Gateway) -> None:
+    gateway._on_sample(Sample("laser-01", T0 + 3_600_000, {"state": "Executing"}),
+                       AckToken(1, 1, 1))
+    gateway.commit()
+    assert gateway.metrics.rejected[("rules", "future")] == 1
+    assert gateway.store.machines() == []
+    assert [q["reason"] for q in gateway.store.quarantine()] == ["future"]
+
+
+def test_rules_and_payload_rejections_are_counted_and_quarantined(gateway: Gateway) -> None:
+    gateway._on_sample(Sample("laser-01", T0, {"state": "Dancing", "power_w": 5.0}),
+                       AckToken(1, 1, 1))
+    gateway._on_reject(
+        Quarantined("t/laser-01", "malformed_json", b"{not json", T0, "laser-01"),
+        AckToken(2, 1, 2),
+    )
+    gateway.commit()
+    assert gateway.metrics.rejected == {
+        ("rules", "unmapped_state"): 1,
+        ("mqtt", "malformed_json"): 1,
+    }
+    reasons = sorted(q["reason"] for q in gateway.store.quarantine())
+    assert reasons == ["malformed_json", "unmapped_state"]
+    # the telemetry of a sample whose state is unmapped is still kept: the reading is real
+    assert [line.split(",")[0] for _, line in gateway.store.outbox_peek(10)] == ["telemetry"]
+
+
+def test_without_influx_nothing_goes_to_the_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    text = CONFIG.format(store=tmp_path / "gw.db").replace(
+        'influx: {url: "http://127.0.0.1:1", org: o, bucket: b}\n', ""
+    )
+    path.write_text(text)
+    gateway = Gateway(load_config(path), clock_ms=Clock())
+    gateway._on_sample(Sample("laser-01", T0, {"state": "NotExecuting", "power_w": 1.0}),
+                       AckToken(1, 1, 1))
+    gateway.commit()
+    assert gateway.drainer is None
+    assert gateway.store.outbox_depth() == 0
+    assert [m["state"] for m in gateway.store.machines()] == ["idle"]
