@@ -70,6 +70,7 @@ class OutboxDrainer:
         *,
         batch_size: int = 5000,
         flush_interval_s: float = 1.0,
+        linger_s: float = 0.05,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         clock: Callable[[], float] = time.time,
@@ -81,6 +82,7 @@ class OutboxDrainer:
         self._writer = writer
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
+        self.linger_s = linger_s
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self._clock = clock
@@ -109,6 +111,11 @@ class OutboxDrainer:
         """Drain forever (cancel the task to stop; unacknowledged lines stay in the outbox)."""
         while True:
             self._wake.clear()
+            depth = self._store.outbox_depth()
+            if 0 < depth < self.batch_size and self.linger_s > 0:
+                # Let a trickle of commits gather into one request: each HTTP write costs
+                # far more than a point, and every commit notifies us.
+                await asyncio.sleep(self.linger_s)
             delay = await self._step()
             if delay is None:
                 try:
