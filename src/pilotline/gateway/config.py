@@ -51,6 +51,7 @@ from pilotline.collectors.mqtt.config import (
     INLINE_SECRET_MESSAGE as MQTT_INLINE_SECRET_MESSAGE,
 )
 from pilotline.collectors.mqtt.config import MqttBrokerConfig, MqttMachineSource
+from pilotline.collectors.opcua.config import OpcuaSource
 from pilotline.rules.plant import ALL_CAPABILITIES
 from pilotline.rules.spec import MachineSpec, MappedState, PlantSpec, StateRule, ThresholdState
 from pilotline.rules.states import DEFAULT_STATE_MAP, State
@@ -121,7 +122,6 @@ def _render_issue(issue: ConfigIssue, source: str | None) -> str:
 # --------------------------------------------------------------------------- field types
 
 _ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_OPCUA_NODE_RE: Final = re.compile(r"(?:ns=\d+;|nsu=[^;]+;)?[isgb]=.+", re.DOTALL)
 
 
 def _check_id(value: str) -> str:
@@ -237,70 +237,6 @@ class InfluxConfig(_Model):
         env = os.environ if environ is None else environ
         value = env.get(INFLUX_TOKEN_ENV)
         return value.strip() if value else None
-
-
-class OpcuaSource(_Model):
-    """A machine's ``opcua:`` section: the server and which node feeds which signal."""
-
-    endpoint: str
-    nodes: dict[Signal, str] = Field(min_length=1)
-    security_policy: Literal["None", "Basic256Sha256"] = "None"
-    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    certificate_file: Path | None = None
-    private_key_file: Path | None = None
-    username: str | None = Field(default=None, min_length=1)
-    password_file: Path | None = None
-    publishing_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
-    sampling_interval_ms: int = Field(default=500, ge=0, le=3_600_000)
-    inline_password: Annotated[
-        None, BeforeValidator(_refuse_inline("password", "password_file", None))
-    ] = Field(default=None, alias="password", exclude=True, repr=False)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _check_endpoint(cls, endpoint: str) -> str:
-        parts = urlsplit(endpoint)
-        if parts.scheme != "opc.tcp":
-            raise ValueError(f"endpoint must start with opc.tcp://, got {endpoint!r}")
-        if not parts.hostname:
-            raise ValueError(f"endpoint has no host: {endpoint!r}")
-        try:
-            _ = parts.port
-        except ValueError:
-            raise ValueError(f"endpoint has an invalid port: {endpoint!r}") from None
-        return endpoint
-
-    @field_validator("nodes")
-    @classmethod
-    def _check_nodes(cls, nodes: dict[str, str]) -> dict[str, str]:
-        bad = [
-            f"{signal}: {node!r}"
-            for signal, node in nodes.items()
-            if not _OPCUA_NODE_RE.fullmatch(node)
-        ]
-        if bad:
-            raise ValueError(
-                "not an OPC UA node id (like 'ns=2;s=Laser01.State' or 'i=2258'): " + ", ".join(bad)
-            )
-        return nodes
-
-    @model_validator(mode="after")
-    def _check_security(self) -> OpcuaSource:
-        if (self.security_policy == "None") != (self.security_mode == "None"):
-            raise ValueError(
-                "security_policy and security_mode go together: both None, or "
-                "Basic256Sha256 with Sign or SignAndEncrypt"
-            )
-        if self.security_policy != "None" and (
-            self.certificate_file is None or self.private_key_file is None
-        ):
-            raise ValueError(
-                f"security_policy {self.security_policy} needs certificate_file and "
-                "private_key_file"
-            )
-        if self.password_file is not None and self.username is None:
-            raise ValueError("password_file is set without a username")
-        return self
 
 
 class StateConfig(_Model):
@@ -687,6 +623,7 @@ _SECRET_FILE_KEYS: Final = (
     "ca_file",
     "certificate_file",
     "private_key_file",
+    "server_certificate_file",
 )
 
 

@@ -1,0 +1,198 @@
+"""Configuration of the OPC UA collector: one machine's ``opcua:`` section.
+
+Machines on the same ``endpoint`` share one connection, so the connection settings
+(security, certificates, trust, user) of every machine on an endpoint must agree;
+:func:`connection_conflicts` says where they do not. Subscription settings (publishing and
+sampling intervals, deadbands, state model) stay per machine.
+
+Secrets never sit in the configuration file: the password comes from ``password_file`` or
+from the environment variable ``PILOTLINE_OPCUA_PASSWORD``; private keys from files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "CONNECTION_FIELDS",
+    "PASSWORD_ENV",
+    "OpcuaSource",
+    "StateModel",
+    "connection_conflicts",
+]
+
+PASSWORD_ENV: Final = "PILOTLINE_OPCUA_PASSWORD"  # noqa: S105 - the variable's name
+NODE_ID_RE: Final = re.compile(r"(?:ns=\d+;|nsu=[^;]+;)?[isgb]=.+", re.DOTALL)
+StateModel = Literal["machinery", "packml", "mtconnect"]
+
+# Settings of the one connection an endpoint gets: every machine on it must agree on these.
+CONNECTION_FIELDS: Final = (
+    "security_policy",
+    "security_mode",
+    "certificate_file",
+    "private_key_file",
+    "server_certificate_file",
+    "trust_dir",
+    "username",
+    "password_file",
+)
+
+
+def _check_signal(value: str) -> str:
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"{value!r} is not a valid signal name: non-empty, without spaces")
+    return value
+
+
+def _refuse_inline_password(_value: Any) -> Any:
+    raise ValueError(
+        "secrets are not accepted inline: put the password in a file and set password_file, "
+        f"or set {PASSWORD_ENV}"
+    )
+
+
+def _reject_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+Signal = Annotated[str, AfterValidator(_check_signal)]
+Deadband = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0, allow_inf_nan=False)]
+
+
+class OpcuaSource(BaseModel):
+    """A machine's ``opcua:`` section: the server and which node feeds which signal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: str
+    nodes: dict[Signal, str] = Field(min_length=1)
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    # Client certificate (DER or PEM) and its private key (PEM or DER); without them a
+    # certificate is generated once in the gateway's PKI directory and kept there.
+    certificate_file: Path | None = None
+    private_key_file: Path | None = None
+    # Trust for the server's certificate: pin one file, and/or a directory of trusted ones.
+    server_certificate_file: Path | None = None
+    trust_dir: Path | None = None
+    username: str | None = Field(default=None, min_length=1)
+    password_file: Path | None = None
+    publishing_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
+    sampling_interval_ms: int = Field(default=500, ge=0, le=3_600_000)
+    # Absolute deadband per numeric signal: a change smaller than this is not reported.
+    deadband: dict[Signal, Deadband] = Field(default_factory=dict)
+    # Translate numeric state codes of ``state_signal`` into the model's state names.
+    state_model: StateModel | None = None
+    state_signal: Signal = "state"
+    inline_password: Annotated[None, BeforeValidator(_refuse_inline_password)] = Field(
+        default=None, alias="password", exclude=True, repr=False
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, endpoint: str) -> str:
+        parts = urlsplit(endpoint)
+        if parts.scheme != "opc.tcp":
+            raise ValueError(f"endpoint must start with opc.tcp://, got {endpoint!r}")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "endpoint must not carry credentials: set username, and password_file or "
+                f"{PASSWORD_ENV}"
+            )
+        if not parts.hostname:
+            raise ValueError(f"endpoint has no host: {endpoint!r}")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"endpoint has an invalid port: {endpoint!r}") from None
+        return endpoint
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, nodes: dict[str, str]) -> dict[str, str]:
+        bad = [
+            f"{signal}: {node!r}"
+            for signal, node in nodes.items()
+            if not NODE_ID_RE.fullmatch(node)
+        ]
+        if bad:
+            raise ValueError(
+                "not an OPC UA node id (like 'ns=2;s=Laser01.State', "
+                "'nsu=urn:vendor:laser;s=State' or 'i=2258'): " + ", ".join(bad)
+            )
+        return nodes
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> OpcuaSource:
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise ValueError(
+                "security_policy and security_mode go together: both None, or "
+                "Basic256Sha256 with Sign or SignAndEncrypt"
+            )
+        if (self.certificate_file is None) != (self.private_key_file is None):
+            raise ValueError(
+                "certificate_file and private_key_file go together: set both, or neither "
+                "(a client certificate is then generated once and kept)"
+            )
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file is set without a username")
+        unknown = [signal for signal in self.deadband if signal not in self.nodes]
+        if unknown:
+            raise ValueError(f"deadband names signals that are not nodes: {', '.join(unknown)}")
+        if self.state_model is not None and self.state_signal not in self.nodes:
+            raise ValueError(
+                f"state_model needs state_signal {self.state_signal!r} to be one of nodes "
+                f"({', '.join(self.nodes)})"
+            )
+        return self
+
+    @property
+    def secure(self) -> bool:
+        return self.security_policy != "None"
+
+    def password(self) -> str | None:
+        """From ``password_file`` (preferred) or ``PILOTLINE_OPCUA_PASSWORD``; read each time.
+
+        Raises OSError if the file cannot be read.
+        """
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        env = os.environ.get(PASSWORD_ENV)
+        return env.rstrip("\r\n") if env is not None else None
+
+
+def connection_conflicts(sources: Iterable[tuple[str, OpcuaSource]]) -> list[str]:
+    """Why machines that share an endpoint cannot share its connection (empty: they can).
+
+    ``sources`` are (machine id, source) pairs; each message names the machines and the key.
+    """
+    first: dict[str, tuple[str, OpcuaSource]] = {}
+    problems: list[str] = []
+    for machine, source in sources:
+        seen = first.setdefault(source.endpoint, (machine, source))
+        if seen[0] == machine:
+            continue
+        for key in CONNECTION_FIELDS:
+            if getattr(source, key) != getattr(seen[1], key):
+                problems.append(
+                    f"{machine} and {seen[0]} share {source.endpoint} (one connection) but "
+                    f"differ in {key}: {getattr(source, key)!r} != {getattr(seen[1], key)!r}"
+                )
+    return problems
