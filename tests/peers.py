@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -158,3 +161,54 @@ class VictoriaMetrics:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class DemoServer:
+    """``python -m pilotline.demo.opcua_server`` in a subprocess; restartable on its port."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> DemoServer:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pilotline.demo.opcua_server",
+                "--port",
+                str(self.port),
+                "--interval",
+                "0.2",
+                *self.args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        buffer = b""
+        while time.monotonic() < deadline:
+            chunk = self.proc.stdout.read() or b""
+            buffer += chunk
+            if b"READY" in buffer:
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"demo OPC UA server did not start: {buffer!r}")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.proc = None

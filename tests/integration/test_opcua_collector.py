@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -16,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
-from tests.peers import free_port
+from tests.peers import DemoServer, free_port
 
 from pilotline.collectors.opcua.collector import OpcuaCollector, OpcuaMachine
 from pilotline.collectors.opcua.config import OpcuaSource
@@ -24,57 +20,6 @@ from pilotline.demo.opcua_server import NAMESPACE, demo_nodes
 from pilotline.rules.sample import Quality, Sample
 
 pytestmark = pytest.mark.integration
-
-
-class DemoServer:
-    """``python -m pilotline.demo.opcua_server`` in a subprocess; restartable on its port."""
-
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"opc.tcp://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 20.0) -> DemoServer:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pilotline.demo.opcua_server",
-                "--port",
-                str(self.port),
-                "--interval",
-                "0.2",
-                *self.args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        buffer = b""
-        while time.monotonic() < deadline:
-            chunk = self.proc.stdout.read() or b""
-            buffer += chunk
-            if b"READY" in buffer:
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"demo OPC UA server did not start: {buffer!r}")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-            self.proc = None
 
 
 @pytest.fixture

@@ -1,24 +1,35 @@
 """``pilotline demo``: a simulated pilot line, a private broker, the gateway, one command.
 
-The simulated machines publish over a real Mosquitto (started here on a free loopback port
-unless ``--mqtt-url`` names one), the real gateway collects them into the embedded store,
-and the terminal shows where capacity is while the API serves the same picture.
+Most simulated machines publish over a real Mosquitto (started here on a free loopback port
+unless ``--mqtt-url`` names one); three (Machinery, PackML and MTConnect vocabularies) are
+served by a real asyncua OPC UA server in another process, secured with Basic256Sha256
+SignAndEncrypt, with the certificate exchange an operator would do done here. The real
+gateway collects both into the embedded store, and the terminal shows where capacity is
+while the API serves the same picture.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker
+from pilotline.collectors.opcua.security import client_identity
+from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, free_port
+from pilotline.demo.opcua_server import DEMO_MACHINES, demo_nodes
 from pilotline.demo.plant import Plant as SimPlant
 from pilotline.demo.publisher import publish_plant
 from pilotline.demo.site import demo_site_yaml
@@ -48,6 +59,7 @@ class DemoOptions:
     workdir: Path = Path("var/demo")
     live: bool = True
     log_format: str | None = None
+    opcua: bool = True
 
 
 async def run_demo(opts: DemoOptions) -> None:
@@ -73,44 +85,107 @@ async def run_demo(opts: DemoOptions) -> None:
         # opens: some machines running, some idle, a job ending soon.
         sim = SimPlant(seed=opts.seed, start_ms=int(time.time() * 1000) - 3_600_000)
         config_path = opts.workdir / "pilotline.yaml"
-        config_path.write_text(
-            demo_site_yaml(
-                sim,
-                mqtt_url=mqtt_url,
-                store=opts.workdir / "demo.db",
-                api=opts.api,
-                influx_url=opts.influx_url,
-                # idle time is offered after 30 s, so capacity shows within the first minute
-                min_idle_s=30,
-            )
+        text = demo_site_yaml(
+            sim,
+            mqtt_url=mqtt_url,
+            store=opts.workdir / "demo.db",
+            api=opts.api,
+            influx_url=opts.influx_url,
+            # idle time is offered after 30 s, so capacity shows within the first minute
+            min_idle_s=30,
         )
-        try:
-            config = load_config(config_path)
-        except ConfigError as exc:  # a bug in the demo itself; say so plainly
-            print(f"pilotline demo: generated configuration refused:\n{exc}", file=sys.stderr)
-            raise SystemExit(1) from None
-        gateway = Gateway(config)
-        log.info("demo.started", mqtt=mqtt_url, api=f"http://{opts.api}", config=str(config_path))
-        if not opts.live:
-            print(
-                f"pilotline demo: {len(sim.machines)} machines on {mqtt_url}; "
-                f"API on http://{opts.api} (try /api/capacity); config in {config_path}",
-                flush=True,
-            )
-        async with asyncio.TaskGroup() as tasks:
-            gateway_task = tasks.create_task(gateway.run(), name="gateway")
-            publisher = tasks.create_task(
-                publish_plant(sim, mqtt_url, interval_s=1.0), name="demo-plant"
-            )
-            show = tasks.create_task(_show(gateway, opts), name="demo-display")
-            if opts.duration_s is not None:
-                await asyncio.sleep(opts.duration_s)
-                for task in (publisher, show, gateway_task):
-                    task.cancel()
-        _print_table(gateway, Console(width=max(Console().width, 100)))
+        with contextlib.ExitStack() as stack:
+            if opts.opcua:
+                endpoint = stack.enter_context(_opcua_server(opts.workdir, opts.seed))
+                text = _serve_over_opcua(text, endpoint)
+            config_path.write_text(text)
+            await _run_site(opts, sim, config_path, mqtt_url)
     finally:
         if broker is not None:
             broker.close()
+
+
+async def _run_site(opts: DemoOptions, sim: SimPlant, config_path: Path, mqtt_url: str) -> None:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:  # a bug in the demo itself; say so plainly
+        print(f"pilotline demo: generated configuration refused:\n{exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    gateway = Gateway(config)
+    log.info("demo.started", mqtt=mqtt_url, api=f"http://{opts.api}", config=str(config_path))
+    if not opts.live:
+        opcua = sum(m.opcua is not None for _, m in config.machines())
+        print(
+            f"pilotline demo: {len(sim.machines)} machines, {opcua} over OPC UA "
+            f"(Basic256Sha256 SignAndEncrypt), the others over MQTT ({mqtt_url}); "
+            f"API on http://{opts.api} (try /api/capacity); config in {config_path}",
+            flush=True,
+        )
+    async with asyncio.TaskGroup() as tasks:
+        gateway_task = tasks.create_task(gateway.run(), name="gateway")
+        publisher = tasks.create_task(
+            publish_plant(sim, mqtt_url, interval_s=1.0), name="demo-plant"
+        )
+        show = tasks.create_task(_show(gateway, opts), name="demo-display")
+        if opts.duration_s is not None:
+            await asyncio.sleep(opts.duration_s)
+            for task in (publisher, show, gateway_task):
+                task.cancel()
+    _print_table(gateway, Console(width=max(Console().width, 100)))
+
+
+@contextmanager
+def _opcua_server(workdir: Path, seed: int) -> Iterator[str]:
+    """A secured asyncua server playing the DEMO_MACHINES, trusted both ways."""
+    port = free_port()
+    server_pki = workdir / "opcua-server-pki"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pilotline.demo.opcua_server", "--port", str(port),
+         "--secure", "--pki", str(server_pki), "--seed", str(seed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "READY opc.tcp://..." once it listens
+        if not line.startswith("READY"):
+            raise RuntimeError(f"the demo OPC UA server did not start (exit {proc.poll()})")
+        endpoint = line.split()[1]
+        # The exchange an operator makes once: the gateway trusts the server's certificate,
+        # the server trusts the gateway's (generated once and kept in the store's folder).
+        gateway_pki = workdir / "opcua-pki"
+        (gateway_pki / "trusted").mkdir(parents=True, exist_ok=True)
+        shutil.copy(server_pki / "server" / "cert.der", gateway_pki / "trusted" / "demo.der")
+        own = client_identity(gateway_pki)
+        (server_pki / "trusted-clients").mkdir(parents=True, exist_ok=True)
+        shutil.copy(own.certificate, server_pki / "trusted-clients" / "pilotline.der")
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _serve_over_opcua(site_yaml: str, endpoint: str) -> str:
+    """Move the DEMO_MACHINES from MQTT to the OPC UA server in the site configuration."""
+    site = yaml.safe_load(site_yaml)
+    for zone in site["zones"]:
+        for machine in zone["machines"]:
+            if machine["id"] not in DEMO_MACHINES:
+                continue
+            del machine["mqtt"]
+            machine["opcua"] = {
+                "endpoint": endpoint,
+                "nodes": demo_nodes(machine["id"]),
+                "security_policy": "Basic256Sha256",
+                "security_mode": "SignAndEncrypt",
+                "state_model": DEMO_MACHINES[machine["id"]][2],
+            }
+            machine["state"] = {"signal": "state"}
+    return yaml.safe_dump(site, sort_keys=False, default_flow_style=None)
 
 
 async def _show(gateway: Gateway, opts: DemoOptions) -> None:
@@ -138,10 +213,12 @@ def _table(gateway: Gateway, opts: DemoOptions) -> Table:
         title=f"pilotline demo: {available} of {len(views)} machines bookable now",
         caption=f"API http://{opts.api}/api/capacity · Ctrl-C to stop",
     )
-    for column in ("zone", "machine", "owner", "state", "for", "capacity"):
+    via = {m.id: m.source for _, m in gateway.config.machines()}
+    for column in ("zone", "machine", "via", "owner", "state", "for", "capacity"):
         table.add_column(column)
     for v in sorted(views, key=lambda v: (v.zone, v.id)):
-        table.add_row(*_row(v, now))
+        zone, machine, *rest = _row(v, now)
+        table.add_row(zone, machine, via.get(v.id, ""), *rest)
     return table
 
 

@@ -42,6 +42,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate a configuration: exit 0 if good, 1 if not")
     check.add_argument("-c", "--config", type=Path, required=True, help="site configuration YAML")
 
+    browse = sub.add_parser(
+        "browse", help="list an OPC UA server's variables with their node ids"
+    )
+    browse.add_argument("endpoint", help="opc.tcp://host:port")
+    browse.add_argument("--depth", type=int, default=10, help="levels below Objects (10)")
+    browse.add_argument("--yaml", action="store_true", help="print a `machines:` fragment")
+    browse.add_argument(
+        "-c", "--config", type=Path, default=None,
+        help="take security settings from this configuration's machine on the endpoint",
+    )
+    browse.add_argument(
+        "--pki", type=Path, default=Path("var/opcua-pki"), help="client certificate folder"
+    )
+
     demo = sub.add_parser(
         "demo", help="simulated pilot line + gateway + embedded store, on this machine"
     )
@@ -56,12 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workdir", type=Path, default=Path("var/demo"), help="demo store and config"
     )
     demo.add_argument("--no-live", action="store_true", help="no live table; log lines only")
+    demo.add_argument("--no-opcua", action="store_true", help="every machine over MQTT")
 
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.config)
     if args.command == "run":
         return _run(args.config, args.log_format)
+    if args.command == "browse":
+        return _browse(args.endpoint, args.depth, args.yaml, args.config, args.pki)
     if args.command == "demo":
         from pilotline.demo.run import DemoOptions, run_demo
 
@@ -74,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir=args.workdir,
             live=not args.no_live and sys.stdout.isatty(),
             log_format=args.log_format,
+            opcua=not args.no_opcua,
         )
         return _serve(run_demo(options))
     parser.error(f"unknown command {args.command}")
@@ -90,6 +108,35 @@ def _check(path: Path) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     print(summarize(config))
+    return 0
+
+
+def _browse(endpoint: str, depth: int, as_yaml: bool, config: Path | None, pki: Path) -> int:
+    from pilotline.collectors.opcua.browse import browse
+    from pilotline.gateway.config import ConfigError, load_config
+
+    source = None
+    if config is not None:
+        try:
+            site = load_config(config)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        sources = [m.opcua for _, m in site.machines() if m.opcua and m.opcua.endpoint == endpoint]
+        if not sources:
+            print(f"{config}: no machine on {endpoint}", file=sys.stderr)
+            return 1
+        source = sources[0]
+        pki = site.store.parent / "opcua-pki"
+    try:
+        text = asyncio.run(
+            browse(endpoint, depth=depth, yaml_fragment=as_yaml, source=source, pki_dir=pki)
+        )
+    except (OSError, TimeoutError, ValueError) as exc:
+        print(f"pilotline browse: cannot browse {endpoint}: {exc or type(exc).__name__}",
+              file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 

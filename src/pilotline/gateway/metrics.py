@@ -33,7 +33,8 @@ class Gauges:
     points_written: Callable[[], int]
     write_retries: Callable[[], int]
     write_errors: Callable[[], int]
-    collectors: Callable[[], list[tuple[str, bool, int]]]  # (name, connected, reconnects)
+    # (name, connected, reconnects, values received with a Bad status)
+    collectors: Callable[[], list[tuple[str, bool, int, int]]]
 
 
 class GatewayCollector(Collector):
@@ -91,11 +92,18 @@ class GatewayCollector(Collector):
         reconnects = CounterMetricFamily(
             "pilotline_collector_reconnects", "Connections lost and re-made", labels=["collector"]
         )
-        for name, is_connected, n in g.collectors():
+        bad = CounterMetricFamily(
+            "pilotline_collector_bad_values",
+            "Values received with a Bad status (never drive a state)",
+            labels=["collector"],
+        )
+        for name, is_connected, n, bad_values in g.collectors():
             connected.add_metric([name], int(is_connected))
             reconnects.add_metric([name], n)
+            bad.add_metric([name], bad_values)
         yield connected
         yield reconnects
+        yield bad
 
 
 def registry(metrics: Metrics, gauges: Gauges) -> CollectorRegistry:

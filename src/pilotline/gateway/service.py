@@ -25,6 +25,8 @@ from typing import Any
 import structlog
 
 from pilotline.collectors.mqtt.collector import AckToken, MqttCollector, Quarantined
+from pilotline.collectors.opcua.collector import OpcuaCollector, machines_by_endpoint
+from pilotline.collectors.opcua.collector import Quarantined as OpcuaQuarantined
 from pilotline.gateway.api import serve_api
 from pilotline.gateway.config import SiteConfig
 from pilotline.gateway.drain import OutboxDrainer
@@ -110,15 +112,33 @@ class Gateway:
                 client_id=config.mqtt.client_id or f"pilotline-{config.site}",
                 clock_ms=clock_ms,
             )
+        opcua = machines_by_endpoint(
+            (m.id, m.opcua, m.state.signal) for _, m in config.machines() if m.opcua is not None
+        )
+        # One connection per endpoint, shared by its machines; the client certificate lives
+        # beside the store so the servers' trust in it survives restarts.
+        pki_dir = config.store.parent / "opcua-pki"
+        self.opcua = [
+            OpcuaCollector(
+                endpoint,
+                machines,
+                self._on_opcua_sample,
+                self._on_opcua_reject,
+                pki_dir=pki_dir,
+                clock_ms=clock_ms,
+            )
+            for endpoint, machines in opcua.items()
+        ]
         self._staged = _Staged()
         self._wake_committer = asyncio.Event()
         self._started_ms = clock_ms()
 
     # -- the hot path (synchronous, in the event loop) -------------------------------------
 
-    def _on_sample(self, sample: Sample, token: AckToken) -> None:
+    def _on_sample(self, sample: Sample, token: AckToken | None) -> None:
         staged = self._staged
-        staged.acks.append(token)
+        if token is not None:
+            staged.acks.append(token)
         now = self.clock_ms()
         if sample.ts_ms > now + self.options.max_future_s * 1000:
             self._stage_events(
@@ -145,12 +165,22 @@ class Gateway:
         self._request_commit()
 
     def _on_reject(self, item: Quarantined, token: AckToken) -> None:
-        self.metrics.rejected[("mqtt", item.reason)] += 1
-        self._staged.quarantined.append(
-            QuarantineRow(item.arrival_ms, "mqtt", item.topic, item.machine, item.reason, item.head)
-        )
+        self._quarantine("mqtt", item)
         self._staged.acks.append(token)
         self._request_commit()
+
+    def _on_opcua_sample(self, sample: Sample) -> None:
+        self._on_sample(sample, None)  # OPC UA has nothing to acknowledge
+
+    def _on_opcua_reject(self, item: OpcuaQuarantined) -> None:
+        self._quarantine("opcua", item)
+        self._request_commit()
+
+    def _quarantine(self, source: str, item: Quarantined | OpcuaQuarantined) -> None:
+        self.metrics.rejected[(source, item.reason)] += 1
+        self._staged.quarantined.append(
+            QuarantineRow(item.arrival_ms, source, item.topic, item.machine, item.reason, item.head)
+        )
 
     def _stage_events(self, events: list[Event]) -> None:
         if not events:
@@ -251,23 +281,18 @@ class Gateway:
             site=self.config.site,
             machines=len(self._zone_of),
             mqtt=self.mqtt is not None,
+            opcua_endpoints=len(self.opcua),
             influx=self.drainer is not None,
             store=str(self.config.store),
         )
-        for zone, machine in self.config.machines():
-            if machine.opcua is not None:
-                log.warning(
-                    "gateway.collector_missing",
-                    machine=machine.id,
-                    zone=zone.id,
-                    reason="OPC UA collection is not built yet; this machine stays offline",
-                )
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._committer(), name="committer")
                 tasks.create_task(self._timer(), name="rules-timer")
                 if self.mqtt is not None:
                     tasks.create_task(self.mqtt.run(), name="collector-mqtt")
+                for collector in self.opcua:
+                    tasks.create_task(collector.run(), name=f"collector-{collector.name}")
                 if self.drainer is not None:
                     tasks.create_task(self.drainer.run(), name="outbox-drainer")
                 if api:
@@ -326,6 +351,33 @@ class Gateway:
                 },
             }
             healthy &= why is None
+        for collector in self.opcua:
+            o = collector.health()
+            why = None
+            if not o.connected:
+                down_s = None if o.down_since_ms is None else (now - o.down_since_ms) // 1000
+                since = "" if down_s is None else f" for {down_s} s"
+                why = f"{o.endpoint} unreachable{since}: {o.last_error or 'connecting'}"
+            elif o.missing_nodes:
+                why = f"{len(o.missing_nodes)} node(s) missing: {'; '.join(o.missing_nodes[:5])}"
+            parts[collector.name] = {
+                "healthy": why is None,
+                "why": why,
+                "connected": o.connected,
+                "since_ms": o.since_ms,
+                "down_since_ms": o.down_since_ms,
+                "reconnects": o.reconnects,
+                "machines": o.machines,
+                "monitored_items": o.monitored_items,
+                "missing_nodes": o.missing_nodes,
+                "bad_values": o.bad_values,
+                "notifications": o.notifications,
+                "last_heartbeat_ms": o.last_heartbeat_ms,
+                "heartbeat_silent_for_s": None
+                if o.last_heartbeat_ms is None
+                else round((now - o.last_heartbeat_ms) / 1000, 1),
+            }
+            healthy &= why is None
         if self.drainer is not None:
             s = self.drainer.stats()
             oldest = self.store.outbox_oldest_ms()
@@ -342,11 +394,15 @@ class Gateway:
         return {"healthy": healthy, "uptime_s": round((now - self._started_ms) / 1000, 1), **parts}
 
     def gauges(self) -> Gauges:
-        def collectors() -> list[tuple[str, bool, int]]:
-            if self.mqtt is None:
-                return []
-            h = self.mqtt.health()
-            return [("mqtt", h.connected, h.reconnects)]
+        def collectors() -> list[tuple[str, bool, int, int]]:
+            out = []
+            if self.mqtt is not None:
+                h = self.mqtt.health()
+                out.append(("mqtt", h.connected, h.reconnects, 0))
+            for collector in self.opcua:
+                o = collector.health()
+                out.append((collector.name, o.connected, o.reconnects, o.bad_values))
+            return out
 
         def oldest_age() -> float:
             oldest = self.store.outbox_oldest_ms()
