@@ -53,7 +53,9 @@ def pilotline_command() -> list[str]:
     return [sys.executable, "-m", "pilotline.gateway.cli"]
 
 
-def pilotline(*args: str, cwd: Path = ROOT, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+def pilotline(
+    *args: str, cwd: Path = ROOT, timeout_s: float = 30.0
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*pilotline_command(), *args],
         cwd=cwd,
@@ -65,7 +67,7 @@ def pilotline(*args: str, cwd: Path = ROOT, timeout_s: float = 30.0) -> subproce
     )
 
 
-def until(condition: Callable[[], T], timeout_s: float, what: str) -> T:
+def until(condition: Callable[[], T | None], timeout_s: float, what: str) -> T:
     """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
@@ -78,7 +80,9 @@ def until(condition: Callable[[], T], timeout_s: float, what: str) -> T:
             if value:
                 return value
         if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what} (last error: {last_error})")
+            pytest.fail(
+                f"timed out after {timeout_s} s waiting for {what} (last error: {last_error})"
+            )
         time.sleep(0.1)
 
 
@@ -168,8 +172,7 @@ def test_run_refuses_broken_config_before_connecting_anything(tmp_path: Path) ->
         assert "gateway.started" not in result.stderr
         listener.setblocking(False)
         with pytest.raises(BlockingIOError):
-            conn, _ = listener.accept()
-            conn.close()
+            listener.accept()
     # nothing was created either: no store, no var/ directory next to the config
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml"]
 
@@ -276,9 +279,7 @@ def broker() -> Iterator[MosquittoBroker]:
 def site(tmp_path: Path, broker: MosquittoBroker) -> tuple[Path, str]:
     port = free_port()
     config = tmp_path / "site.yaml"
-    config.write_text(
-        RUN_CONFIG.format(mqtt_url=broker.url, port=port, store=tmp_path / "gw.db")
-    )
+    config.write_text(RUN_CONFIG.format(mqtt_url=broker.url, port=port, store=tmp_path / "gw.db"))
     return config, f"http://127.0.0.1:{port}"
 
 
@@ -367,8 +368,16 @@ def test_run_serves_quarantines_bad_input_and_stops_on_sigterm(
         )
     ]
     assert publish_timeline(broker.url, good, timeout_s=10) == 10
-    until(lambda: samples_of(api, "laser-01") == 5 and samples_of(api, "cam-02") == 5, 10, "5 samples each")
-    until(lambda: machines(api) == {"laser-01": "running", "cam-02": "idle"}, 10, "states from samples")
+    until(
+        lambda: samples_of(api, "laser-01") == 5 and samples_of(api, "cam-02") == 5,
+        10,
+        "5 samples each",
+    )
+    until(
+        lambda: machines(api) == {"laser-01": "running", "cam-02": "idle"},
+        10,
+        "states from samples",
+    )
     listed = httpx.get(f"{api}/api/machines", timeout=2).json()
     assert {(m["id"], m["zone"], m["owner"]) for m in listed} == {
         ("laser-01", "photonics", "acme-optics"),
@@ -399,11 +408,11 @@ def test_run_serves_quarantines_bad_input_and_stops_on_sigterm(
         f"pilotline_rejected_total {expected}",
     )
 
-    quarantine = until(
-        lambda: (rows := httpx.get(f"{api}/api/quarantine", timeout=2).json()) and len(rows) >= 6 and rows,
-        10,
-        "six quarantined inputs",
-    )
+    def quarantined() -> list[dict[str, Any]] | None:
+        rows: list[dict[str, Any]] = httpx.get(f"{api}/api/quarantine", timeout=2).json()
+        return rows if len(rows) >= len(bad) else None
+
+    quarantine = until(quarantined, 10, "six quarantined inputs")
     assert sorted((r["source"], r["reason"]) for r in quarantine) == sorted(
         key for key, n in expected.items() for _ in range(n)
     )
@@ -420,7 +429,11 @@ def test_run_serves_quarantines_bad_input_and_stops_on_sigterm(
         (CAM, payload(ts=t1 + 1000, power_w=300.0)),
     ]
     assert publish_timeline(broker.url, later, timeout_s=10) == 2
-    until(lambda: machines(api) == {"laser-01": "idle", "cam-02": "running"}, 10, "states after bad input")
+    until(
+        lambda: machines(api) == {"laser-01": "idle", "cam-02": "running"},
+        10,
+        "states after bad input",
+    )
     metrics = scrape(api)
     # rules rejections are samples that arrived (counted) and were refused by the core
     assert metrics[("pilotline_samples_total", (("machine", "laser-01"),))] == 7
@@ -430,19 +443,25 @@ def test_run_serves_quarantines_bad_input_and_stops_on_sigterm(
 
     rejected_logs = [e for e in gateway.events() if e["event"] == "mqtt.payload_rejected"]
     # logged once per kind, with a sample of the payload
-    assert sorted(e["reason"] for e in rejected_logs) == ["bad_timestamp", "malformed_json", "wrong_type"]
+    assert sorted(e["reason"] for e in rejected_logs) == [
+        "bad_timestamp",
+        "malformed_json",
+        "wrong_type",
+    ]
 
     code, took = gateway.stop(signal.SIGTERM)
     assert code == 0, gateway.describe()
     print(f"SIGTERM: exited 0 in {took:.2f} s")
     names = gateway.names()
     stopping = [e for e in gateway.events() if e["event"] == "gateway.stopping"]
-    assert stopping and stopping[0]["signal"] == "SIGTERM"
+    assert stopping, gateway.describe()
+    assert stopping[0]["signal"] == "SIGTERM"
     assert names[-1] == "gateway.stopped", names[-5:]
     # every line on stderr (not a tty) is one JSON object with an event name and a level
     for line in gateway.lines():
         record = json.loads(line)
-        assert isinstance(record, dict) and "event" in record and "level" in record, line
+        assert isinstance(record, dict), line
+        assert {"event", "level"} <= record.keys(), line
     assert "Traceback" not in gateway.stderr_path.read_text()
 
 
@@ -514,7 +533,9 @@ def test_demo_runs_a_simulated_line_and_prints_the_final_table(tmp_path: Path) -
 
         def lively() -> dict[str, str] | None:
             if proc.poll() is not None:
-                pytest.fail(f"demo exited early with {proc.returncode}: {err_path.read_text()[-2000:]}")
+                pytest.fail(
+                    f"demo exited early with {proc.returncode}: {err_path.read_text()[-2000:]}"
+                )
             states = machines(api)
             active = [m for m, s in states.items() if s != "offline"]
             return states if len(states) == 10 and len(active) >= 8 else None
@@ -541,11 +562,18 @@ def test_demo_runs_a_simulated_line_and_prints_the_final_table(tmp_path: Path) -
         assert machine in stdout, (machine, stdout)
     for word in ("zone", "machine", "owner", "state"):
         assert word in stdout
-    events = [json.loads(line)["event"] for line in err_path.read_text().splitlines() if line.startswith("{")]
+    events = [
+        json.loads(line)["event"]
+        for line in err_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
     assert "demo.started" in events
     assert "gateway.stopped" in events
     assert (workdir / "demo.db").exists()
     # the private broker went away with the demo
     broker_port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", stdout).group(1))  # type: ignore[union-attr]
-    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", broker_port), 1):
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", broker_port), 1),
+    ):
         pass

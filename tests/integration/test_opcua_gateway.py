@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from tests.peers import DemoServer, free_port
 
 from pilotline.demo.opcua_server import demo_nodes
 from pilotline.gateway.config import load_config
 from pilotline.gateway.service import Gateway, ServiceOptions
 from pilotline.rules import State
-from tests.peers import DemoServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,8 @@ async def test_opcua_machines_survive_a_server_restart(tmp_path: Path) -> None:
             answer = await client.get("/health")
             assert answer.status_code == 503
             why = answer.json()[f"opcua:{server.endpoint}"]["why"]
-            assert server.endpoint in why and "unreachable" in why
+            assert server.endpoint in why
+            assert "unreachable" in why
 
             server.start()  # same port: the collector must come back with no help
             await until(lambda: State.OFFLINE not in states(gateway).values(), timeout_s=40)
@@ -99,7 +100,8 @@ async def test_opcua_machines_survive_a_server_restart(tmp_path: Path) -> None:
                 metrics
             )
         changes = [m for m in gateway.store.machines() if m["machine"] == "laser-cut-01"]
-        assert changes and changes[0]["state"] != "offline"
+        assert changes
+        assert changes[0]["state"] != "offline"
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
