@@ -696,3 +696,27 @@ def test_load_config_only_ever_raises_config_error(
         return
     assert error.issues
     assert str(error)
+
+
+def test_machines_sharing_an_opcua_endpoint_must_share_its_settings(tmp_path: Path) -> None:
+    text = """\
+site: s
+zones:
+  - id: z
+    machines:
+      - id: a
+        owner: o
+        opcua: {endpoint: "opc.tcp://h:4840", nodes: {state: "ns=2;s=A"}}
+        state: {signal: state}
+      - id: b
+        owner: o
+        opcua: {endpoint: "opc.tcp://h:4840", nodes: {state: "ns=2;s=B"},
+                security_policy: Basic256Sha256, security_mode: Sign,
+                certificate_file: c.der, private_key_file: k.pem}
+        state: {signal: state}
+"""
+    issues = issues_of(write(tmp_path, text))
+    paths = {issue.path for issue in issues}
+    assert "zones[0].machines[1].opcua.security_policy" in paths
+    assert "zones[0].machines[1].opcua.security_mode" in paths
+    assert all("share its connection" in i.message for i in issues if "security" in i.path)

@@ -51,7 +51,7 @@ from pilotline.collectors.mqtt.config import (
     INLINE_SECRET_MESSAGE as MQTT_INLINE_SECRET_MESSAGE,
 )
 from pilotline.collectors.mqtt.config import MqttBrokerConfig, MqttMachineSource
-from pilotline.collectors.opcua.config import OpcuaSource
+from pilotline.collectors.opcua.config import CONNECTION_FIELDS, OpcuaSource
 from pilotline.rules.plant import ALL_CAPABILITIES
 from pilotline.rules.spec import MachineSpec, MappedState, PlantSpec, StateRule, ThresholdState
 from pilotline.rules.states import DEFAULT_STATE_MAP, State
@@ -450,6 +450,7 @@ def _cross_checks(data: object) -> list[tuple[Loc, str]]:
     zone_ids: dict[str, Loc] = {}
     machine_ids: dict[str, Loc] = {}
     topics: dict[str, tuple[Loc, str]] = {}
+    endpoints: dict[str, tuple[str, dict[str, object]]] = {}
     zones = data.get("zones")
     for zi, zone in enumerate(zones if isinstance(zones, list) else []):
         if not isinstance(zone, dict):
@@ -484,6 +485,21 @@ def _cross_checks(data: object) -> list[tuple[Loc, str]]:
                         )
                     else:
                         topics[topic] = (here, str(machine.get("id")))
+            if isinstance(opcua, dict) and isinstance(opcua.get("endpoint"), str):
+                # Machines on one endpoint share one connection, so one set of its settings.
+                first_id, first = endpoints.setdefault(
+                    opcua["endpoint"], (str(machine.get("id")), opcua)
+                )
+                for key in CONNECTION_FIELDS:
+                    if first is not opcua and opcua.get(key) != first.get(key):
+                        found.append(
+                            (
+                                (*here, "opcua", key),
+                                f"{opcua.get(key)!r} differs from {first.get(key)!r} of "
+                                f"{first_id} on the same endpoint: machines on one endpoint "
+                                "share its connection and its settings",
+                            )
+                        )
             state = machine.get("state")
             if isinstance(opcua, dict) and isinstance(state, dict):
                 nodes, signal = opcua.get("nodes"), state.get("signal")

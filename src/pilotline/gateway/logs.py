@@ -57,3 +57,6 @@ def configure_logging(
     # Libraries that log through the standard library (uvicorn, paho, influxdb-client) go to
     # stderr at WARNING and above, so they cannot flood the gateway's own lines.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    # asyncua logs a traceback for every dropped connection; the OPC UA collector reports
+    # connection life itself (opcua.* events and /health), so only asyncua's worst remains.
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
