@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -28,6 +29,7 @@ from pilotline.rules import (
     ThresholdState,
     ZoneCapacity,
 )
+from pilotline.rules.policy import OfferingPolicy, WeeklySlot
 
 T0_DT = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 HOUR = 3_600_000
@@ -298,10 +300,24 @@ def _samples(steps: list[tuple[str, int, int]]) -> list[Sample]:
     return out
 
 
+# Offering hours with edges inside the generated timelines (which start at 08:00 UTC), so the
+# chunking property also covers policy deadlines and the minimum window.
+SHORT_SLOTS = OfferingPolicy(
+    weekly=(
+        WeeklySlot(frozenset(range(7)), time(8, 20), time(8, 50)),
+        WeeklySlot(frozenset(range(7)), time(9, 10), time(10, 0)),
+    ),
+    min_window_ms=300_000,
+)
+
+
 def _spec() -> tuple[MachineSpec, ...]:
     return (
         mapped(min_idle_ms=60_000, publish_interval_ms=300_000),
-        power(min_idle_ms=30_000, debounce_ms=10_000, publish_interval_ms=120_000),
+        replace(
+            power(min_idle_ms=30_000, debounce_ms=10_000, publish_interval_ms=120_000),
+            policy=SHORT_SLOTS,
+        ),
     )
 
 

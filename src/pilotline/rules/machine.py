@@ -50,6 +50,9 @@ REJECTED = _Rejected.REJECTED
 class MachineTracker:
     __slots__ = (
         "_offered",
+        "_policy_from",
+        "_policy_ok",
+        "_policy_until",
         "_raw",
         "_window_offered",
         "available",
@@ -79,6 +82,11 @@ class MachineTracker:
         self._window_offered = False
         self.available = False
         self._offered = False
+        # The policy's answer is cached for the span it holds over (no time zone maths per
+        # sample); its end is a deadline while the machine is idle.
+        self._policy_ok = False
+        self._policy_from: float = NEVER
+        self._policy_until: float = -NEVER
         self.next_tick_ms: float = NEVER
 
     # -- input -----------------------------------------------------------------------------
@@ -168,8 +176,11 @@ class MachineTracker:
             self.state is not State.OFFLINE or self.pending is not None
         ):
             deadline = min(deadline, self.last_seen_ms + self.spec.stale_after_ms)
-        if self.state is State.IDLE and not self.available and self.window_start_ms is not None:
-            deadline = min(deadline, self.window_start_ms + self.spec.min_idle_ms)
+        if self.state is State.IDLE and self.window_start_ms is not None:
+            if not self.available:
+                deadline = min(deadline, self.window_start_ms + self.spec.min_idle_ms)
+            elif self._policy_until > -NEVER:
+                deadline = min(deadline, self._policy_until)
         return deadline
 
     def fire(self, now_ms: int, out: list[Event]) -> None:
@@ -248,9 +259,7 @@ class MachineTracker:
             and self.window_start_ms is not None
             and now_ms - self.window_start_ms >= self.spec.min_idle_ms
         )
-        # Offering policies (weekly hours, blackouts) narrow `offered`; until they exist,
-        # available idle time is offered.
-        offered = available
+        offered = available and self._policy_offers(now_ms)
         if available == self.available and offered == self._offered:
             return
         if available and self.window_start_ms is not None:
@@ -261,6 +270,19 @@ class MachineTracker:
         if offered:
             self._window_offered = True
         out.append(self._capacity(now_ms, periodic=False))
+
+    def _policy_offers(self, now_ms: int) -> bool:
+        if not (self._policy_from <= now_ms < self._policy_until):
+            span = self.spec.policy.offers(now_ms)
+            self._policy_ok = span.allowed
+            self._policy_from = now_ms
+            # an edge beyond the policy's horizon: look again in a day
+            self._policy_until = span.end_ms if span.end_ms is not None else now_ms + 86_400_000
+        return self._policy_ok
+
+    @property
+    def offered(self) -> bool:
+        return self._offered
 
     def idle_for_ms(self, now_ms: int) -> int:
         if self.state is State.IDLE and self.window_start_ms is not None:

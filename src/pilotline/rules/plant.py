@@ -45,6 +45,8 @@ class MachineView:
     window_start_ms: int | None
     available: bool
     idle_for_s: float
+    offered: bool = False
+    offered_until_ms: int | None = None  # end of the policy's allowed span (None: open-ended)
 
 
 class Plant:
@@ -124,6 +126,8 @@ class Plant:
                 t.window_start_ms,
                 t.available,
                 t.idle_for_ms(now) / 1000.0,
+                t.offered,
+                t.spec.policy.span(now).end_ms if t.offered else None,
             )
             for t in self._machines
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pilotline.rules.policy import ALWAYS, OfferingPolicy
 from pilotline.rules.states import State
 
 
@@ -47,6 +48,7 @@ class MachineSpec:
     stale_after_ms: int = 60_000
     min_idle_ms: int = 900_000
     publish_interval_ms: int = 60_000
+    policy: OfferingPolicy = ALWAYS  # when available idle time may be offered
 
 
 @dataclass(frozen=True, slots=True)
