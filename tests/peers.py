@@ -212,3 +212,118 @@ class DemoServer:
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
             self.proc = None
+
+
+INFLUXD = "/usr/bin/influxd"
+
+
+class InfluxDB1:
+    """An InfluxDB 1.x (Debian's ``influxdb``) on free loopback ports, to run InfluxQL.
+
+    The dashboards' queries are InfluxQL, which InfluxDB 1.8, 2.x (v1 compatibility) and 3.x
+    answer; 1.x is the one Debian packages. ``write()`` takes line protocol in nanoseconds,
+    ``query()`` returns the ``results`` of ``/query`` and raises on any error in them.
+    """
+
+    def __init__(self, database: str = "pilotline") -> None:
+        exe = shutil.which("influxd") or (INFLUXD if Path(INFLUXD).exists() else None)
+        if exe is None:
+            raise PeerUnavailableError("influxd not found (Debian: apt-get install -y influxdb)")
+        self.exe = exe
+        self.database = database
+        self.port = free_port()
+        self.rpc_port = free_port()
+        self._tmp = tempfile.TemporaryDirectory(prefix="pilotline-influx1-")
+        self.datadir = Path(self._tmp.name)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = self.datadir / "influxd.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _config(self) -> Path:
+        d = self.datadir
+        path = d / "influxdb.conf"
+        path.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{d / "meta"}"\n'
+            f'[data]\n  dir = "{d / "data"}"\n  wal-dir = "{d / "wal"}"\n'
+            "  query-log-enabled = false\n"
+            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+        )
+        return path
+
+    def start(self, timeout_s: float = 20.0) -> InfluxDB1:
+        config = self._config()
+        with self._log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [self.exe, "-config", str(config)], stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp,
+            ):
+                if resp.status == 204:
+                    self.query(f'CREATE DATABASE "{self.database}"', method="POST")
+                    return self
+            time.sleep(0.05)
+        self.close()
+        raise PeerUnavailableError(f"influxd did not start: {self._log.read_text()[-800:]}")
+
+    def write(self, lines: list[str]) -> None:
+        query = urllib.parse.urlencode({"db": self.database, "precision": "ns"})
+        request = urllib.request.Request(
+            f"{self.url}/write?{query}", data="\n".join(lines).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            resp.read()
+
+    def query(self, q: str, *, method: str = "GET") -> list[dict[str, Any]]:
+        """The ``results`` of one or more InfluxQL statements; an error in any raises."""
+        params = urllib.parse.urlencode({"db": self.database, "q": q, "epoch": "ms"})
+        if method == "POST":
+            request = urllib.request.Request(f"{self.url}/query", data=params.encode())
+        else:
+            request = urllib.request.Request(f"{self.url}/query?{params}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"InfluxQL refused ({exc.code}): {exc.read()!r}\n{q}") from None
+        if "error" in body:
+            raise RuntimeError(f"InfluxQL error: {body['error']}\n{q}")
+        results: list[dict[str, Any]] = body.get("results", [])
+        for result in results:
+            if "error" in result:
+                raise RuntimeError(f"InfluxQL error: {result['error']}\n{q}")
+        return results
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        self._tmp.cleanup()
+
+    def __enter__(self) -> InfluxDB1:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

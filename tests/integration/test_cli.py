@@ -26,6 +26,7 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from tests.auth import cli_bearer
 
 from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto, free_port
 from pilotline.demo.publisher import publish_timeline
@@ -280,7 +281,9 @@ def site(tmp_path: Path, broker: MosquittoBroker) -> tuple[Path, str]:
     port = free_port()
     config = tmp_path / "site.yaml"
     config.write_text(RUN_CONFIG.format(mqtt_url=broker.url, port=port, store=tmp_path / "gw.db"))
-    return config, f"http://127.0.0.1:{port}"
+    api = f"http://127.0.0.1:{port}"
+    AUTH[api] = cli_bearer(pilotline_command(), config)
+    return config, api
 
 
 @pytest.fixture
@@ -308,8 +311,16 @@ def wait_healthy(gateway: GatewayProcess, api: str, timeout_s: float = 15.0) -> 
     return until(healthy, timeout_s, "a healthy gateway with MQTT connected")
 
 
+AUTH: dict[str, dict[str, str]] = {}
+"""The operator token's headers for each API under test (the API needs a bearer token)."""
+
+
+def get(api: str, path: str) -> httpx.Response:
+    return httpx.get(f"{api}{path}", headers=AUTH.get(api), timeout=2)
+
+
 def scrape(api: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"{api}/metrics", timeout=2).text
+    text = get(api, "/metrics").text
     values = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -327,7 +338,7 @@ def rejected(api: str, source: str, reason: str) -> float:
 
 
 def machines(api: str) -> dict[str, str]:
-    return {m["id"]: m["state"] for m in httpx.get(f"{api}/api/machines", timeout=2).json()}
+    return {m["id"]: m["state"] for m in get(api, "/api/machines").json()}
 
 
 def now_ms() -> int:
@@ -378,7 +389,7 @@ def test_run_serves_quarantines_bad_input_and_stops_on_sigterm(
         10,
         "states from samples",
     )
-    listed = httpx.get(f"{api}/api/machines", timeout=2).json()
+    listed = get(api, "/api/machines").json()
     assert {(m["id"], m["zone"], m["owner"]) for m in listed} == {
         ("laser-01", "photonics", "acme-optics"),
         ("cam-02", "imaging", "lumen-group"),
@@ -409,7 +420,7 @@ def test_run_serves_quarantines_bad_input_and_stops_on_sigterm(
     )
 
     def quarantined() -> list[dict[str, Any]] | None:
-        rows: list[dict[str, Any]] = httpx.get(f"{api}/api/quarantine", timeout=2).json()
+        rows: list[dict[str, Any]] = get(api, "/api/quarantine").json()
         return rows if len(rows) >= len(bad) else None
 
     quarantine = until(quarantined, 10, "six quarantined inputs")
@@ -539,6 +550,9 @@ def test_demo_runs_a_simulated_line_and_prints_the_final_table(tmp_path: Path) -
 
         def listed() -> dict[str, str] | None:
             running()
+            token = workdir / "operator.token"
+            if api not in AUTH and token.exists():
+                AUTH[api] = {"Authorization": f"Bearer {token.read_text().strip()}"}
             return machines(api) or None
 
         def lively() -> dict[str, str] | None:
@@ -556,7 +570,7 @@ def test_demo_runs_a_simulated_line_and_prints_the_final_table(tmp_path: Path) -
             f"demo: API up after {api_up - started:.1f} s, machines lively "
             f"{time.monotonic() - api_up:.1f} s later: {states}"
         )
-        capacity = httpx.get(f"{api}/api/capacity", timeout=2).json()
+        capacity = get(api, "/api/capacity").json()
         assert capacity["machines"] == 10
 
         code = proc.wait(timeout=25 + 20)

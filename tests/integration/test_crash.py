@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.auth import cli_bearer
 from tests.peers import PeerUnavailableError, VictoriaMetrics, find_victoria_metrics
 
 from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto, free_port
@@ -153,11 +154,12 @@ class GatewayProcess:
 
 
 class Api:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         self.url = url
+        self.headers = headers  # an operator token's
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = httpx.get(f"{self.url}/metrics", timeout=2).text
+        text = httpx.get(f"{self.url}/metrics", headers=self.headers, timeout=2).text
         values = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -313,7 +315,7 @@ def test_sigkill_loses_no_sample(
     store = tmp_path / "gw.db"
     config = tmp_path / "site.yaml"
     config.write_text(CONFIG.format(mqtt_url=broker.url, influx_url=vm.url, store=store, port=port))
-    api = Api(f"http://127.0.0.1:{port}")
+    api = Api(f"http://127.0.0.1:{port}", cli_bearer(pilotline_command(), config))
     # Hours ago, whole seconds: far from the gateway's future limit, and old enough that
     # victoria-metrics shows the points as soon as they are flushed.
     t0 = (time.time_ns() // 1_000_000 - 3 * 3_600_000) // 1000 * 1000

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.auth import bearer
 from tests.peers import VictoriaMetrics
 
 from pilotline.demo.broker import MosquittoBroker, free_port
@@ -192,7 +193,7 @@ async def test_scenario_becomes_contracted_points(
     assert len(telemetry) == 60
     assert telemetry[0] == (at(0), 20.0)
 
-    async with httpx.AsyncClient(base_url=api) as client:
+    async with httpx.AsyncClient(base_url=api, headers=bearer(gateway.store)) as client:
         health = (await client.get("/health")).json()
         assert health["healthy"] is True
         assert set(health["mqtt"]["subscriptions"]) == {

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from tests.auth import bearer
 from tests.peers import DemoServer, free_port
 
 from pilotline.demo.opcua_server import demo_nodes
@@ -77,7 +78,8 @@ async def test_opcua_machines_survive_a_server_restart(tmp_path: Path) -> None:
         assert set(states(gateway).values()) <= {
             State.RUNNING, State.IDLE, State.DOWN, State.MAINTENANCE
         }
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        auth = bearer(gateway.store)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as client:
             health = (await client.get("/health")).json()
             assert health[f"opcua:{server.endpoint}"]["connected"] is True
 

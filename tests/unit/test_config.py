@@ -720,3 +720,65 @@ zones:
     assert "zones[0].machines[1].opcua.security_policy" in paths
     assert "zones[0].machines[1].opcua.security_mode" in paths
     assert all("share its connection" in i.message for i in issues if "security" in i.path)
+
+
+def test_offering_policies_reach_the_core(tmp_path: Path) -> None:
+    text = """\
+site: s
+timezone: Europe/Paris
+owners:
+  acme:
+    offering:
+      weekly: [{days: [weekdays], from: 18:00, to: "06:00"}]
+      blackouts: [{from: "2026-12-24T00:00:00", to: "2026-12-27T00:00:00"}]
+      min_idle_s: 1800
+      min_window_s: 600
+zones:
+  - id: z
+    machines:
+      - id: a
+        owner: acme
+        opcua: {endpoint: "opc.tcp://h:4840", nodes: {state: "ns=2;s=A"}}
+        state: {signal: state}
+      - id: b
+        owner: acme
+        opcua: {endpoint: "opc.tcp://h:4840", nodes: {state: "ns=2;s=B"}}
+        state: {signal: state}
+        offering: {weekly: [{days: [daily], from: "00:00", to: "24:00"}]}
+        min_idle_s: 60
+"""
+    spec_a, spec_b = load_config(write(tmp_path, text)).plant_spec().machines
+    assert spec_a.min_idle_ms == 1_800_000  # the owner's offering
+    assert spec_b.min_idle_ms == 60_000  # the machine's own setting wins
+    # unquoted 18:00 is a base-60 number in YAML 1.1; it still means 18:00
+    assert [(s.start.hour, s.end.hour if s.end else 24) for s in spec_a.policy.weekly] == [(18, 6)]
+    assert str(spec_a.policy.tz) == "Europe/Paris"
+    assert len(spec_a.policy.blackouts) == 1
+    assert spec_a.policy.min_window_ms == 600_000
+    assert spec_b.policy.weekly[0].days == frozenset(range(7))
+
+
+def test_offering_mistakes_have_paths(tmp_path: Path) -> None:
+    text = """\
+site: s
+timezone: Mars/Olympus
+owners:
+  acme:
+    offering:
+      weekly: [{days: [someday], from: "25:00", to: "06:00"}]
+      blackouts: [{from: "2026-12-27T00:00:00", to: "2026-12-24T00:00:00"}]
+zones:
+  - id: z
+    machines:
+      - id: a
+        owner: acme
+        opcua: {endpoint: "opc.tcp://h:4840", nodes: {state: "ns=2;s=A"}}
+        state: {signal: state}
+"""
+    paths = {issue.path for issue in issues_of(write(tmp_path, text))}
+    assert {
+        "timezone",
+        "owners.acme.offering.weekly[0].days[0]",
+        "owners.acme.offering.weekly[0].from",
+        "owners.acme.offering.blackouts[0]",
+    } <= paths

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from pilotline.demo.site import demo_site_yaml
 from pilotline.gateway.config import ConfigError, load_config
 from pilotline.gateway.logs import configure_logging
 from pilotline.gateway.service import Gateway
+from pilotline.gateway.tokens import Role
 from pilotline.rules import MachineView, State
 
 log = structlog.get_logger("pilotline.demo")
@@ -112,13 +114,15 @@ async def _run_site(opts: DemoOptions, sim: SimPlant, config_path: Path, mqtt_ur
         print(f"pilotline demo: generated configuration refused:\n{exc}", file=sys.stderr)
         raise SystemExit(1) from None
     gateway = Gateway(config)
+    token_file = _demo_tokens(gateway, opts.workdir)
     log.info("demo.started", mqtt=mqtt_url, api=f"http://{opts.api}", config=str(config_path))
     if not opts.live:
         opcua = sum(m.opcua is not None for _, m in config.machines())
         print(
             f"pilotline demo: {len(sim.machines)} machines, {opcua} over OPC UA "
             f"(Basic256Sha256 SignAndEncrypt), the others over MQTT ({mqtt_url}); "
-            f"API on http://{opts.api} (try /api/capacity); config in {config_path}",
+            f"API on http://{opts.api} (try /api/capacity with "
+            f"Authorization: Bearer $(cat {token_file})); config in {config_path}",
             flush=True,
         )
     async with asyncio.TaskGroup() as tasks:
@@ -132,6 +136,28 @@ async def _run_site(opts: DemoOptions, sim: SimPlant, config_path: Path, mqtt_ur
             for task in (publisher, show, gateway_task):
                 task.cancel()
     _print_table(gateway, Console(width=max(Console().width, 100)))
+
+
+def _demo_tokens(gateway: Gateway, workdir: Path) -> Path:
+    """Fresh demo tokens for each run (an operator's, a tenant's), in files only this user
+    reads; returns the operator's. Tokens of earlier runs are revoked."""
+    tokens = gateway.store.tokens()
+    now_ms = time.time_ns() // 1_000_000
+    for info in tokens.list():
+        if info.revoked_ms is None and info.name.startswith("demo-"):
+            tokens.revoke(info.name, now_ms=now_ms)
+    suffix = f"{now_ms:x}"
+    for role, subject in ((Role.OPERATOR, None), (Role.TENANT, "demo-smallco")):
+        token = tokens.create(f"demo-{role}-{suffix}", role, subject, now_ms=now_ms)
+        path = workdir / f"{role}.token"
+        # Written beside and renamed, so a reader never sees an empty or partial token.
+        partial = path.with_suffix(".token.partial")
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(token + "\n")
+        partial.replace(path)
+    return workdir / "operator.token"
 
 
 @contextmanager
@@ -208,10 +234,11 @@ async def _show(gateway: Gateway, opts: DemoOptions) -> None:
 def _table(gateway: Gateway, opts: DemoOptions) -> Table:
     views = gateway.plant.view()
     now = gateway.plant.now_ms or int(time.time() * 1000)
-    available = sum(v.available for v in views)
+    available = sum(v.offered for v in views)
     table = Table(
         title=f"pilotline demo: {available} of {len(views)} machines bookable now",
-        caption=f"API http://{opts.api}/api/capacity · Ctrl-C to stop",
+        caption=f"API http://{opts.api}/api/capacity (token: {opts.workdir}/operator.token)"
+        " · Ctrl-C to stop",
     )
     via = {m.id: m.source for _, m in gateway.config.machines()}
     for column in ("zone", "machine", "via", "owner", "state", "for", "capacity"):
@@ -224,7 +251,7 @@ def _table(gateway: Gateway, opts: DemoOptions) -> Table:
 
 def _row(v: MachineView, now_ms: int) -> tuple[str, str, str, str, str, str]:
     held = "" if v.since_ms is None else _duration((now_ms - v.since_ms) / 1000)
-    if v.available:
+    if v.offered:
         capacity = f"[bold cyan]bookable[/] (idle {_duration(v.idle_for_s)})"
     elif v.state is State.IDLE:
         capacity = f"idle {_duration(v.idle_for_s)}, not yet offered"

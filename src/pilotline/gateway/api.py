@@ -2,8 +2,15 @@
 
 Served by uvicorn inside the gateway's own event loop; every handler is ``async`` so it runs in
 that loop (never in a thread pool) and reads the core and the SQLite store without locks.
-OpenAPI is at ``/docs`` and ``/openapi.json``. Access control per
-principal arrives with the security issue; until then the API listens on loopback by default.
+
+Access (``auth.py``): every route but ``/health`` declares who may call it with one of
+``OPERATORS``, ``SCRAPERS``, ``OWNERS``, ``EVERYONE`` (or ``allow(Role...)``), either in
+``dependencies=[...]`` or as a ``Principal`` parameter when the answer depends on who asks:
+an owner sees only its own machines (``who.sees_owner(owner)``), a tenant only offered
+capacity, with owner names only where ``owners.<id>.show_to_tenants`` allows. A new route
+without a declaration fails ``tests/unit/test_api_access.py``. The OpenAPI document is at
+``/openapi.json`` (a token is needed); Swagger UI is not served (it would fetch the
+document without a token). The API listens on loopback unless configured otherwise.
 """
 
 from __future__ import annotations
@@ -20,11 +27,23 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pilotline import __version__
+from pilotline.gateway.auth import (
+    EVERYONE,
+    OPERATORS,
+    OWNERS,
+    SCRAPERS,
+    Access,
+    Principal,
+    RequestGuard,
+    Role,
+)
 from pilotline.gateway.metrics import registry
 from pilotline.rules import State
+from pilotline.rules.utilization import STATES as UTILIZATION_STATES
+from pilotline.rules.utilization import Usage
 
 if TYPE_CHECKING:
     from pilotline.gateway.service import Gateway
@@ -32,6 +51,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pilotline.gateway.api")
 
 DAY_MS = 86_400_000
+MAX_HISTORY_DAYS = 366
+"""How far back ``/api/windows?since=`` may reach (older history: query InfluxDB)."""
 
 
 def iso(ms: int | None) -> str | None:
@@ -71,19 +92,36 @@ class MachineOut(BaseModel):
 class CapacityOut(BaseModel):
     machine: str
     zone: str
-    owner: str
+    owner: str | None  # None for tenants unless the owner shows its name (show_to_tenants)
     capabilities: list[str]
     idle_since: str | None
-    available_since: str | None
+    available_since: str | None  # when it had been idle min_idle_s
     idle_for_s: float
-    offered: bool
+    available: bool  # idle for min_idle_s
+    offered: bool  # available, and inside its owner's offering policy: bookable
+    offered_until: str | None  # when the policy stops offering it (None: open-ended)
 
 
 class CapacityAnswer(BaseModel):
     at: str | None
-    available: list[CapacityOut]
-    idle_not_yet_available: list[CapacityOut]
+    available: list[CapacityOut]  # bookable now: offered, longest idle first
+    idle_not_yet_available: list[CapacityOut]  # idle, but too briefly or outside the policy
     machines: int
+
+
+class ForecastHour(BaseModel):
+    start: str | None
+    start_ms: int
+    expected_free_min: float
+    offered_min: float
+
+
+class ForecastOut(BaseModel):
+    machine: str
+    zone: str
+    owner: str | None  # None for tenants unless the owner shows its name
+    capabilities: list[str]
+    hours: list[ForecastHour]
 
 
 class WindowOut(BaseModel):
@@ -98,26 +136,78 @@ class WindowOut(BaseModel):
     open: bool
 
 
+class UsageOut(BaseModel):
+    """Shares (0..1) and seconds per state; for a zone, machine-seconds of its machines."""
+
+    shares: dict[str, float]
+    seconds: dict[str, float]
+    period_s: float
+
+
+class MachineUsageOut(UsageOut):
+    machine: str
+    zone: str
+
+
+class ZoneUsageOut(UsageOut):
+    zone: str
+    machines: int
+
+
+class UtilizationAnswer(BaseModel):
+    from_: str | None = Field(serialization_alias="from")
+    to: str | None
+    until: str | None  # the end of what was measured: `to`, or now if `to` is later
+    machines: list[MachineUsageOut]
+    zones: list[ZoneUsageOut]
+
+
+def _usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "shares": {state.value: round(usage.share(state), 6) for state in UTILIZATION_STATES},
+        "seconds": {state.value: usage.seconds(state) for state in UTILIZATION_STATES},
+        "period_s": usage.period_ms / 1000.0,
+    }
+
+
 def create_app(gateway: Gateway) -> FastAPI:
     app = FastAPI(
         title="pilotline",
         version=__version__,
-        description="Idle time of industrial equipment as bookable capacity.",
+        description="Idle time of industrial equipment as bookable capacity. Every route but "
+        "/health needs `Authorization: Bearer TOKEN` (`pilotline token create`).",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
+    app.state.access = Access(gateway.store.tokens, gateway.metrics.auth_failures)
+    app.add_middleware(RequestGuard)
     metrics_registry = registry(gateway.metrics, gateway.gauges())
     min_idle_ms = {m.id: m.min_idle_ms for m in gateway.plant_spec.machines}
+    shown_to_tenants = {o for o, policy in gateway.config.owners.items() if policy.show_to_tenants}
+    owned: dict[str, list[str]] = {}
+    for m in gateway.plant_spec.machines:
+        owned.setdefault(m.owner, []).append(m.id)
 
     @app.get("/health", summary="Each collector and sink, with why when unhealthy. Anyone.")
     async def health() -> JSONResponse:
         body = gateway.health()
         return JSONResponse(body, status_code=200 if body["healthy"] else 503)
 
-    @app.get("/metrics", summary="Prometheus exposition. Operators and scrapers.")
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[EVERYONE])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus exposition. Operators and scrapers.",
+        dependencies=[SCRAPERS],
+    )
     async def metrics() -> Response:
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/machines", summary="Every machine's current state. Operators.")
-    async def machines() -> list[MachineOut]:
+    @app.get("/api/machines", summary="Machines' current states. Operators; owners: their own.")
+    async def machines(who: Annotated[Principal, OWNERS]) -> list[MachineOut]:
         return [
             MachineOut(
                 id=v.id,
@@ -134,17 +224,26 @@ def create_app(gateway: Gateway) -> FastAPI:
                 available=v.available,
             )
             for v in gateway.plant.view()
+            if who.sees_owner(v.owner)
         ]
 
-    @app.get("/api/capacity", summary="What is free now, by zone and capability. Everyone.")
+    @app.get(
+        "/api/capacity",
+        summary="What is free now, by zone and capability. Operators; owners: their own "
+        "machines; tenants: offered capacity, owner names only where the owner allows.",
+    )
     async def capacity(
+        who: Annotated[Principal, EVERYONE],
         zone: Annotated[str | None, Query(max_length=64)] = None,
         capability: Annotated[str | None, Query(max_length=64)] = None,
     ) -> CapacityAnswer:
         available: list[CapacityOut] = []
         waiting: list[CapacityOut] = []
         count = 0
+        tenant = who.role is Role.TENANT
         for v in gateway.plant.view():
+            if not tenant and not who.sees_owner(v.owner):
+                continue
             if zone is not None and v.zone != zone:
                 continue
             if capability is not None and capability not in v.capabilities:
@@ -152,17 +251,21 @@ def create_app(gateway: Gateway) -> FastAPI:
             count += 1
             if v.state is not State.IDLE or v.window_start_ms is None:
                 continue
+            if tenant and not v.offered:
+                continue  # idle but not offered is the owner's business, not a tenant's
             item = CapacityOut(
                 machine=v.id,
                 zone=v.zone,
-                owner=v.owner,
+                owner=v.owner if not tenant or v.owner in shown_to_tenants else None,
                 capabilities=list(v.capabilities),
                 idle_since=iso(v.window_start_ms),
                 available_since=iso(v.window_start_ms + min_idle_ms[v.id]),
                 idle_for_s=v.idle_for_s,
-                offered=v.available,
+                available=v.available,
+                offered=v.offered,
+                offered_until=iso(v.offered_until_ms),
             )
-            (available if v.available else waiting).append(item)
+            (available if v.offered else waiting).append(item)
         available.sort(key=lambda c: -c.idle_for_s)
         return CapacityAnswer(
             at=iso(gateway.plant.now_ms),
@@ -171,17 +274,116 @@ def create_app(gateway: Gateway) -> FastAPI:
             machines=count,
         )
 
-    @app.get("/api/windows", summary="Idle windows since a time, newest first. Operators.")
+    @app.get(
+        "/api/forecast",
+        summary="Expected offered free minutes per hour, next 48 h. Everyone; owners: their own.",
+    )
+    async def forecast(
+        who: Annotated[Principal, EVERYONE],
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+        capability: Annotated[str | None, Query(max_length=64)] = None,
+        machine: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> list[ForecastOut]:
+        tenant = who.role is Role.TENANT
+        out = []
+        for spec in gateway.plant_spec.machines:
+            if not tenant and not who.sees_owner(spec.owner):
+                continue
+            if zone is not None and spec.zone != zone:
+                continue
+            if capability is not None and capability not in spec.capabilities:
+                continue
+            if machine is not None and spec.id != machine:
+                continue
+            out.append(
+                ForecastOut(
+                    machine=spec.id,
+                    zone=spec.zone,
+                    owner=spec.owner if not tenant or spec.owner in shown_to_tenants else None,
+                    capabilities=list(spec.capabilities),
+                    hours=[
+                        ForecastHour(
+                            start=iso(h.start_ms),
+                            start_ms=h.start_ms,
+                            expected_free_min=h.expected_free_min,
+                            offered_min=h.offered_min,
+                        )
+                        for h in gateway.forecasts.get(spec.id, [])
+                    ],
+                )
+            )
+        return out
+
+    @app.get(
+        "/api/windows",
+        summary="Idle windows since a time, newest first. Operators; owners: their own.",
+    )
     async def windows(
-        since: Annotated[str | None, Query(description="epoch ms or ISO 8601")] = None,
+        who: Annotated[Principal, OWNERS],
+        since: Annotated[
+            str | None,
+            Query(max_length=40, description=f"epoch ms or ISO 8601; at most {MAX_HISTORY_DAYS}"
+                  " days back (default: 24 h)"),
+        ] = None,
         machine: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[WindowOut]:
-        since_ms = parse_time(since) if since else gateway.clock_ms() - DAY_MS
-        rows = gateway.store.windows(since_ms, machine=machine, limit=limit)
+        now = gateway.clock_ms()
+        since_ms = parse_time(since) if since else now - DAY_MS
+        if since_ms < now - MAX_HISTORY_DAYS * DAY_MS:
+            raise HTTPException(
+                422, f"since reaches more than {MAX_HISTORY_DAYS} days back: query InfluxDB"
+            )
+        among = None if who.role is Role.OPERATOR else owned.get(who.subject or "", [])
+        rows = gateway.store.windows(since_ms, machine=machine, limit=limit, among=among)
         return [_window(row) for row in rows]
 
-    @app.get("/api/quarantine", summary="The latest rejected inputs, with reasons. Operators.")
+    @app.get(
+        "/api/utilization",
+        summary="Share of time running, idle, down, in maintenance and offline per machine "
+        "and zone over [from, to). Operators; owners: their own machines.",
+        response_model_by_alias=True,
+    )
+    async def utilization(
+        who: Annotated[Principal, OWNERS],
+        from_: Annotated[
+            str | None,
+            Query(alias="from", max_length=40, description="epoch ms or ISO 8601 (default: "
+                  "24 h before `to`)"),
+        ] = None,
+        to: Annotated[
+            str | None,
+            Query(max_length=40, description=f"epoch ms or ISO 8601 (default: now); at most "
+                  f"{MAX_HISTORY_DAYS} days after `from`"),
+        ] = None,
+    ) -> UtilizationAnswer:
+        to_ms = parse_time(to) if to else gateway.clock_ms()
+        from_ms = parse_time(from_) if from_ else to_ms - DAY_MS
+        if to_ms <= from_ms:
+            raise HTTPException(422, "`to` must be after `from`")
+        if to_ms - from_ms > MAX_HISTORY_DAYS * DAY_MS:
+            raise HTTPException(422, f"the period is longer than {MAX_HISTORY_DAYS} days")
+        among = None if who.role is Role.OPERATOR else owned.get(who.subject or "", [])
+        report = gateway.utilization(from_ms, to_ms, among=among)
+        return UtilizationAnswer(
+            from_=iso(report.from_ms),
+            to=iso(report.to_ms),
+            until=iso(report.until_ms),
+            machines=[
+                MachineUsageOut(machine=m.machine, zone=m.zone, **_usage(m.usage))
+                for m in report.machines
+            ],
+            zones=[
+                ZoneUsageOut(zone=z.zone, machines=z.machines, **_usage(z.usage))
+                for z in report.zones
+            ],
+        )
+
+    @app.get(
+        "/api/quarantine",
+        summary="The latest rejected inputs, with reasons. Operators.",
+        dependencies=[OPERATORS],
+    )
     async def quarantine(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         rows = gateway.store.quarantine(limit)
         for row in rows:
@@ -235,7 +437,14 @@ def bind(address: str) -> socket.socket:
 
 async def serve_api(gateway: Gateway) -> None:
     sock = bind(gateway.config.api)
-    config = uvicorn.Config(create_app(gateway), log_config=None, access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        create_app(gateway),
+        log_config=None,
+        access_log=False,  # api.access (auth.py) audits authenticated requests instead
+        lifespan="off",
+        limit_concurrency=256,  # beyond this many open requests: 503, not unbounded memory
+        server_header=False,
+    )
     server = _EmbeddedServer(config)
     log.info("api.listening", url=f"http://{gateway.config.api}", docs="/docs")
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))

@@ -56,6 +56,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pki", type=Path, default=Path("var/opcua-pki"), help="client certificate folder"
     )
 
+    token = sub.add_parser("token", help="create, list or revoke API tokens")
+    token_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = token_sub.add_parser(
+        "create", help="create a token and print it once (only its hash is kept)"
+    )
+    create.add_argument("-c", "--config", type=Path, required=True, help="site configuration")
+    create.add_argument("--name", required=True, help="who or what uses it, unique")
+    create.add_argument(
+        "--role", required=True, choices=["operator", "owner", "tenant", "scraper"]
+    )
+    create.add_argument("--owner", default=None, help="an owner token's owner id")
+    create.add_argument("--company", default=None, help="a tenant token's company id")
+    listing = token_sub.add_parser("list", help="list tokens (names and roles, never tokens)")
+    listing.add_argument("-c", "--config", type=Path, required=True, help="site configuration")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by name, effective at once")
+    revoke.add_argument("name")
+    revoke.add_argument("-c", "--config", type=Path, required=True, help="site configuration")
+
+    replay = sub.add_parser(
+        "replay",
+        help="recompute states, windows and capacity from recorded samples",
+        description="Feed recorded samples through the rules in event time and write the "
+        "resulting states, idle windows and capacity to a fresh store (and, with --influx, "
+        "to the configuration's InfluxDB). INPUT is a JSON-lines file (one object per line: "
+        '{"machine": ..., "ts": ..., <signals>}) or a line-protocol file of telemetry points; '
+        "string state signals are not in telemetry, so machines that use one replay as "
+        "offline from line protocol. Without INPUT, --influx-url and --db read the telemetry "
+        "measurement of [--from, --to) over InfluxQL.",
+    )
+    replay.add_argument("-c", "--config", type=Path, required=True, help="site configuration YAML")
+    replay.add_argument("input", type=Path, nargs="?", help="a .jsonl or line-protocol file")
+    replay.add_argument("--from", dest="from_", default=None, help="epoch ms or ISO 8601")
+    replay.add_argument(
+        "--to", default=None, help="epoch ms or ISO 8601 (default: the last sample's time)"
+    )
+    replay.add_argument(
+        "--out-store", type=Path, default=Path("var/replay.db"), help="new store (%(default)s)"
+    )
+    replay.add_argument("--overwrite", action="store_true", help="replace --out-store if it exists")
+    replay.add_argument(
+        "--influx", action="store_true", help="also write the points to the config's InfluxDB"
+    )
+    replay.add_argument(
+        "--telemetry", action="store_true", help="with --influx, also write telemetry points"
+    )
+    replay.add_argument("--influx-url", default=None, help="read telemetry from this InfluxDB")
+    replay.add_argument("--db", default=None, help="its database (InfluxQL /query)")
+
     demo = sub.add_parser(
         "demo", help="simulated pilot line + gateway + embedded store, on this machine"
     )
@@ -77,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.config)
     if args.command == "run":
         return _run(args.config, args.log_format)
+    if args.command == "token":
+        return _token(args)
+    if args.command == "replay":
+        return _replay(args)
     if args.command == "browse":
         return _browse(args.endpoint, args.depth, args.yaml, args.config, args.pki)
     if args.command == "demo":
@@ -111,6 +163,60 @@ def _check(path: Path) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    import time
+
+    from pilotline.gateway.config import ConfigError, load_config
+    from pilotline.gateway.store import Store, StoreError
+    from pilotline.gateway.tokens import Role, TokenError
+
+    try:
+        config = load_config(args.config, check_files=False)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.issues)} problem(s)", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 1
+    now_ms = time.time_ns() // 1_000_000
+    try:
+        store = Store(config.store)
+    except (StoreError, OSError) as exc:
+        print(f"pilotline token: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    with store:
+        tokens = store.tokens()
+        if args.action == "list":
+            for info in tokens.list():
+                status = "active" if info.revoked_ms is None else "revoked"
+                print(f"{info.name}\t{info.role}\t{info.subject or '-'}\t{status}")
+            return 0
+        if args.action == "revoke":
+            if not tokens.revoke(args.name, now_ms=now_ms):
+                print(f"pilotline token: no active token named {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.name}", file=sys.stderr)
+            return 0
+        role = Role(args.role)
+        subject = args.owner if role is Role.OWNER else args.company
+        if (role is Role.OWNER and args.company) or (role is Role.TENANT and args.owner):
+            print("pilotline token: --owner is for owner tokens, --company for tenant tokens",
+                  file=sys.stderr)
+            return 1
+        owners = {m.owner for _, m in config.machines()}
+        if role is Role.OWNER and args.owner not in owners:
+            print(f"pilotline token: no machine in {args.config} has the owner {args.owner!r} "
+                  f"(owners: {', '.join(sorted(owners))})", file=sys.stderr)
+            return 1
+        try:
+            secret = tokens.create(args.name, role, subject, now_ms=now_ms)
+        except TokenError as exc:
+            print(f"pilotline token: {exc}", file=sys.stderr)
+            return 1
+    print(secret)
+    print(f"token {args.name!r} ({role}{f' {subject}' if subject else ''}) created: it is shown "
+          "this once; only its hash is kept", file=sys.stderr)
+    return 0
+
+
 def _browse(endpoint: str, depth: int, as_yaml: bool, config: Path | None, pki: Path) -> int:
     from pilotline.collectors.opcua.browse import browse
     from pilotline.gateway.config import ConfigError, load_config
@@ -137,6 +243,122 @@ def _browse(endpoint: str, depth: int, as_yaml: bool, config: Path | None, pki: 
               file=sys.stderr)
         return 1
     print(text)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from pilotline.gateway.api import iso
+    from pilotline.gateway.config import ConfigError, load_config
+    from pilotline.gateway.logs import configure_logging
+    from pilotline.gateway.replay import (
+        Input,
+        ReplayError,
+        read_file,
+        read_influx,
+        replay,
+    )
+    from pilotline.gateway.store import StoreError
+
+    def parse(text: str | None, name: str) -> int | None:
+        if text is None:
+            return None
+        from datetime import datetime
+
+        if text.lstrip("-").isdigit():
+            return int(text)
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ReplayError(f"{name} {text!r} is not epoch ms or ISO 8601") from None
+        if parsed.tzinfo is None:
+            raise ReplayError(f"{name} {text!r} has no time zone: add Z or an offset")
+        return int(parsed.timestamp() * 1000)
+
+    try:
+        config = load_config(args.config, check_files=args.influx)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.issues)} problem(s)", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 1
+    configure_logging(args.log_format or "auto", "warning")
+    tty = sys.stderr.isatty()
+    console = Console(stderr=True)
+    try:
+        from_ms, to_ms = parse(args.from_, "--from"), parse(args.to, "--to")
+        if (args.input is None) == (args.influx_url is None):
+            raise ReplayError("give an INPUT file, or --influx-url and --db (not both)")
+        started = time.perf_counter()
+        data: Input
+        if args.input is not None:
+            data = read_file(args.input, site=config.site)
+            source = str(args.input)
+        else:
+            if args.db is None or from_ms is None or to_ms is None:
+                raise ReplayError("--influx-url needs --db, --from and --to")
+            data = read_influx(args.influx_url, args.db, from_ms, to_ms, site=config.site)
+            source = f"{args.influx_url} db {args.db}"
+        read_s = time.perf_counter() - started
+        print(f"read {len(data.samples)} samples from {source} in {read_s:.1f} s", file=sys.stderr)
+        for reason, count in sorted(data.skipped.items()):
+            print(f"  skipped {count} ({reason}), first: {data.first_problem[reason]}",
+                  file=sys.stderr)
+        if tty:
+            with Progress(
+                "replay", BarColumn(), MofNCompleteColumn(), "samples", TimeElapsedColumn(),
+                console=console, transient=True,
+            ) as bar:
+                task = bar.add_task("replay", total=max(1, len(data.samples)))
+                result = replay(
+                    config, data.samples, out_store=args.out_store, from_ms=from_ms,
+                    to_ms=to_ms, influx=args.influx, telemetry=args.telemetry,
+                    overwrite=args.overwrite,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        else:
+            step = max(1, len(data.samples) // 10)
+            last = [0]
+
+            def lines(done: int, total: int) -> None:
+                if done - last[0] >= step or done == total:
+                    last[0] = done
+                    print(f"replay: {done}/{total} samples", file=sys.stderr, flush=True)
+
+            result = replay(
+                config, data.samples, out_store=args.out_store, from_ms=from_ms, to_ms=to_ms,
+                influx=args.influx, telemetry=args.telemetry, overwrite=args.overwrite,
+                progress=lines,
+            )
+    except (ReplayError, StoreError, OSError) as exc:
+        print(f"pilotline replay: {exc}", file=sys.stderr)
+        return 1
+    rate = result.samples / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    events = ", ".join(f"{n} {k}" for k, n in sorted(result.events.items()))
+    print(
+        f"replayed {result.samples} samples ({iso(result.start_ms)} .. {iso(result.end_ms)}) "
+        f"in {result.elapsed_s:.2f} s ({rate:,.0f} samples/s) into {result.store}",
+        file=sys.stderr,
+    )
+    print(f"events: {events or 'none'}", file=sys.stderr)
+    if result.outside:
+        print(f"  {result.outside} samples outside --from/--to left out", file=sys.stderr)
+    for (source_, reason), count in sorted(result.rejected.items()):
+        print(f"  rejected by the rules: {count} ({source_}: {reason})", file=sys.stderr)
+    if result.stateless:
+        print(
+            f"warning: no sample carried the state signal of {', '.join(result.stateless)}: "
+            "string state signals are not in telemetry (line protocol, InfluxDB), so these "
+            "machines stayed offline; replay them from JSON lines",
+            file=sys.stderr,
+        )
+    if result.flushed is False:
+        print("pilotline replay: InfluxDB did not take every point; they stay in the outbox of "
+              f"{result.store}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -30,9 +30,12 @@ import re
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -53,6 +56,7 @@ from pilotline.collectors.mqtt.config import (
 from pilotline.collectors.mqtt.config import MqttBrokerConfig, MqttMachineSource
 from pilotline.collectors.opcua.config import CONNECTION_FIELDS, OpcuaSource
 from pilotline.rules.plant import ALL_CAPABILITIES
+from pilotline.rules.policy import ALWAYS, OfferingPolicy, WeeklySlot
 from pilotline.rules.spec import MachineSpec, MappedState, PlantSpec, StateRule, ThresholdState
 from pilotline.rules.states import DEFAULT_STATE_MAP, State
 
@@ -65,6 +69,7 @@ __all__ = [
     "LogConfig",
     "Machine",
     "OpcuaSource",
+    "OwnerPolicy",
     "SiteConfig",
     "StateConfig",
     "StateName",
@@ -200,6 +205,8 @@ class InfluxConfig(_Model):
     org: str = Field(min_length=1)
     bucket: str = Field(min_length=1)
     token_file: Path | None = None
+    ca_file: Path | None = None
+    """CA certificate(s) (PEM) an https:// server's certificate must chain to."""
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
     flush_interval_s: PositiveSeconds = 1.0
     timeout_s: PositiveSeconds = 10.0
@@ -225,6 +232,12 @@ class InfluxConfig(_Model):
         except ValueError:
             raise ValueError(f"url has an invalid port: {url!r}") from None
         return url
+
+    @model_validator(mode="after")
+    def _ca_needs_https(self) -> InfluxConfig:
+        if self.ca_file is not None and urlsplit(self.url).scheme != "https":
+            raise ValueError("ca_file is set but the url is http:// (no TLS): use https://")
+        return self
 
     def token(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The token from ``token_file`` (preferred) or ``PILOTLINE_INFLUX_TOKEN``.
@@ -303,6 +316,107 @@ class Defaults(_Model):
     publish_interval_s: PositiveSeconds = 60.0
 
 
+_DAY_NAMES: Final = {
+    "mon": (0,), "tue": (1,), "wed": (2,), "thu": (3,), "fri": (4,), "sat": (5,), "sun": (6,),
+    "weekdays": (0, 1, 2, 3, 4), "weekend": (5, 6), "daily": (0, 1, 2, 3, 4, 5, 6),
+}
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun", "weekdays", "weekend", "daily"]
+
+
+def _clock_time(value: Any) -> Any:
+    """``"18:00"``; YAML 1.1 reads an unquoted 18:00 as the base-60 number 1080."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        value = f"{value // 60:02d}:{value % 60:02d}"
+    if isinstance(value, str):
+        hours, sep, minutes = value.partition(":")
+        if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+            raise ValueError(f"a time of day is HH:MM, like \"18:00\", got {value!r}")
+        if not (0 <= int(hours) <= 24 and int(minutes) < 60) or (
+            int(hours) == 24 and int(minutes) != 0
+        ):
+            raise ValueError(f"{value!r} is not a time of day (00:00 to 24:00)")
+        return f"{int(hours):02d}:{minutes}"
+    return value
+
+
+ClockTime = Annotated[str, BeforeValidator(_clock_time)]
+
+
+class WeeklyHours(_Model):
+    """``{days: [weekdays], from: "18:00", to: "06:00"}``: ``to`` at or before ``from`` runs
+    into the next day; ``to: "24:00"`` is the end of the day."""
+
+    days: list[DayName] = Field(min_length=1)
+    from_: ClockTime = Field(alias="from")
+    to: ClockTime
+
+    def slot(self) -> WeeklySlot:
+        days = frozenset(d for name in self.days for d in _DAY_NAMES[name])
+        start = _time_of(self.from_)
+        end = None if self.to == "24:00" else _time_of(self.to)
+        return WeeklySlot(days, start if start is not None else dt_time(0), end)
+
+
+def _time_of(text: str) -> dt_time | None:
+    hours, minutes = (int(part) for part in text.split(":"))
+    return None if hours == 24 else dt_time(hours, minutes)
+
+
+class Blackout(_Model):
+    """A period when nothing is offered (planned production, holidays); a time without an
+    offset is the facility's local time."""
+
+    from_: datetime = Field(alias="from")
+    to: datetime
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Blackout:
+        if self.to <= self.from_:
+            raise ValueError("a blackout's `to` must come after its `from`")
+        return self
+
+    def interval(self, tz: tzinfo) -> tuple[int, int]:
+        def ms(moment: datetime) -> int:
+            local = moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
+            return round(local.timestamp() * 1000)
+
+        return ms(self.from_), ms(self.to)
+
+
+class Offering(_Model):
+    """``offering:``: when an owner (or one machine) lets available idle time be offered."""
+
+    weekly: list[WeeklyHours] = Field(default_factory=list)
+    """Hours of the week when idle time may be offered; none listed: any time."""
+    blackouts: list[Blackout] = Field(default_factory=list)
+    min_idle_s: Seconds | None = None
+    """Idle this long before it is offered (overrides defaults.min_idle_s)."""
+    min_window_s: Seconds = 0.0
+    """Offer only while the allowed hours still have this long to run."""
+
+    def policy(self, tz: tzinfo) -> OfferingPolicy:
+        return OfferingPolicy(
+            tz=tz,
+            weekly=tuple(hours.slot() for hours in self.weekly),
+            blackouts=tuple(b.interval(tz) for b in self.blackouts),
+            min_window_ms=_ms(self.min_window_s),
+        )
+
+
+def _zone_name(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name like Europe/Paris or UTC"
+            ) from None
+    return value
+
+
 class Machine(_Model):
     id: Id
     owner: Id
@@ -314,6 +428,8 @@ class Machine(_Model):
     stale_after_s: PositiveSeconds | None = None
     min_idle_s: Seconds | None = None
     publish_interval_s: PositiveSeconds | None = None
+    offering: Offering | None = None
+    """This machine's own offering policy, replacing its owner's."""
 
     @property
     def source(self) -> Literal["mqtt", "opcua"]:
@@ -325,10 +441,20 @@ class Machine(_Model):
             return tuple(self.opcua.nodes)
         return (self.state.signal,)
 
-    def spec(self, zone: str, defaults: Defaults) -> MachineSpec:
+    def spec(
+        self,
+        zone: str,
+        defaults: Defaults,
+        owner_offering: Offering | None = None,
+        tz: tzinfo = UTC,
+    ) -> MachineSpec:
         def pick(own: float | None, default: float) -> int:
             return _ms(default if own is None else own)
 
+        offering = self.offering or owner_offering
+        min_idle_s = self.min_idle_s
+        if min_idle_s is None and offering is not None:
+            min_idle_s = offering.min_idle_s
         return MachineSpec(
             id=self.id,
             zone=zone,
@@ -337,8 +463,9 @@ class Machine(_Model):
             capabilities=tuple(self.capabilities),
             debounce_ms=pick(self.debounce_s, defaults.debounce_s),
             stale_after_ms=pick(self.stale_after_s, defaults.stale_after_s),
-            min_idle_ms=pick(self.min_idle_s, defaults.min_idle_s),
+            min_idle_ms=pick(min_idle_s, defaults.min_idle_s),
             publish_interval_ms=pick(self.publish_interval_s, defaults.publish_interval_s),
+            policy=offering.policy(tz) if offering is not None else ALWAYS,
         )
 
 
@@ -355,6 +482,15 @@ class LogConfig(_Model):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+
+class OwnerPolicy(_Model):
+    """``owners: {acme-optics: {...}}``: what an owner lets tenants see of its machines."""
+
+    show_to_tenants: bool = False
+    """Tenants see this owner's name beside its offered capacity (default: hidden)."""
+    offering: Offering | None = None
+    """When this owner's machines may be offered (default: whenever they are available)."""
 
 
 def _check_api(value: str) -> str:
@@ -402,6 +538,9 @@ class SiteConfig(_Model):
     defaults: Defaults = Field(default_factory=Defaults)
     zones: list[Zone] = Field(min_length=1)
     log: LogConfig = Field(default_factory=LogConfig)
+    owners: dict[Id, OwnerPolicy] = Field(default_factory=dict)
+    timezone: Annotated[str, BeforeValidator(_zone_name)] = "UTC"
+    """The facility's IANA time zone: offering hours and blackouts are in it."""
 
     @model_validator(mode="after")
     def _site_checks(self, info: ValidationInfo) -> SiteConfig:
@@ -425,9 +564,22 @@ class SiteConfig(_Model):
     def machines(self) -> list[tuple[Zone, Machine]]:
         return [(zone, machine) for zone in self.zones for machine in zone.machines]
 
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
     def plant_spec(self) -> PlantSpec:
+        tz = self.tz
+
+        def offering_of(owner: str) -> Offering | None:
+            policy = self.owners.get(owner)
+            return policy.offering if policy is not None else None
+
         return PlantSpec(
-            machines=tuple(m.spec(zone.id, self.defaults) for zone, m in self.machines()),
+            machines=tuple(
+                m.spec(zone.id, self.defaults, offering_of(m.owner), tz)
+                for zone, m in self.machines()
+            ),
             publish_interval_ms=_ms(self.defaults.publish_interval_s),
         )
 
@@ -516,6 +668,20 @@ def _cross_checks(data: object) -> list[tuple[Loc, str]]:
                             f"({', '.join(str(k) for k in nodes)})",
                         )
                     )
+    owners = data.get("owners")
+    for owner in owners if isinstance(owners, dict) else {}:
+        machine_owners = {
+            m.get("owner")
+            for z in (zones if isinstance(zones, list) else [])
+            if isinstance(z, dict) and isinstance(z.get("machines"), list)
+            for m in z["machines"]
+            if isinstance(m, dict)
+        }
+        if isinstance(owner, str) and owner not in machine_owners:
+            found.append(
+                (("owners", owner), f"no machine has the owner {owner!r}: a typo? "
+                 f"owners of machines: {', '.join(sorted(str(o) for o in machine_owners))}")
+            )
     return found
 
 
@@ -637,6 +803,8 @@ _SECRET_FILE_KEYS: Final = (
     "password_file",
     "token_file",
     "ca_file",
+    "cert_file",
+    "key_file",
     "certificate_file",
     "private_key_file",
     "server_certificate_file",

@@ -59,6 +59,8 @@ class InfluxClientWriter:
         bucket: str,
         token: str | None,
         timeout_s: float = 10.0,
+        *,
+        ca_file: str | None = None,
     ) -> None:
         # Imported here: influxdb-client (and reactivex) take ~0.6 s to import, and a
         # gateway without an InfluxDB sink should not pay for it.
@@ -76,6 +78,7 @@ class InfluxClientWriter:
             org=org,
             timeout=int(timeout_s * 1000),
             enable_gzip=True,
+            ssl_ca_cert=ca_file,  # None: the system's CAs; certificates are always verified
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
@@ -104,13 +107,19 @@ def translate_error(exc: BaseException) -> WriteError:
     """influxdb-client / urllib3 exceptions to ``WriteError``."""
     from influxdb_client.rest import ApiException  # noqa: PLC0415 - see __init__
 
-    if isinstance(exc, ApiException) and exc.status is not None:
+    # influxdb-client reports a TLS failure as an ApiException with status 0 (no HTTP
+    # answer at all): that is a connection problem, retried like one, never dead-lettered.
+    if isinstance(exc, ApiException) and exc.status:
         status = int(exc.status)
         detail = _body_text(exc)
         return WriteError(
             f"HTTP {status}: {detail}", retryable=is_retryable_status(status), status=status
         )
     # Connection refused, DNS, timeouts, TLS, protocol errors: the server may come back.
+    if isinstance(exc, ApiException):  # status 0: say what underneath had no answer
+        cause = exc.__cause__ or exc.__context__
+        why = _first_line(str(cause)) if cause is not None else str(exc.reason or "")
+        return WriteError(f"no HTTP answer: {why}", retryable=True)
     return WriteError(f"{type(exc).__name__}: {_first_line(str(exc))}", retryable=True)
 
 

@@ -22,6 +22,7 @@ class Metrics:
     events: Counter[str] = field(default_factory=Counter)  # by event kind
     commits: int = 0
     acked: int = 0
+    auth_failures: Counter[str] = field(default_factory=Counter)  # API refusals, by reason
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class GatewayCollector(Collector):
         for kind, n in sorted(m.events.items()):
             events.add_metric([kind], n)
         yield events
+        auth = CounterMetricFamily(
+            "pilotline_auth_failures",
+            "API requests refused: missing, malformed, unknown, revoked token or forbidden role",
+            labels=["reason"],
+        )
+        for reason, n in sorted(m.auth_failures.items()):
+            auth.add_metric([reason], n)
+        yield auth
         yield CounterMetricFamily(
             "pilotline_points_written", "Points acknowledged by InfluxDB", value=g.points_written()
         )

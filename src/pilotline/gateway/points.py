@@ -8,6 +8,12 @@
 - ``ZoneCapacity`` -> ``zone_capacity`` (site, zone, capability; no machine): ``machines``,
   ``available``, ``running``, ``down``, ``offline``.
 
+- a day's ``Utilization`` -> ``utilization`` (site, zone, machine; zone rows without
+  machine), stamped at the start of the day: ``running``, ``idle``, ``down``,
+  ``maintenance``, ``offline`` (shares 0..1) and the same with ``_s`` (seconds; for a zone,
+  machine-seconds), plus ``period_s`` (the measured part of the day; machine-seconds for a
+  zone) and, on zone rows, ``machines`` (int).
+
 ``IdleWindowOpened`` and ``SampleRejected`` produce no line. Every line goes to the outbox
 with a priority: ``PRIORITY_EVENT`` for states, windows, capacity and alerts,
 ``PRIORITY_TELEMETRY`` for raw telemetry, which is shed first under disk pressure.
@@ -31,6 +37,7 @@ from pilotline.rules.events import (
     StateChanged,
     ZoneCapacity,
 )
+from pilotline.rules.utilization import STATES, Usage, Utilization
 
 PRIORITY_EVENT = 0
 PRIORITY_TELEMETRY = 1
@@ -40,6 +47,7 @@ MACHINE_STATE = "machine_state"
 IDLE_WINDOW = "idle_window"
 CAPACITY = "capacity"
 ZONE_CAPACITY = "zone_capacity"
+UTILIZATION = "utilization"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,3 +176,24 @@ def event_lines(site: str, event: Event) -> list[str]:
 def event_rows(site: str, events: Iterable[Event]) -> list[tuple[int, str]]:
     """``(PRIORITY_EVENT, line)`` rows of many events, ready for ``Store.commit(lines=...)``."""
     return [(PRIORITY_EVENT, text) for event in events for text in event_lines(site, event)]
+
+
+def _usage_fields(usage: Usage) -> dict[str, float | int]:
+    fields: dict[str, float | int] = {state.value: usage.share(state) for state in STATES}
+    fields.update({f"{state.value}_s": usage.seconds(state) for state in STATES})
+    fields["period_s"] = usage.period_ms / 1000.0
+    return fields
+
+
+def utilization_rows(site: str, report: Utilization, ts_ms: int) -> list[tuple[int, str]]:
+    """``utilization`` lines of every machine and zone of ``report``, stamped at ``ts_ms``
+    (the start of the day they cover), as ``(PRIORITY_EVENT, line)`` rows."""
+    rows: list[tuple[int, str]] = []
+    for m in report.machines:
+        key = _key(UTILIZATION, "site", site, "zone", m.zone, "machine", m.machine)
+        rows.append((PRIORITY_EVENT, line_from_key(key, _usage_fields(m.usage), ts_ms)))
+    for z in report.zones:
+        key = _key(UTILIZATION, "site", site, "zone", z.zone)
+        fields = {**_usage_fields(z.usage), "machines": z.machines}
+        rows.append((PRIORITY_EVENT, line_from_key(key, fields, ts_ms)))
+    return rows

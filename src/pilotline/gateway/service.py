@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 
 import structlog
@@ -30,11 +31,25 @@ from pilotline.collectors.opcua.collector import Quarantined as OpcuaQuarantined
 from pilotline.gateway.api import serve_api
 from pilotline.gateway.config import SiteConfig
 from pilotline.gateway.drain import OutboxDrainer
+from pilotline.gateway.forecasts import run_forecasts
 from pilotline.gateway.influx import InfluxClientWriter, InfluxWriter
 from pilotline.gateway.metrics import Gauges, Metrics
-from pilotline.gateway.points import PRIORITY_TELEMETRY, event_rows, telemetry_line
+from pilotline.gateway.points import (
+    PRIORITY_TELEMETRY,
+    event_rows,
+    telemetry_line,
+    utilization_rows,
+)
 from pilotline.gateway.store import QuarantineRow, Store
-from pilotline.rules import Event, Plant, Sample, SampleRejected, StateChanged
+from pilotline.rules import Event, Plant, Sample, SampleRejected, State, StateChanged
+from pilotline.rules.forecast import HourForecast
+from pilotline.rules.utilization import (
+    StateChange,
+    Utilization,
+    day_start_ms,
+    next_day_ms,
+    utilization,
+)
 
 log = structlog.get_logger("pilotline.gateway")
 
@@ -43,6 +58,12 @@ Clock = Callable[[], int]
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+UTILIZATION_REPORT = "utilization"
+"""``reports.kind`` of the daily ``utilization`` points in the store."""
+UTILIZATION_BACKFILL_DAYS = 31
+"""After a long stop, completed days are written back this far at most."""
 
 
 @dataclass
@@ -73,7 +94,11 @@ class Gateway:
         writer: InfluxWriter | None = None,
         clock_ms: Clock = wall_clock_ms,
         options: ServiceOptions | None = None,
+        collectors: bool = True,
+        telemetry: bool = True,
     ) -> None:
+        """``collectors=False`` builds the gateway without MQTT and OPC UA collectors (replay
+        feeds ``_on_sample`` itself); ``telemetry=False`` writes no ``telemetry`` points."""
         self.config = config
         self.options = options or ServiceOptions()
         self.clock_ms = clock_ms
@@ -89,6 +114,7 @@ class Gateway:
                 config.influx.bucket,
                 config.influx.token(),
                 timeout_s=config.influx.timeout_s,
+                ca_file=str(config.influx.ca_file) if config.influx.ca_file else None,
             )
         self.writer = writer
         self.drainer = (
@@ -101,9 +127,10 @@ class Gateway:
             if writer is not None
             else None
         )
+        self.telemetry = telemetry
         self.mqtt: MqttCollector | None = None
         topics = {m.mqtt.topic: m.id for _, m in config.machines() if m.mqtt is not None}
-        if config.mqtt is not None and topics:
+        if config.mqtt is not None and topics and collectors:
             self.mqtt = MqttCollector(
                 config.mqtt,
                 topics,
@@ -128,10 +155,13 @@ class Gateway:
                 clock_ms=clock_ms,
             )
             for endpoint, machines in opcua.items()
+            if collectors
         ]
+        self.forecasts: dict[str, list[HourForecast]] = {}  # kept current by run_forecasts
         self._staged = _Staged()
         self._wake_committer = asyncio.Event()
         self._started_ms = clock_ms()
+        self._next_report_ms = 0
 
     # -- the hot path (synchronous, in the event loop) -------------------------------------
 
@@ -154,7 +184,7 @@ class Gateway:
         else:
             self.metrics.samples[sample.machine] += 1
             zone = self._zone_of.get(sample.machine)
-            if zone is not None and self.drainer is not None:
+            if zone is not None and self.drainer is not None and self.telemetry:
                 line = telemetry_line(
                     self.config.site, zone, sample.machine, sample.values, sample.ts_ms
                 )
@@ -217,6 +247,11 @@ class Gateway:
         staged.events.extend(events)
         if self.drainer is not None:
             staged.lines.extend(event_rows(self.config.site, events))
+
+    def stage_lines(self, lines: list[tuple[int, str]]) -> None:
+        """Points computed outside the sample path (forecasts, utilization) join a commit."""
+        self._staged.lines.extend(lines)
+        self._request_commit()
 
     def _request_commit(self) -> None:
         if len(self._staged) >= self.options.commit_max_items:
@@ -289,18 +324,101 @@ class Gateway:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._committer(), name="committer")
                 tasks.create_task(self._timer(), name="rules-timer")
+                tasks.create_task(run_forecasts(self), name="forecasts")
                 if self.mqtt is not None:
                     tasks.create_task(self.mqtt.run(), name="collector-mqtt")
                 for collector in self.opcua:
                     tasks.create_task(collector.run(), name=f"collector-{collector.name}")
                 if self.drainer is not None:
                     tasks.create_task(self.drainer.run(), name="outbox-drainer")
+                    tasks.create_task(self._daily_utilization(), name="utilization-daily")
                 if api:
                     tasks.create_task(serve_api(self), name="http-api")
                 if ready is not None:
                     ready.set()
         finally:
             await self._shutdown()
+
+    async def _daily_utilization(self) -> None:
+        """Write each completed day's ``utilization`` points once (see ``report_utilization``).
+
+        Wakes once a second, like the rules timer, and does work only when a day is due.
+        """
+        while True:
+            if self.clock_ms() >= self._next_report_ms:
+                self.report_utilization()
+            await asyncio.sleep(1.0)
+
+    # -- utilization -----------------------------------------------------------------------
+
+    @property
+    def report_tz(self) -> tzinfo:
+        """Days of the daily report: the site's ``timezone:`` (UTC by default)."""
+        return self.config.tz
+
+    @property
+    def settle_ms(self) -> int:
+        """How long after a day ended every state change of that day is known: the events
+        of a day come out up to ``debounce`` (a confirmation) or ``stale_after`` (offline
+        at the last sample) after it, on the watermark clock (``lateness`` behind)."""
+        longest = max(
+            (max(m.debounce_ms, m.stale_after_ms) for m in self.plant_spec.machines), default=0
+        )
+        return self.options.lateness_ms + longest + 1_000
+
+    def utilization(
+        self, from_ms: int, to_ms: int, *, among: Collection[str] | None = None
+    ) -> Utilization:
+        """Utilization of every configured machine (or only those ``among``) and their zones
+        over ``[from_ms, to_ms)``, from the embedded store's state history, up to the
+        gateway's clock."""
+        changes = [
+            StateChange(row["machine"], row["zone"], row["ts_ms"], State(row["state"]))
+            for row in self.store.state_history(from_ms, to_ms)
+            if among is None or row["machine"] in among
+        ]
+        machines = {
+            m: z for m, z in self._zone_of.items() if among is None or m in among
+        }
+        return utilization(changes, from_ms, to_ms, now_ms=self.clock_ms(), machines=machines)
+
+    def report_utilization(self) -> list[int]:
+        """Write the ``utilization`` points of every completed day not written yet (from the
+        first recorded state, at most ``UTILIZATION_BACKFILL_DAYS`` back); returns the days
+        written (their start, epoch ms). Each day is one transaction with its record in the
+        store's ``reports``, so a restart neither skips nor repeats a day."""
+        tz = self.report_tz
+        self.commit()  # the state history must include what is staged
+        now = self.clock_ms()
+        complete_until = day_start_ms(now - self.settle_ms, tz)
+        self._next_report_ms = next_day_ms(complete_until, tz) + self.settle_ms
+        last = self.store.last_report(UTILIZATION_REPORT)
+        if last is not None:
+            day = next_day_ms(last, tz)
+        else:
+            first = self.store.first_state_ms()
+            if first is None:
+                return []
+            day = day_start_ms(first, tz)
+        oldest = day_start_ms(complete_until - UTILIZATION_BACKFILL_DAYS * 86_400_000, tz)
+        day = max(day, oldest)
+        written: list[int] = []
+        while day < complete_until:
+            end = next_day_ms(day, tz)
+            rows = utilization_rows(self.config.site, self.utilization(day, end), day)
+            self.store.commit_report(
+                UTILIZATION_REPORT,
+                day,
+                lines=rows,
+                outbox=self.drainer is not None,
+                now_ms=now,
+            )
+            written.append(day)
+            day = end
+        if written and self.drainer is not None:
+            self.drainer.notify()
+            log.info("utilization.reported", days=len(written), last_day_ms=written[-1])
+        return written
 
     async def _shutdown(self) -> None:
         self.commit()

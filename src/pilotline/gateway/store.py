@@ -20,11 +20,12 @@ the HTTP API are small indexed queries on the same connection.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pilotline.gateway.tokens import TOKENS_SCHEMA, TokenRegistry
 from pilotline.rules.events import (
     Capacity,
     Event,
@@ -34,7 +35,12 @@ from pilotline.rules.events import (
     ZoneCapacity,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
+"""1: outbox, dead letters, embedded store, quarantine; 2: + api_tokens (hashed);
+3: + state_history, reports (``_HISTORY_SCHEMA``).
+
+Each step's statements are ``CREATE ... IF NOT EXISTS`` and run on every start, so steps are
+independent of each other and a file of any older version is brought up to date in place."""
 HEAD_LIMIT = 1024
 """Bytes of a quarantined payload kept: enough to see what it was, bounded in size."""
 
@@ -106,6 +112,31 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL,
     head BLOB NOT NULL
 );
+"""
+
+# Schema version 3: every confirmed state change (utilization is computed from it), and the
+# periodic reports already written (the daily ``utilization`` points), so a restarted gateway
+# neither skips nor repeats a day. Keyed by (machine, ts_ms): a replayed event overwrites
+# its own row.
+_HISTORY_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS state_history (
+        machine TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (machine, ts_ms)
+    )""",
+    "CREATE INDEX IF NOT EXISTS state_history_ts ON state_history (ts_ms)",
+    """CREATE TABLE IF NOT EXISTS reports (
+        kind TEXT NOT NULL,
+        period_ms INTEGER NOT NULL,
+        written_ms INTEGER NOT NULL,
+        PRIMARY KEY (kind, period_ms)
+    )""",
+)
+_UPSERT_HISTORY = """
+INSERT INTO state_history (machine, zone, ts_ms, state) VALUES (?, ?, ?, ?)
+ON CONFLICT (machine, ts_ms) DO UPDATE SET zone = excluded.zone, state = excluded.state
 """
 
 # Upserts keep the latest by event time, so a replayed or late event never rolls a row back.
@@ -209,13 +240,15 @@ class Store:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA.split(";"):
+            for statement in (*_SCHEMA.split(";"), TOKENS_SCHEMA, *_HISTORY_SCHEMA):
                 if statement.strip():
                     db.execute(statement)
             row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
             version = row[0]
             if version is None:
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif version < SCHEMA_VERSION:  # the CREATE ... IF NOT EXISTS above added the rest
+                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif version > SCHEMA_VERSION:
                 raise StoreError(
                     self.path,
@@ -309,6 +342,7 @@ class Store:
                 )
             if machines:
                 db.executemany(_UPSERT_MACHINE, machines)
+                db.executemany(_UPSERT_HISTORY, [(m[0], m[1], m[5], m[3]) for m in machines])
             if opened:
                 db.executemany(_OPEN_WINDOW, opened)
             if closed:
@@ -359,20 +393,88 @@ class Store:
         return self._rows("SELECT * FROM zone_capacity ORDER BY zone, capability")
 
     def windows(
-        self, since_ms: int, machine: str | None = None, limit: int = 1000
+        self,
+        since_ms: int,
+        machine: str | None = None,
+        limit: int = 1000,
+        *,
+        among: Collection[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Windows that started at or after ``since_ms``, or are still open; newest first."""
+        """Windows that started at or after ``since_ms``, or are still open; newest first.
+
+        ``among`` keeps only these machines (an owner's, for the API)."""
         where = "(start_ms >= ? OR end_ms IS NULL)"
         params: list[Any] = [since_ms]
         if machine is not None:
             where += " AND machine = ?"
             params.append(machine)
+        if among is not None:
+            where += f" AND machine IN ({', '.join('?' * len(among))})"
+            params.extend(among)
         params.append(limit)
         return self._rows(
-            f"SELECT * FROM idle_windows WHERE {where} ORDER BY start_ms DESC, machine LIMIT ?",  # noqa: S608 - fixed clauses, values bound
+            f"SELECT * FROM idle_windows WHERE {where} ORDER BY start_ms DESC, machine LIMIT ?",  # noqa: S608 (fixed clauses, values bound) # nosec B608
             params,
             bools=("offered",),
         )
+
+    def tokens(self) -> TokenRegistry:
+        """The API tokens kept in this file (``pilotline token``, the API's authentication)."""
+        return TokenRegistry(self._db)
+
+    def state_history(self, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
+        """State changes in ``[from_ms, to_ms)`` plus, per machine, the last one at or before
+        ``from_ms`` (the state the period starts in); ordered by time, then machine."""
+        return self._rows(
+            "SELECT machine, zone, ts_ms, state FROM state_history h WHERE ts_ms < ? AND"
+            " ts_ms >= COALESCE((SELECT MAX(ts_ms) FROM state_history p"
+            " WHERE p.machine = h.machine AND p.ts_ms <= ?), ?)"
+            " ORDER BY ts_ms, machine",
+            (to_ms, from_ms, from_ms),
+        )
+
+    def first_state_ms(self) -> int | None:
+        """The time of the earliest recorded state change, or None."""
+        value = self._db.execute("SELECT MIN(ts_ms) FROM state_history").fetchone()[0]
+        return None if value is None else int(value)
+
+    def last_report(self, kind: str) -> int | None:
+        """The latest period of ``kind`` already written (``commit_report``), or None."""
+        value = self._db.execute(
+            "SELECT MAX(period_ms) FROM reports WHERE kind = ?", (kind,)
+        ).fetchone()[0]
+        return None if value is None else int(value)
+
+    def commit_report(
+        self,
+        kind: str,
+        period_ms: int,
+        *,
+        lines: Sequence[tuple[int, str]],
+        now_ms: int,
+        outbox: bool = True,
+    ) -> None:
+        """Append a periodic report's lines to the outbox and record that ``period_ms`` of
+        ``kind`` is done, in one transaction (a report is written once, or not at all)."""
+        append = outbox and len(lines) > 0
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if append:
+                db.executemany(
+                    "INSERT INTO outbox (priority, enqueued_ms, line) VALUES (?, ?, ?)",
+                    [(priority, now_ms, text) for priority, text in lines],
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO reports (kind, period_ms, written_ms) VALUES (?, ?, ?)",
+                (kind, period_ms, now_ms),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if append:
+            self._depth += len(lines)
 
     def quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first."""

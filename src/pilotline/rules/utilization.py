@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from pilotline.rules.states import State
 
@@ -142,3 +143,22 @@ def utilization(
     )
     return Utilization(from_ms, to_ms, until, tuple(out), zone_usage)
 
+
+def day_start_ms(ms: int, tz: tzinfo = UTC) -> int:
+    """The start of the (local, in ``tz``) day that contains ``ms``."""
+    local = datetime.fromtimestamp(ms / 1000, tz=tz).date()
+    return _midnight_ms(local, tz)
+
+
+def next_day_ms(day_ms: int, tz: tzinfo = UTC) -> int:
+    """The start of the day after the one that contains ``day_ms``: 23, 24 or 25 hours
+    later across a daylight-saving change."""
+    local = datetime.fromtimestamp(day_ms / 1000, tz=tz).date()
+    return _midnight_ms(local + timedelta(days=1), tz)
+
+
+def _midnight_ms(day: date, tz: tzinfo) -> int:
+    # Midnight that does not exist (a zone changing its clocks at 00:00) resolves forward
+    # through fold/UTC arithmetic: fromtimestamp normalises it.
+    midnight = datetime.combine(day, time(0), tzinfo=tz)
+    return int(midnight.timestamp() * 1000)

@@ -255,7 +255,10 @@ class MqttCollector:
             client.username_pw_set(self._config.username, self._config.password())
         if self._config.tls:
             ca = str(self._config.ca_file) if self._config.ca_file is not None else None
-            client.tls_set_context(ssl.create_default_context(cafile=ca))
+            context = ssl.create_default_context(cafile=ca)  # verifies the host name, TLS>=1.2
+            if self._config.cert_file is not None and self._config.key_file is not None:
+                context.load_cert_chain(self._config.cert_file, self._config.key_file)
+            client.tls_set_context(context)
         return client
 
     async def _connect_once(self, executor: concurrent.futures.Executor) -> bool:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-PASSWORD_ENV = "PILOTLINE_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+PASSWORD_ENV = "PILOTLINE_MQTT_PASSWORD"  # noqa: S105 (a variable's name) # nosec B105
 INLINE_SECRET_MESSAGE = (
     "secrets are not accepted inline: put the password in a file and set password_file, "
     f"or set {PASSWORD_ENV}"
@@ -57,6 +57,11 @@ class MqttBrokerConfig(BaseModel):
     max_payload_bytes: int = Field(default=65_536, ge=16, le=268_435_455)
     reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
     ca_file: Path | None = None
+    """CA certificate(s) (PEM) the broker's certificate must chain to; default: the system's."""
+    cert_file: Path | None = None
+    """This gateway's client certificate (PEM), for a broker that requires one."""
+    key_file: Path | None = None
+    """The client certificate's private key (PEM, unencrypted; keep it mode 0600)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -73,8 +78,11 @@ class MqttBrokerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> MqttBrokerConfig:
-        if self.ca_file is not None and not self.tls:
-            raise ValueError("ca_file is set but the url is mqtt:// (no TLS): use mqtts://")
+        for name in ("ca_file", "cert_file", "key_file"):
+            if getattr(self, name) is not None and not self.tls:
+                raise ValueError(f"{name} is set but the url is mqtt:// (no TLS): use mqtts://")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both, or neither")
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file is set without a username")
         return self

@@ -1,0 +1,83 @@
+"""Forecast of offered free minutes per hour, from a machine's recorded idle windows.
+
+For each of the next ``hours`` hours, the expected free minutes are the machine's *offerable*
+idle share in the same hour of the week (local time) over the last ``weeks`` weeks, times the
+minutes of that hour its offering policy allows. Offerable idle time is what follows the
+first ``min_idle`` of a window (the part that could have been booked). Weeks before the
+machine was first seen do not count, so a young history is averaged over what exists.
+
+Pure: windows, policy and ``now`` in, figures out. The gateway feeds it from the embedded
+store and writes the ``capacity_forecast`` measurement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pilotline.rules.policy import OfferingPolicy
+
+HOUR_MS = 3_600_000
+WEEK_MS = 7 * 24 * HOUR_MS
+
+
+@dataclass(frozen=True, slots=True)
+class HourForecast:
+    start_ms: int
+    expected_free_min: float
+    offered_min: float
+
+
+def overlap_ms(intervals: Sequence[tuple[int, int]], start: int, end: int) -> int:
+    """Total length of ``intervals`` (sorted or not) inside [start, end)."""
+    return sum(max(0, min(e, end) - max(s, start)) for s, e in intervals)
+
+
+def offerable(windows: Sequence[tuple[int, int]], min_idle_ms: int) -> list[tuple[int, int]]:
+    """The bookable part of each idle window: what follows its first ``min_idle_ms``."""
+    return [(s + min_idle_ms, e) for s, e in windows if e - s > min_idle_ms]
+
+
+def allowed_ms(policy: OfferingPolicy, start: int, end: int) -> int:
+    """Milliseconds of [start, end) the policy allows (its minimum window ignored)."""
+    total, cursor = 0, start
+    while cursor < end:
+        span = policy.span(cursor)
+        stop = end if span.end_ms is None else min(span.end_ms, end)
+        if span.allowed:
+            total += stop - cursor
+        cursor = stop
+    return total
+
+
+def forecast(
+    windows: Sequence[tuple[int, int]],
+    policy: OfferingPolicy,
+    now_ms: int,
+    *,
+    min_idle_ms: int,
+    first_seen_ms: int | None,
+    weeks: int = 4,
+    hours: int = 48,
+) -> list[HourForecast]:
+    """One ``HourForecast`` per hour from the next whole hour, for ``hours`` hours.
+
+    ``windows`` are (start, end) of idle windows, an open one ending at ``now_ms``.
+    """
+    usable = offerable(windows, min_idle_ms)
+    first = now_ms // HOUR_MS * HOUR_MS + HOUR_MS
+    out = []
+    for index in range(hours):
+        start = first + index * HOUR_MS
+        shares = []
+        for back in range(1, weeks + 1):
+            past = start - back * WEEK_MS
+            if past + HOUR_MS > now_ms:
+                continue  # that past hour has not finished yet
+            if first_seen_ms is None or past < first_seen_ms:
+                continue  # before the machine was watched: no evidence either way
+            shares.append(overlap_ms(usable, past, past + HOUR_MS) / HOUR_MS)
+        share = sum(shares) / len(shares) if shares else 0.0
+        offered_min = allowed_ms(policy, start, start + HOUR_MS) / 60_000
+        out.append(HourForecast(start, round(share * offered_min, 2), round(offered_min, 2)))
+    return out
