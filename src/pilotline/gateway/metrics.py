@@ -34,8 +34,8 @@ class Gauges:
     points_written: Callable[[], int]
     write_retries: Callable[[], int]
     write_errors: Callable[[], int]
-    # (name, connected, reconnects, values received with a Bad status)
-    collectors: Callable[[], list[tuple[str, bool, int, int]]]
+    # (name, connected, reconnects, values received with a Bad status, messages received)
+    collectors: Callable[[], list[tuple[str, bool, int, int, int]]]
 
 
 class GatewayCollector(Collector):
@@ -106,13 +106,20 @@ class GatewayCollector(Collector):
             "Values received with a Bad status (never drive a state)",
             labels=["collector"],
         )
-        for name, is_connected, n, bad_values in g.collectors():
+        received = CounterMetricFamily(
+            "pilotline_collector_received",
+            "Messages (MQTT) or data-change notifications (OPC UA) received",
+            labels=["collector"],
+        )
+        for name, is_connected, n, bad_values, got in g.collectors():
             connected.add_metric([name], int(is_connected))
             reconnects.add_metric([name], n)
             bad.add_metric([name], bad_values)
+            received.add_metric([name], got)
         yield connected
         yield reconnects
         yield bad
+        yield received
 
 
 def registry(metrics: Metrics, gauges: Gauges) -> CollectorRegistry:

@@ -512,14 +512,16 @@ class Gateway:
         return {"healthy": healthy, "uptime_s": round((now - self._started_ms) / 1000, 1), **parts}
 
     def gauges(self) -> Gauges:
-        def collectors() -> list[tuple[str, bool, int, int]]:
+        def collectors() -> list[tuple[str, bool, int, int, int]]:
             out = []
             if self.mqtt is not None:
                 h = self.mqtt.health()
-                out.append(("mqtt", h.connected, h.reconnects, 0))
+                out.append(("mqtt", h.connected, h.reconnects, 0, h.received))
             for collector in self.opcua:
                 o = collector.health()
-                out.append((collector.name, o.connected, o.reconnects, o.bad_values))
+                out.append(
+                    (collector.name, o.connected, o.reconnects, o.bad_values, o.notifications)
+                )
             return out
 
         def oldest_age() -> float:
