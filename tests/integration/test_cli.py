@@ -533,7 +533,7 @@ def test_demo_runs_a_simulated_line_and_prints_the_final_table(tmp_path: Path) -
                 "--api",
                 f"127.0.0.1:{port}",
                 "--workdir",
-                str(workdir),
+                "demo",  # relative, as with the default var/demo: resolved from cwd
             ],
             cwd=tmp_path,
             stdin=subprocess.DEVNULL,

@@ -65,6 +65,8 @@ class DemoOptions:
 
 
 async def run_demo(opts: DemoOptions) -> None:
+    # Absolute: paths in the generated configuration are read relative to its own folder.
+    opts.workdir = opts.workdir.resolve()
     opts.workdir.mkdir(parents=True, exist_ok=True)
     if opts.live:
         # The live table owns the terminal; log lines go to a file beside the store.
