@@ -240,3 +240,9 @@ async def test_store_down_mid_run_loses_no_point(
     states = series(vm, "machine_state_state_code", machine="laser-01")
     assert [v for _, v in states] == [1.0, 2.0, 1.0, 0.0]
     assert gateway.health()["influx"]["healthy"] is True
+    print(
+        f"\nstore away: 120 samples published ({len(second) } while victoria-metrics was down), "
+        f"{sum(gateway.metrics.samples.values())} received, outbox held {waiting} lines, "
+        f"{len(temperature) + len(power)} telemetry points written, "
+        f"{120 - len(temperature) - len(power)} lost"
+    )

@@ -50,6 +50,9 @@ zones:
           mqtt: {{topic: t/bonder-01}}, state: {{signal: state}}}}
       - {{id: coater-01, owner: lumen-group, capabilities: [coating],
           mqtt: {{topic: t/coater-01}}, state: {{signal: state}}}}
+alerts:
+  rules:
+    - {{name: idle-now, severity: info, state: idle, message: "{{machine}} is {{state}}"}}
 """
 
 ACME = {"laser-01", "cam-02"}
@@ -80,6 +83,8 @@ MATRIX: dict[str, dict[str, int]] = {
                       "owner:lumen-group": 200, "tenant": 200},
     "/api/utilization": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,
                          "owner:lumen-group": 200, "tenant": 403},
+    "/api/alerts": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,
+                    "owner:lumen-group": 200, "tenant": 403},
     "/api/quarantine": {"operator": 200, "scraper": 403, "owner:acme-optics": 403,
                         "owner:lumen-group": 403, "tenant": 403},
 }

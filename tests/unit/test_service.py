@@ -102,3 +102,52 @@ def test_without_influx_nothing_goes_to_the_outbox(tmp_path: Path) -> None:
     assert gateway.drainer is None
     assert gateway.store.outbox_depth() == 0
     assert [m["state"] for m in gateway.store.machines()] == ["idle"]
+
+
+ALERTS = """\
+alerts:
+  rules:
+    - name: laser-down
+      severity: critical
+      state: down
+      for: 2m
+      message: "{machine} down for {value:.0f} s"
+"""
+
+
+def test_alert_transitions_are_points_in_the_same_commit(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(CONFIG.format(store=tmp_path / "gw.db") + ALERTS)
+    clock = Clock()
+    gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
+    for s in range(0, 200, 10):
+        clock.ms = T0 + s * 1000
+        gw._on_sample(Sample("laser-01", clock.ms, {"state": "Stopped"}), None)
+    gw.commit()
+    [view] = gw.alerts.view()
+    assert (view.rule, view.status.value, view.firing_since_ms) == (
+        "laser-down", "firing", T0 + 120_000
+    )
+    for s in range(200, 230, 10):
+        clock.ms = T0 + s * 1000
+        gw._on_sample(Sample("laser-01", clock.ms, {"state": "Executing"}), None)
+    gw.commit()
+    assert gw.alerts.view() == []
+    alerts = [line for _, line in gw.store.outbox_peek(1000) if line.startswith("alert,")]
+    assert alerts == [
+        "alert,machine=laser-01,rule=laser-down,severity=critical,site=unit,zone=photonics"
+        f' firing=1i,value=120,message="laser-01 down for 120 s" {(T0 + 120_000) * 1_000_000}',
+        "alert,machine=laser-01,rule=laser-down,severity=critical,site=unit,zone=photonics"
+        f' firing=0i,value=200,message="laser-01 down for 200 s" {(T0 + 200_000) * 1_000_000}',
+    ]
+
+
+def test_the_timer_fires_alerts_without_samples(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(CONFIG.format(store=tmp_path / "gw.db") + ALERTS)
+    clock = Clock()
+    gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
+    gw._on_sample(Sample("laser-01", T0, {"state": "Stopped"}), None)
+    clock.ms = T0 + 50_000  # before staleness (60 s): down for 2 min cannot hold
+    gw.tick()
+    assert gw.alerts.next_deadline() == T0 + 120_000

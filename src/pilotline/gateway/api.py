@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -87,6 +88,19 @@ class MachineOut(BaseModel):
     idle_since: str | None
     idle_for_s: float
     available: bool
+
+
+class AlertOut(BaseModel):
+    rule: str
+    machine: str
+    zone: str
+    owner: str
+    severity: str
+    status: str  # pending or firing
+    since: str | None  # the condition has held since
+    firing_since: str | None
+    value: float | None
+    message: str
 
 
 class CapacityOut(BaseModel):
@@ -378,6 +392,28 @@ def create_app(gateway: Gateway) -> FastAPI:
                 for z in report.zones
             ],
         )
+
+    @app.get(
+        "/api/alerts",
+        summary="Pending and firing alerts. Operators; owners: their own machines.",
+    )
+    async def alerts(who: Annotated[Principal, OWNERS]) -> list[AlertOut]:
+        return [
+            AlertOut(
+                rule=a.rule,
+                machine=a.machine,
+                zone=a.zone,
+                owner=a.owner,
+                severity=a.severity,
+                status=a.status.value,
+                since=iso(a.since_ms),
+                firing_since=iso(a.firing_since_ms),
+                value=a.value if math.isfinite(a.value) else None,
+                message=a.message,
+            )
+            for a in gateway.alerts.view()
+            if who.sees_owner(a.owner)
+        ]
 
     @app.get(
         "/api/quarantine",

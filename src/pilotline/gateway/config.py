@@ -55,6 +55,15 @@ from pilotline.collectors.mqtt.config import (
 )
 from pilotline.collectors.mqtt.config import MqttBrokerConfig, MqttMachineSource
 from pilotline.collectors.opcua.config import CONNECTION_FIELDS, OpcuaSource
+from pilotline.rules.alerts import (
+    AlertRule,
+    CapacityCondition,
+    Condition,
+    OfflineCondition,
+    SignalCondition,
+    StateCondition,
+    validate_template,
+)
 from pilotline.rules.plant import ALL_CAPABILITIES
 from pilotline.rules.policy import ALWAYS, OfferingPolicy, WeeklySlot
 from pilotline.rules.spec import MachineSpec, MappedState, PlantSpec, StateRule, ThresholdState
@@ -210,6 +219,9 @@ class InfluxConfig(_Model):
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
     flush_interval_s: PositiveSeconds = 1.0
     timeout_s: PositiveSeconds = 10.0
+    outbox_max_points: int = Field(default=5_000_000, ge=1_000)
+    """Most lines the durable outbox keeps while InfluxDB is away (about 200-300 bytes each
+    on disk); beyond it raw telemetry is dropped first, oldest first, then events."""
     inline_token: Annotated[
         None, BeforeValidator(_refuse_inline("token", "token_file", INFLUX_TOKEN_ENV))
     ] = Field(default=None, alias="token", exclude=True, repr=False)
@@ -527,6 +539,114 @@ def _split_api(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+# --------------------------------------------------------------------------- alerts
+
+_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS: Final = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _duration_ms(value: Any) -> Any:
+    """``"30s"``, ``"2m"``, ``"1h"``, ``"1h30m"``, ``"500ms"`` -> milliseconds."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(
+            f"a duration needs a unit, like 30s, 2m or 1h, got {value!r}"
+        )
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"not a duration (like 30s, 2m, 1h or 1h30m): {value!r}")
+    if total > _MAX_SECONDS * 1000:
+        raise ValueError(f"duration {value!r} is too long")
+    return round(total)
+
+
+DurationMs = Annotated[int, BeforeValidator(_duration_ms)]
+"""A duration written with units (``30s``, ``2m``, ``1h``), held in milliseconds."""
+
+
+def _check_template(value: str) -> str:
+    validate_template(value)
+    return value
+
+
+class AlertRuleConfig(_Model):
+    """One ``alerts.rules`` entry: exactly one of ``state``, ``signal`` (with ``above`` or
+    ``below``) and ``offered_idle_for``."""
+
+    name: Id
+    severity: Literal["info", "warning", "critical"] = "warning"
+    message: Annotated[str, AfterValidator(_check_template)] = (
+        "{rule}: {machine} ({zone}) {status}"
+    )
+    state: StateName | None = None
+    signal: Signal | None = None
+    above: Threshold | None = None
+    below: Threshold | None = None
+    clear: Threshold | None = None
+    offered_idle_for: DurationMs | None = None
+    for_: DurationMs = Field(default=0, alias="for")
+    machines: list[Id] | None = None
+    zones: list[Id] | None = None
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> AlertRuleConfig:
+        kinds = [
+            k for k in ("state", "signal", "offered_idle_for") if getattr(self, k) is not None
+        ]
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one condition: state, signal (with above or below) or "
+                f"offered_idle_for{'' if not kinds else ', not ' + ' and '.join(kinds)}"
+            )
+        if self.signal is None:
+            extra = [k for k in ("above", "below", "clear") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only go with signal:")
+        elif (self.above is None) == (self.below is None):
+            raise ValueError("a signal rule needs exactly one of above and below")
+        elif self.clear is not None:
+            if self.above is not None and self.clear > self.above:
+                raise ValueError(
+                    f"clear ({self.clear:g}) must not exceed above ({self.above:g})"
+                )
+            if self.below is not None and self.clear < self.below:
+                raise ValueError(f"clear ({self.clear:g}) must not be under below ({self.below:g})")
+        if self.offered_idle_for is not None and self.for_:
+            raise ValueError("offered_idle_for is the rule's duration: drop for:")
+        return self
+
+    def rule(self) -> AlertRule:
+        condition: Condition
+        if self.state == "offline":
+            condition = OfflineCondition(self.for_)
+        elif self.state is not None:
+            condition = StateCondition(State(self.state), self.for_)
+        elif self.signal is not None:
+            condition = SignalCondition(self.signal, self.above, self.below, self.clear, self.for_)
+        else:
+            assert self.offered_idle_for is not None
+            condition = CapacityCondition(self.offered_idle_for)
+        return AlertRule(
+            self.name,
+            self.severity,
+            self.message,
+            condition,
+            frozenset(self.machines) if self.machines is not None else None,
+            frozenset(self.zones) if self.zones is not None else None,
+        )
+
+
+class AlertsConfig(_Model):
+    """``alerts:``: the rules (see rules/alerts.py for their lifecycle)."""
+
+    rules: list[AlertRuleConfig] = Field(default_factory=list)
+
+
 class SiteConfig(_Model):
     """The whole file."""
 
@@ -541,6 +661,7 @@ class SiteConfig(_Model):
     owners: dict[Id, OwnerPolicy] = Field(default_factory=dict)
     timezone: Annotated[str, BeforeValidator(_zone_name)] = "UTC"
     """The facility's IANA time zone: offering hours and blackouts are in it."""
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")
     def _site_checks(self, info: ValidationInfo) -> SiteConfig:
@@ -582,6 +703,10 @@ class SiteConfig(_Model):
             ),
             publish_interval_ms=_ms(self.defaults.publish_interval_s),
         )
+
+
+    def alert_rules(self) -> tuple[AlertRule, ...]:
+        return tuple(r.rule() for r in self.alerts.rules)
 
 
 def _ms(seconds: float) -> int:
@@ -668,6 +793,7 @@ def _cross_checks(data: object) -> list[tuple[Loc, str]]:
                             f"({', '.join(str(k) for k in nodes)})",
                         )
                     )
+    _alert_checks(data, zone_ids, machine_ids, found)
     owners = data.get("owners")
     for owner in owners if isinstance(owners, dict) else {}:
         machine_owners = {
@@ -683,6 +809,36 @@ def _cross_checks(data: object) -> list[tuple[Loc, str]]:
                  f"owners of machines: {', '.join(sorted(str(o) for o in machine_owners))}")
             )
     return found
+
+
+def _alert_checks(
+    data: dict[Any, Any],
+    zone_ids: dict[str, Loc],
+    machine_ids: dict[str, Loc],
+    found: list[tuple[Loc, str]],
+) -> None:
+    """Alert rule names are unique; their ``machines:`` and ``zones:`` exist."""
+    alerts = data.get("alerts")
+    rules = alerts.get("rules") if isinstance(alerts, dict) else None
+    names: dict[str, Loc] = {}
+    for ri, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, dict):
+            continue
+        here: Loc = ("alerts", "rules", ri)
+        name = rule.get("name")
+        if isinstance(name, str):
+            if name in names:
+                also = _format_loc(names[name])
+                found.append(((*here, "name"), f"duplicate alert rule {name!r}: also {also}"))
+            else:
+                names[name] = here
+        for key, known in (("machines", machine_ids), ("zones", zone_ids)):
+            listed = rule.get(key)
+            for i, item in enumerate(listed if isinstance(listed, list) else []):
+                if isinstance(item, str) and item not in known:
+                    close = difflib.get_close_matches(item, list(known), n=1)
+                    hint = f": did you mean {close[0]!r}?" if close else ""
+                    found.append(((*here, key, i), f"no {key[:-1]} {item!r}{hint}"))
 
 
 def _unique(

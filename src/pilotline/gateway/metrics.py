@@ -36,6 +36,8 @@ class Gauges:
     write_errors: Callable[[], int]
     # (name, connected, reconnects, values received with a Bad status, messages received)
     collectors: Callable[[], list[tuple[str, bool, int, int, int]]]
+    # outbox lines dropped by its size limit, by priority (0 events, 1 telemetry)
+    outbox_dropped: Callable[[], dict[int, int]] = dict
 
 
 class GatewayCollector(Collector):
@@ -93,6 +95,14 @@ class GatewayCollector(Collector):
             "Age of the oldest point waiting in the outbox",
             value=g.outbox_oldest_age_s(),
         )
+        dropped = CounterMetricFamily(
+            "pilotline_outbox_dropped",
+            "Outbox lines dropped by its size limit, by priority (0 events, 1 telemetry)",
+            labels=["priority"],
+        )
+        for priority, n in sorted({0: 0, 1: 0, **g.outbox_dropped()}.items()):
+            dropped.add_metric([str(priority)], n)
+        yield dropped
         connected = GaugeMetricFamily(
             "pilotline_collector_connected",
             "1 when the collector is connected",

@@ -7,6 +7,8 @@
 - ``Capacity`` -> ``capacity`` (+ owner): ``available``, ``idle_for_s``, ``offered``;
 - ``ZoneCapacity`` -> ``zone_capacity`` (site, zone, capability; no machine): ``machines``,
   ``available``, ``running``, ``down``, ``offline``.
+- an alert core ``AlertTransition`` -> ``alert`` (site, zone, machine, rule, severity):
+  ``firing`` (0/1), ``value`` (float; NaN is written as 0), ``message`` (string).
 
 - a day's ``Utilization`` -> ``utilization`` (site, zone, machine; zone rows without
   machine), stamped at the start of the day: ``running``, ``idle``, ``down``,
@@ -30,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pilotline.gateway.lineproto import field_key, line_from_key, series_key
+from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.events import (
     Capacity,
     Event,
@@ -48,6 +51,7 @@ IDLE_WINDOW = "idle_window"
 CAPACITY = "capacity"
 ZONE_CAPACITY = "zone_capacity"
 UTILIZATION = "utilization"
+ALERT = "alert"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,33 @@ def event_lines(site: str, event: Event) -> list[str]:
         }
         return [line_from_key(key, counts, event.ts_ms)]
     return []
+
+
+def alert_rows(site: str, transitions: Iterable[AlertTransition]) -> list[tuple[int, str]]:
+    """``(PRIORITY_EVENT, alert line)`` rows of alert transitions, stamped at each one."""
+    rows = []
+    for t in transitions:
+        key = _key(
+            ALERT,
+            "site",
+            site,
+            "zone",
+            t.zone,
+            "machine",
+            t.machine,
+            "rule",
+            t.rule,
+            "severity",
+            t.severity,
+        )
+        value = float(t.value) if math.isfinite(t.value) else 0.0
+        fields: dict[str, float | int | str] = {
+            "firing": int(t.firing),
+            "value": value,
+            "message": t.message,
+        }
+        rows.append((PRIORITY_EVENT, line_from_key(key, fields, t.ts_ms)))
+    return rows
 
 
 def event_rows(site: str, events: Iterable[Event]) -> list[tuple[int, str]]:

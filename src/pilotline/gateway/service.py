@@ -29,19 +29,32 @@ from pilotline.collectors.mqtt.collector import AckToken, MqttCollector, Quarant
 from pilotline.collectors.opcua.collector import OpcuaCollector, machines_by_endpoint
 from pilotline.collectors.opcua.collector import Quarantined as OpcuaQuarantined
 from pilotline.gateway.api import serve_api
+from pilotline.gateway.clock import SteadyClock
+from pilotline.gateway.clock import monotonic_ms as steady_monotonic_ms
 from pilotline.gateway.config import SiteConfig
 from pilotline.gateway.drain import OutboxDrainer
 from pilotline.gateway.forecasts import run_forecasts
 from pilotline.gateway.influx import InfluxClientWriter, InfluxWriter
 from pilotline.gateway.metrics import Gauges, Metrics
 from pilotline.gateway.points import (
+    PRIORITY_EVENT,
     PRIORITY_TELEMETRY,
+    alert_rows,
     event_rows,
     telemetry_line,
     utilization_rows,
 )
-from pilotline.gateway.store import QuarantineRow, Store
-from pilotline.rules import Event, Plant, Sample, SampleRejected, State, StateChanged
+from pilotline.gateway.store import OutboxDrop, QuarantineRow, Store
+from pilotline.rules import (
+    Event,
+    IdleWindowClosed,
+    Plant,
+    Sample,
+    SampleRejected,
+    State,
+    StateChanged,
+)
+from pilotline.rules.alerts import Alerts
 from pilotline.rules.forecast import HourForecast
 from pilotline.rules.utilization import (
     StateChange,
@@ -64,6 +77,10 @@ UTILIZATION_REPORT = "utilization"
 """``reports.kind`` of the daily ``utilization`` points in the store."""
 UTILIZATION_BACKFILL_DAYS = 31
 """After a long stop, completed days are written back this far at most."""
+DROP_LOG_INTERVAL_MS = 10_000
+"""``outbox.dropped``: one line per burst of drops, and one this often while it lasts."""
+DROPPING_UNHEALTHY_MS = 60_000
+"""/health's influx part stays unhealthy this long after the outbox limit dropped a line."""
 
 
 @dataclass
@@ -73,6 +90,8 @@ class ServiceOptions:
     commit_interval_s: float = 0.0
     commit_max_items: int = 5_000
     stop_timeout_s: float = 8.0
+    catch_up_quiet_s: float = 1.0
+    catch_up_max_s: float = 60.0
 
 
 @dataclass
@@ -81,9 +100,16 @@ class _Staged:
     events: list[Event] = field(default_factory=list)
     quarantined: list[QuarantineRow] = field(default_factory=list)
     acks: list[AckToken] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)  # machines whose checkpoint to keep
 
     def __len__(self) -> int:
-        return len(self.lines) + len(self.events) + len(self.quarantined) + len(self.acks)
+        return (
+            len(self.lines)
+            + len(self.events)
+            + len(self.quarantined)
+            + len(self.acks)
+            + len(self.touched)
+        )
 
 
 class Gateway:
@@ -96,17 +122,26 @@ class Gateway:
         options: ServiceOptions | None = None,
         collectors: bool = True,
         telemetry: bool = True,
+        monotonic_ms: Clock | None = None,
     ) -> None:
         """``collectors=False`` builds the gateway without MQTT and OPC UA collectors (replay
-        feeds ``_on_sample`` itself); ``telemetry=False`` writes no ``telemetry`` points."""
+        feeds ``_on_sample`` itself); ``telemetry=False`` writes no ``telemetry`` points.
+        ``monotonic_ms`` pairs an injected ``clock_ms`` with a monotonic clock to detect its
+        steps (see clock.py); the real wall clock gets ``time.monotonic``."""
         self.config = config
         self.options = options or ServiceOptions()
         self.clock_ms = clock_ms
+        if monotonic_ms is None and clock_ms is wall_clock_ms:
+            monotonic_ms = steady_monotonic_ms
+        self.steady = SteadyClock(clock_ms, monotonic_ms)
         self.metrics = Metrics()
         self.plant_spec = config.plant_spec()
         self.plant = Plant(self.plant_spec)
         self._zone_of = {m.id: z.id for z, m in config.machines()}
-        self.store = Store(config.store)
+        self.store = Store(
+            config.store,
+            outbox_max_points=config.influx.outbox_max_points if config.influx else None,
+        )
         if writer is None and config.influx is not None:
             writer = InfluxClientWriter(
                 config.influx.url,
@@ -158,9 +193,26 @@ class Gateway:
             if collectors
         ]
         self.forecasts: dict[str, list[HourForecast]] = {}  # kept current by run_forecasts
+        self.resumed = self._resume()
+        # Alert rules run on the plant's events; a resumed machine starts in its restored state.
+        self.alerts = Alerts(
+            config.alert_rules(),
+            self.plant_spec.machines,
+            states={v.id: v.state for v in self.plant.view()},
+        )
+        # Until the MQTT backlog the broker kept for us is in, time moves only with the
+        # samples' source times (see _caught_up_now).
+        self.caught_up = self.mqtt is None
+        self._catch_up_began = time.monotonic()
+        self._subscribed_at: float | None = None
+        self._last_arrival: float | None = None
+        self._last_arrival_ts = 0
         self._staged = _Staged()
         self._wake_committer = asyncio.Event()
         self._started_ms = clock_ms()
+        self._drop_seen: OutboxDrop | None = None  # the store's last drop, once handled
+        self._drop_burst: dict[int, int] = {}  # dropped since the last outbox.dropped line
+        self._drop_logged_ms = 0
         self._next_report_ms = 0
 
     # -- the hot path (synchronous, in the event loop) -------------------------------------
@@ -169,7 +221,19 @@ class Gateway:
         staged = self._staged
         if token is not None:
             staged.acks.append(token)
-        now = self.clock_ms()
+            resumed = self._redelivery_below.get(sample.machine)
+            if resumed is not None and sample.ts_ms < resumed:
+                # Older than what the previous run applied: a message it made durable but
+                # could not acknowledge, delivered again. Its telemetry is rewritten (the
+                # same point, harmless); the rules have it already.
+                self.metrics.rejected[("rules", "duplicate")] += 1
+                self._stage_telemetry(sample)
+                self._request_commit()
+                return
+        if not self.caught_up:
+            self._last_arrival = time.monotonic()
+            self._last_arrival_ts = sample.ts_ms
+        now = self.steady.future_limit_base()
         if sample.ts_ms > now + self.options.max_future_s * 1000:
             self._stage_events(
                 [
@@ -183,16 +247,46 @@ class Gateway:
             )
         else:
             self.metrics.samples[sample.machine] += 1
-            zone = self._zone_of.get(sample.machine)
-            if zone is not None and self.drainer is not None and self.telemetry:
-                line = telemetry_line(
-                    self.config.site, zone, sample.machine, sample.values, sample.ts_ms
-                )
-                if line is not None:
-                    staged.lines.append((PRIORITY_TELEMETRY, line))
+            self._stage_telemetry(sample)
             self.plant.receive(sample)
             self._stage_events(self.plant.events())
+            self.alerts.receive(sample)
+            self._stage_alerts()
+            if sample.machine in self._zone_of:
+                staged.touched.add(sample.machine)
+                if self.steady.stepped:
+                    self.steady.observe(sample.ts_ms)
         self._request_commit()
+
+    def _stage_telemetry(self, sample: Sample) -> None:
+        zone = self._zone_of.get(sample.machine)
+        if zone is not None and self.drainer is not None and self.telemetry:
+            site = self.config.site
+            line = telemetry_line(site, zone, sample.machine, sample.values, sample.ts_ms)
+            if line is not None:
+                self._staged.lines.append((PRIORITY_TELEMETRY, line))
+
+    def _resume(self) -> int:
+        """Resume every machine from the checkpoints the previous run kept in the store:
+        state, open idle window, pending change and staleness clock (see Plant.restore)."""
+        self._redelivery_below: dict[str, int] = {}
+        restored = 0
+        for cp in self.store.resume_points():
+            if not self.plant.restore(cp):
+                continue
+            restored += 1
+            if cp.last_ts_ms is not None:
+                self._redelivery_below[cp.machine] = cp.last_ts_ms
+                for collector in self.opcua:
+                    collector.resume(cp.machine, cp.last_ts_ms)
+        if restored:
+            log.info(
+                "gateway.resumed",
+                machines=restored,
+                states={v.id: v.state.value for v in self.plant.view()},
+                open_windows=sum(v.window_start_ms is not None for v in self.plant.view()),
+            )
+        return restored
 
     def _on_reject(self, item: Quarantined, token: AckToken) -> None:
         self._quarantine("mqtt", item)
@@ -219,6 +313,8 @@ class Gateway:
         now = self.clock_ms()
         for event in events:
             self.metrics.events[type(event).__name__] += 1
+            if isinstance(event, StateChanged | IdleWindowClosed):
+                staged.touched.add(event.machine)  # the timer moved it: keep its checkpoint
             if isinstance(event, SampleRejected):
                 key = ("rules", event.reason)
                 if not self.metrics.rejected[key]:  # once per kind, with a sample
@@ -247,6 +343,31 @@ class Gateway:
         staged.events.extend(events)
         if self.drainer is not None:
             staged.lines.extend(event_rows(self.config.site, events))
+        self.alerts.observe(events)
+        self._stage_alerts()
+
+    def _stage_alerts(self) -> bool:
+        """The alert core's transitions become ``alert`` points in the same commit; True if
+        there were any."""
+        transitions = self.alerts.transitions()
+        if not transitions:
+            return False
+        for t in transitions:
+            self.metrics.events["AlertTransition"] += 1
+            log.info(
+                "alert.transition",
+                rule=t.rule,
+                machine=t.machine,
+                zone=t.zone,
+                severity=t.severity,
+                firing=t.firing,
+                value=t.value,
+                message=t.message,
+                at_ms=t.ts_ms,
+            )
+        if self.drainer is not None:
+            self._staged.lines.extend(alert_rows(self.config.site, transitions))
+        return True
 
     def stage_lines(self, lines: list[tuple[int, str]]) -> None:
         """Points computed outside the sample path (forecasts, utilization) join a commit."""
@@ -270,13 +391,50 @@ class Gateway:
             quarantined=staged.quarantined,
             outbox=self.drainer is not None,
             now_ms=self.clock_ms(),
+            resume=[
+                cp for m in staged.touched if (cp := self.plant.checkpoint(m)) is not None
+            ],
         )
         self.metrics.commits += 1
+        if self.store.last_drop is not None:
+            self._log_drops(self.clock_ms())
         if staged.acks and self.mqtt is not None:
             self.mqtt.ack(staged.acks)
             self.metrics.acked += len(staged.acks)
         if self.drainer is not None and staged.lines:
             self.drainer.notify()
+
+    def _log_drops(self, now_ms: int) -> None:
+        """``outbox.dropped`` once per burst of drops: when it starts, at most every
+        ``DROP_LOG_INTERVAL_MS`` while it lasts, and when it ended (no drop for that long),
+        each line with the counts since the previous one."""
+        drop = self.store.last_drop
+        seen = self._drop_seen
+        if drop is not None and drop is not seen:
+            starts = seen is None or drop.at_ms - seen.at_ms > DROP_LOG_INTERVAL_MS
+            if starts and self._drop_burst:
+                self._emit_drops("ended", seen)
+            self._drop_seen = drop
+            for priority, n in drop.dropped.items():
+                self._drop_burst[priority] = self._drop_burst.get(priority, 0) + n
+            if starts or now_ms - self._drop_logged_ms >= DROP_LOG_INTERVAL_MS:
+                self._emit_drops("started" if starts else "continues", drop)
+        elif seen is not None and self._drop_burst and now_ms - seen.at_ms > DROP_LOG_INTERVAL_MS:
+            self._emit_drops("ended", seen)
+
+    def _emit_drops(self, burst: str, drop: OutboxDrop | None) -> None:
+        log.warning(
+            "outbox.dropped",
+            burst=burst,
+            telemetry=self._drop_burst.get(PRIORITY_TELEMETRY, 0),
+            events=self._drop_burst.get(PRIORITY_EVENT, 0),
+            depth=None if drop is None else drop.depth,
+            limit=self.store.outbox_max_points,
+            note="outbox full (InfluxDB away too long): raw telemetry is dropped first, oldest"
+            " first; counts are since the previous outbox.dropped line",
+        )
+        self._drop_burst = {}
+        self._drop_logged_ms = self.clock_ms()
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -298,16 +456,66 @@ class Gateway:
         and events are stamped at their deadline's time whenever they fire, so a late wake-up
         delays an event without changing it.
         """
-        while True:
-            watermark = self.clock_ms() - self.options.lateness_ms
-            self.plant.handle_timer(watermark)
-            events = self.plant.events()
-            if events:
-                self._stage_events(events)
-                self._request_commit()
-            deadline = self.plant.next_deadline()
-            delay = 1.0 if deadline is None else max(0.0, (deadline - watermark) / 1000)
-            await asyncio.sleep(min(delay, 1.0))
+        while True:  # noqa: ASYNC110 (a timer, not a wait for a condition)
+            await asyncio.sleep(self.tick())
+
+    def tick(self) -> float:
+        """One turn of the rules timer: move the core to the watermark (once caught up) and
+        stage what fired; returns how long to sleep before the next turn."""
+        if not self.caught_up:
+            self.caught_up = self._caught_up_now()
+            if not self.caught_up:
+                return 0.1
+        watermark = self.steady.now() - self.options.lateness_ms
+        self.plant.handle_timer(watermark)
+        events = self.plant.events()
+        if events:
+            self._stage_events(events)
+            self._request_commit()
+        self.alerts.handle_timer(watermark)
+        if self._stage_alerts():
+            self._request_commit()
+        deadlines = [d for d in (self.plant.next_deadline(), self.alerts.next_deadline()) if d]
+        deadline = min(deadlines) if deadlines else None
+        delay = 1.0 if deadline is None else max(0.0, (deadline - watermark) / 1000)
+        return min(delay, 1.0)
+
+    def _caught_up_now(self) -> bool:
+        """Has the broker delivered the backlog it kept for our session?
+
+        After a restart, Mosquitto delivers the QoS 1 messages queued while the gateway was
+        away, stamped at their source times, before live ones. If the rules timer moved the
+        core to the wall clock first, every machine would look silent since the kill (offline,
+        windows closed) and the backlog would then be applied late, at the wall clock. So the
+        timer waits (time moves only with the samples) until the subscription is confirmed
+        and then either no message came for ``catch_up_quiet_s`` or one arrived on time (its
+        source time within ``lateness`` of the clock); ``catch_up_max_s`` at the most."""
+        mono = time.monotonic()
+        reason = None
+        if mono - self._catch_up_began >= self.options.catch_up_max_s:
+            reason = "timeout"
+        elif self.mqtt is None:
+            reason = "no backlog"
+        elif self.mqtt.health().subscribed:
+            if self._subscribed_at is None:
+                self._subscribed_at = mono
+            quiet = self.options.catch_up_quiet_s
+            last = self._last_arrival
+            if last is not None and (
+                self._last_arrival_ts >= self.steady.now() - self.options.lateness_ms
+            ):
+                reason = "live"
+            elif mono - self._subscribed_at >= quiet and (last is None or mono - last >= quiet):
+                reason = "quiet"
+        if reason is None:
+            return False
+        log.info(
+            "gateway.caught_up",
+            reason=reason,
+            after_s=round(mono - self._catch_up_began, 3),
+            samples=sum(self.metrics.samples.values()),
+        )
+        return True
 
     async def run(self, *, api: bool = True, ready: asyncio.Event | None = None) -> None:
         """Run until cancelled; on cancellation commit, flush the outbox and close."""
@@ -459,6 +667,8 @@ class Gateway:
                 "since_ms": h.since_ms,
                 "reconnects": h.reconnects,
                 "received": h.received,
+                "unacked": h.unacked,
+                "read_pauses": h.pauses,
                 "rejected": dict(h.rejected),
                 "subscriptions": {
                     topic: {
@@ -499,15 +709,28 @@ class Gateway:
         if self.drainer is not None:
             s = self.drainer.stats()
             oldest = self.store.outbox_oldest_ms()
+            why = None if s.healthy else f"writes failing: {s.last_error}"
+            drop = self.store.last_drop
+            if drop is not None and now - drop.at_ms < DROPPING_UNHEALTHY_MS:
+                dropped = self.store.outbox_dropped
+                full = (
+                    f"outbox full ({self.store.outbox_max_points} points): dropping"
+                    f" (since start {dropped.get(PRIORITY_TELEMETRY, 0)} telemetry,"
+                    f" {dropped.get(PRIORITY_EVENT, 0)} events;"
+                    f" last {round((now - drop.at_ms) / 1000, 1)} s ago)"
+                )
+                why = full if why is None else f"{why}; {full}"
             parts["influx"] = {
-                "healthy": s.healthy,
-                "why": None if s.healthy else f"writes failing: {s.last_error}",
+                "healthy": why is None,
+                "why": why,
                 "written": s.written,
                 "retries": s.retries,
                 "outbox_depth": self.store.outbox_depth(),
+                "outbox_max_points": self.store.outbox_max_points,
+                "outbox_dropped": {str(p): n for p, n in sorted(self.store.outbox_dropped.items())},
                 "oldest_unsent_s": None if oldest is None else round((now - oldest) / 1000, 1),
             }
-            healthy &= s.healthy
+            healthy &= why is None
         parts["store"] = {"healthy": True, "why": None, "path": str(self.config.store)}
         return {"healthy": healthy, "uptime_s": round((now - self._started_ms) / 1000, 1), **parts}
 
@@ -536,4 +759,5 @@ class Gateway:
             write_retries=lambda: drainer.stats().retries if drainer else 0,
             write_errors=lambda: drainer.stats().errors if drainer else 0,
             collectors=collectors,
+            outbox_dropped=lambda: dict(self.store.outbox_dropped),
         )

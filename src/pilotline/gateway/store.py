@@ -13,6 +13,14 @@ and ``outbox_delete`` only after the store acknowledged. Lines InfluxDB refuses 
 (a 400 on a line) move to ``dead_letter`` so they are kept, counted and inspectable, never
 silently dropped.
 
+**Outbox limit** (``outbox_max_points``): when an append would take the outbox above the
+limit, the oldest rows of the least important priority go first, in the same transaction:
+raw telemetry (priority 1) oldest first, and only when no telemetry is left the oldest events
+(priority 0: states, windows, capacity, alerts). Each drop is counted by priority
+(``outbox_dropped``) and remembered (``last_drop``) for the gateway to log, export and report
+in /health. Per-priority depths are kept in memory (like the total depth) so enforcing the
+limit costs no COUNT; a delete is one statement on the ``(priority, id)`` index.
+
 The store is used from the event-loop thread only (one connection, no locks). Reads for
 the HTTP API are small indexed queries on the same connection.
 """
@@ -34,10 +42,12 @@ from pilotline.rules.events import (
     StateChanged,
     ZoneCapacity,
 )
+from pilotline.rules.machine import Checkpoint
+from pilotline.rules.states import State
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: outbox, dead letters, embedded store, quarantine; 2: + api_tokens (hashed);
-3: + state_history, reports (``_HISTORY_SCHEMA``).
+3: + state_history, reports (``_HISTORY_SCHEMA``); 4: + resume (``_RESUME_SCHEMA``).
 
 Each step's statements are ``CREATE ... IF NOT EXISTS`` and run on every start, so steps are
 independent of each other and a file of any older version is brought up to date in place."""
@@ -54,6 +64,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     enqueued_ms INTEGER NOT NULL,
     line TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS outbox_priority ON outbox (priority, id);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     outbox_id INTEGER NOT NULL,
@@ -134,6 +145,29 @@ _HISTORY_SCHEMA = (
         PRIMARY KEY (kind, period_ms)
     )""",
 )
+# Schema version 4: what each machine's tracker needs to resume after a restart (its
+# ``Checkpoint``: state, open window, pending candidate, staleness clock), one row per machine,
+# upserted in the commit that changed it: one row per machine touched, not one per sample.
+_RESUME_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS resume (
+        machine TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        since_ms INTEGER,
+        window_start_ms INTEGER,
+        window_offered INTEGER NOT NULL,
+        last_seen_ms INTEGER,
+        last_idle_ms INTEGER,
+        last_ts_ms INTEGER,
+        raw TEXT,
+        pending TEXT,
+        pending_since_ms INTEGER NOT NULL
+    )""",
+)
+_UPSERT_RESUME = """
+INSERT OR REPLACE INTO resume (machine, state, since_ms, window_start_ms, window_offered,
+    last_seen_ms, last_idle_ms, last_ts_ms, raw, pending, pending_since_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
 _UPSERT_HISTORY = """
 INSERT INTO state_history (machine, zone, ts_ms, state) VALUES (?, ?, ?, ?)
 ON CONFLICT (machine, ts_ms) DO UPDATE SET zone = excluded.zone, state = excluded.state
@@ -178,6 +212,22 @@ WHERE excluded.ts_ms >= zone_capacity.ts_ms
 """
 
 
+def _resume_row(cp: Checkpoint) -> tuple[Any, ...]:
+    return (
+        cp.machine,
+        cp.state.value,
+        cp.since_ms,
+        cp.window_start_ms,
+        int(cp.window_offered),
+        cp.last_seen_ms,
+        cp.last_idle_ms,
+        cp.last_ts_ms,
+        None if cp.raw is None else cp.raw.value,
+        None if cp.pending is None else cp.pending.value,
+        cp.pending_since_ms,
+    )
+
+
 class StoreError(RuntimeError):
     """The store file cannot be used (made by a newer pilotline, or not a pilotline store)."""
 
@@ -185,6 +235,16 @@ class StoreError(RuntimeError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxDrop:
+    """One enforcement of the outbox limit: rows dropped, by priority."""
+
+    at_ms: int
+    dropped: dict[int, int]
+    depth: int
+    """Outbox depth after the drop (at most the limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,12 +267,19 @@ class Store:
         synchronous: str = "NORMAL",
         quarantine_limit: int = 10_000,
         dead_letter_limit: int = 100_000,
+        outbox_max_points: int | None = None,
     ) -> None:
         synchronous = synchronous.upper()
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
         if quarantine_limit < 1 or dead_letter_limit < 1:
             raise ValueError("quarantine_limit and dead_letter_limit must be positive")
+        if outbox_max_points is not None and outbox_max_points < 1:
+            raise ValueError("outbox_max_points must be positive")
+        self.outbox_max_points = outbox_max_points
+        self.outbox_dropped: dict[int, int] = {}
+        """Rows dropped by the outbox limit since this store was opened, by priority."""
+        self.last_drop: OutboxDrop | None = None
         self.path = Path(path)
         self.quarantine_limit = quarantine_limit
         self.dead_letter_limit = dead_letter_limit
@@ -227,7 +294,13 @@ class Store:
                 raise StoreError(self.path, f"cannot use WAL journal mode (got {mode})")
             self._db.execute(f"PRAGMA synchronous = {synchronous}")
             self._migrate()
-            self._depth: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            self._by_priority: dict[int, int] = {
+                int(row[0]): int(row[1])
+                for row in self._db.execute(
+                    "SELECT priority, COUNT(*) FROM outbox GROUP BY priority"
+                )
+            }
+            self._depth: int = sum(self._by_priority.values())
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreError(self.path, str(exc)) from exc
@@ -240,7 +313,9 @@ class Store:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in (*_SCHEMA.split(";"), TOKENS_SCHEMA, *_HISTORY_SCHEMA):
+            for statement in (
+                *_SCHEMA.split(";"), TOKENS_SCHEMA, *_HISTORY_SCHEMA, *_RESUME_SCHEMA
+            ):
                 if statement.strip():
                     db.execute(statement)
             row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
@@ -270,10 +345,12 @@ class Store:
         events: Sequence[Event] = (),
         quarantined: Sequence[QuarantineRow] = (),
         outbox: bool = True,
+        resume: Sequence[Checkpoint] = (),
     ) -> None:
         """Append ``(priority, line)`` rows to the outbox (when ``outbox``: an InfluxDB sink
-        exists), apply ``events`` to the embedded tables and insert ``quarantined`` rows, in
-        one transaction. ``now_ms`` (wall clock) stamps the outbox rows' enqueue time."""
+        exists), apply ``events`` to the embedded tables, insert ``quarantined`` rows and
+        keep the ``resume`` checkpoints, in one transaction. ``now_ms`` (wall clock) stamps
+        the outbox rows' enqueue time."""
         machines: list[tuple[Any, ...]] = []
         opened: list[tuple[Any, ...]] = []
         closed: list[tuple[Any, ...]] = []
@@ -330,7 +407,10 @@ class Store:
                     )
                 )
         append = outbox and len(lines) > 0
-        if not (append or machines or opened or closed or capacity or zones or quarantined):
+        dropped: dict[int, int] = {}
+        if not (
+            append or machines or opened or closed or capacity or zones or quarantined or resume
+        ):
             return
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -340,6 +420,7 @@ class Store:
                     "INSERT INTO outbox (priority, enqueued_ms, line) VALUES (?, ?, ?)",
                     [(priority, now_ms, text) for priority, text in lines],
                 )
+                dropped = self._enforce_limit(lines)
             if machines:
                 db.executemany(_UPSERT_MACHINE, machines)
                 db.executemany(_UPSERT_HISTORY, [(m[0], m[1], m[5], m[3]) for m in machines])
@@ -351,6 +432,8 @@ class Store:
                 db.executemany(_UPSERT_CAPACITY, capacity)
             if zones:
                 db.executemany(_UPSERT_ZONE, zones)
+            if resume:
+                db.executemany(_UPSERT_RESUME, [_resume_row(cp) for cp in resume])
             if quarantined:
                 db.executemany(
                     "INSERT INTO quarantine (arrival_ms, source, topic, machine, reason, head)"
@@ -377,7 +460,7 @@ class Store:
             db.execute("ROLLBACK")
             raise
         if append:
-            self._depth += len(lines)
+            self._appended(lines, dropped, now_ms)
 
     # -- embedded store reads -----------------------------------------------------------
 
@@ -433,6 +516,53 @@ class Store:
             (to_ms, from_ms, from_ms),
         )
 
+    def resume_points(self) -> list[Checkpoint]:
+        """Every machine's last checkpoint (``commit(resume=...)``), for a restarted gateway.
+
+        A machine with a row in ``machines`` but none here (a store written before schema
+        version 4) resumes from that row and its open window, with its last sample taken to
+        be its last state change: it then goes ``offline`` as soon as that is older than
+        ``stale_after``, which also closes a window a killed older gateway left open."""
+        points = {
+            row["machine"]: Checkpoint(
+                row["machine"],
+                State(row["state"]),
+                row["since_ms"],
+                row["window_start_ms"],
+                bool(row["window_offered"]),
+                row["last_seen_ms"],
+                row["last_idle_ms"],
+                row["last_ts_ms"],
+                None if row["raw"] is None else State(row["raw"]),
+                None if row["pending"] is None else State(row["pending"]),
+                row["pending_since_ms"],
+            )
+            for row in self._rows("SELECT * FROM resume ORDER BY machine")
+        }
+        for row in self._rows(
+            "SELECT m.machine, m.state, m.since_ms, MAX(w.start_ms) AS window_start_ms"
+            " FROM machines m LEFT JOIN idle_windows w"
+            " ON w.machine = m.machine AND w.end_ms IS NULL GROUP BY m.machine"
+        ):
+            if row["machine"] in points:
+                continue
+            state = State(row["state"])
+            since = row["since_ms"]
+            points[row["machine"]] = Checkpoint(
+                row["machine"],
+                state,
+                since,
+                row["window_start_ms"],
+                False,
+                since,
+                since if state is State.IDLE else None,
+                since,
+                state if state is not State.OFFLINE else None,
+                None,
+                0,
+            )
+        return [points[m] for m in sorted(points)]
+
     def first_state_ms(self) -> int | None:
         """The time of the earliest recorded state change, or None."""
         value = self._db.execute("SELECT MIN(ts_ms) FROM state_history").fetchone()[0]
@@ -457,6 +587,7 @@ class Store:
         """Append a periodic report's lines to the outbox and record that ``period_ms`` of
         ``kind`` is done, in one transaction (a report is written once, or not at all)."""
         append = outbox and len(lines) > 0
+        dropped: dict[int, int] = {}
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -465,6 +596,7 @@ class Store:
                     "INSERT INTO outbox (priority, enqueued_ms, line) VALUES (?, ?, ?)",
                     [(priority, now_ms, text) for priority, text in lines],
                 )
+                dropped = self._enforce_limit(lines)
             db.execute(
                 "INSERT OR REPLACE INTO reports (kind, period_ms, written_ms) VALUES (?, ?, ?)",
                 (kind, period_ms, now_ms),
@@ -474,7 +606,7 @@ class Store:
             db.execute("ROLLBACK")
             raise
         if append:
-            self._depth += len(lines)
+            self._appended(lines, dropped, now_ms)
 
     def quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first."""
@@ -495,6 +627,70 @@ class Store:
 
     # -- outbox -------------------------------------------------------------------------
 
+    def _enforce_limit(self, lines: Sequence[tuple[int, str]]) -> dict[int, int]:
+        """Inside the appending transaction: delete what exceeds ``outbox_max_points``, the
+        highest priority number (least important) first, oldest first. Returns the rows
+        dropped by priority; the in-memory counters are updated after COMMIT."""
+        limit = self.outbox_max_points
+        if limit is None:
+            return {}
+        excess = self._depth + len(lines) - limit
+        if excess <= 0:
+            return {}
+        counts = dict(self._by_priority)
+        for priority, _ in lines:
+            counts[priority] = counts.get(priority, 0) + 1
+        dropped: dict[int, int] = {}
+        for priority in sorted(counts, reverse=True):
+            n = min(excess, counts[priority])
+            if n <= 0:
+                continue
+            deleted = self._db.execute(
+                "DELETE FROM outbox WHERE id IN"
+                " (SELECT id FROM outbox WHERE priority = ? ORDER BY id LIMIT ?)",
+                (priority, n),
+            ).rowcount
+            dropped[priority] = deleted
+            excess -= deleted
+            if excess <= 0:
+                break
+        return dropped
+
+    def _appended(
+        self, lines: Sequence[tuple[int, str]], dropped: dict[int, int], now_ms: int
+    ) -> None:
+        by_priority = self._by_priority
+        for priority, _ in lines:
+            by_priority[priority] = by_priority.get(priority, 0) + 1
+        self._depth += len(lines)
+        if dropped:
+            for priority, n in dropped.items():
+                by_priority[priority] -= n
+                self.outbox_dropped[priority] = self.outbox_dropped.get(priority, 0) + n
+            self._depth -= sum(dropped.values())
+            self.last_drop = OutboxDrop(now_ms, dropped, self._depth)
+
+    def _delete_upto(self, upto_id: int) -> dict[int, int]:
+        """Delete rows ``id <= upto_id``; returns how many of each priority went (the
+        caller takes them off the counters with ``_removed`` once committed)."""
+        removed: dict[int, int] = {}
+        for (priority,) in self._db.execute(
+            "DELETE FROM outbox WHERE id <= ? RETURNING priority", (upto_id,)
+        ).fetchall():
+            removed[priority] = removed.get(priority, 0) + 1
+        return removed
+
+    def _removed(self, removed: dict[int, int]) -> int:
+        for priority, n in removed.items():
+            self._by_priority[priority] -= n
+        count = sum(removed.values())
+        self._depth -= count
+        return count
+
+    def outbox_depth_by_priority(self) -> dict[int, int]:
+        """Rows waiting in the outbox, by priority (kept in memory)."""
+        return {p: n for p, n in self._by_priority.items() if n}
+
     def outbox_peek(self, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` ``(id, line)`` rows, oldest first."""
         cursor = self._db.execute("SELECT id, line FROM outbox ORDER BY id LIMIT ?", (limit,))
@@ -502,8 +698,7 @@ class Store:
 
     def outbox_delete(self, upto_id: int) -> None:
         """Forget rows with ``id <= upto_id``: call only once the store acknowledged them."""
-        cursor = self._db.execute("DELETE FROM outbox WHERE id <= ?", (upto_id,))
-        self._depth -= max(cursor.rowcount, 0)
+        self._removed(self._delete_upto(upto_id))
 
     def outbox_dead_letter(
         self, upto_id: int, *, now_ms: int, status: int | None, error: str
@@ -519,7 +714,7 @@ class Store:
                 " WHERE id <= ? ORDER BY id",
                 (now_ms, status, error, upto_id),
             )
-            moved = db.execute("DELETE FROM outbox WHERE id <= ?", (upto_id,)).rowcount
+            removed = self._delete_upto(upto_id)
             db.execute(
                 "DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) FROM dead_letter) - ?",
                 (self.dead_letter_limit,),
@@ -528,8 +723,7 @@ class Store:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._depth -= moved
-        return moved
+        return self._removed(removed)
 
     def outbox_depth(self) -> int:
         return self._depth

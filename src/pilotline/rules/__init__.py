@@ -14,6 +14,7 @@ from pilotline.rules.events import (
     StateChanged,
     ZoneCapacity,
 )
+from pilotline.rules.machine import Checkpoint
 from pilotline.rules.plant import ALL_CAPABILITIES, MachineView, Plant
 from pilotline.rules.sample import Quality, Sample, SignalValue
 from pilotline.rules.spec import MachineSpec, MappedState, PlantSpec, StateRule, ThresholdState
@@ -23,6 +24,7 @@ __all__ = [
     "ALL_CAPABILITIES",
     "DEFAULT_STATE_MAP",
     "Capacity",
+    "Checkpoint",
     "Event",
     "IdleWindowClosed",
     "IdleWindowOpened",

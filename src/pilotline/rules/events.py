@@ -7,14 +7,20 @@ epoch milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pilotline.rules.states import State
 
 
 @dataclass(frozen=True, slots=True)
 class StateChanged:
-    """``machine_state``: a confirmed transition, stamped at the new state's first sample."""
+    """``machine_state``: a confirmed transition, stamped at the new state's first sample.
+
+    ``decided_ms`` is when the core *knew* it: the end of the debounce, or the staleness
+    deadline for ``offline`` (-1 when unknown). Alert rules time their ``for:`` from it, so
+    a state stamped in the past never fires an alert before it was decided. It takes no
+    part in equality.
+    """
 
     machine: str
     zone: str
@@ -22,6 +28,7 @@ class StateChanged:
     state: State
     previous: State
     ts_ms: int
+    decided_ms: int = field(default=-1, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import math
+from dataclasses import dataclass
 
 from pilotline.rules.events import (
     Capacity,
@@ -38,6 +39,28 @@ from pilotline.rules.spec import MachineSpec, MappedState, ThresholdState
 from pilotline.rules.states import State
 
 NEVER = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What a machine's tracker needs to resume after a restart (``Plant.checkpoint`` and
+    ``Plant.restore``): its confirmed state and open idle window, the pending candidate, the
+    last classification (hysteresis) and the staleness clock (``last_seen_ms``).
+
+    Periodic reports and the capacity flags are not kept: they are recomputed, so a restored
+    machine restates its capacity once at its next sample or deadline."""
+
+    machine: str
+    state: State
+    since_ms: int | None
+    window_start_ms: int | None
+    window_offered: bool
+    last_seen_ms: int | None
+    last_idle_ms: int | None
+    last_ts_ms: int | None
+    raw: State | None
+    pending: State | None
+    pending_since_ms: int
 
 
 class _Rejected(enum.Enum):
@@ -88,6 +111,41 @@ class MachineTracker:
         self._policy_from: float = NEVER
         self._policy_until: float = -NEVER
         self.next_tick_ms: float = NEVER
+
+    # -- restart ---------------------------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            self.spec.id,
+            self.state,
+            self.since_ms,
+            self.window_start_ms,
+            self._window_offered,
+            self.last_seen_ms,
+            self.last_idle_ms,
+            self.last_ts_ms,
+            self._raw,
+            self.pending,
+            self.pending_since_ms,
+        )
+
+    def restore(self, cp: Checkpoint) -> None:
+        """Resume from ``cp`` as if the samples behind it had just been received."""
+        self.state = cp.state
+        self.since_ms = cp.since_ms
+        idle = cp.state is State.IDLE
+        self.window_start_ms = cp.window_start_ms if idle else None
+        self._window_offered = cp.window_offered and idle
+        self.last_seen_ms = cp.last_seen_ms
+        self.last_idle_ms = cp.last_idle_ms
+        self.last_ts_ms = cp.last_ts_ms
+        self._raw = cp.raw
+        self.pending = cp.pending
+        self.pending_since_ms = cp.pending_since_ms
+        if self.pending is not None and self.last_seen_ms is None:
+            self.pending = None  # nothing to time it against
+        self.available = False
+        self._offered = False
 
     # -- input -----------------------------------------------------------------------------
 
@@ -220,18 +278,25 @@ class MachineTracker:
     def _confirm(self, out: list[Event]) -> None:
         assert self.pending is not None
         new, self.pending = self.pending, None
-        self._transition(new, self.pending_since_ms, out, window_end_ms=self.pending_since_ms)
+        since = self.pending_since_ms
+        decided = since + self.spec.debounce_ms
+        self._transition(new, since, out, window_end_ms=since, decided_ms=decided)
 
     def _go_stale(self, out: list[Event]) -> None:
         assert self.last_seen_ms is not None
         self.pending = None
         self._raw = None
         window_end = self.last_idle_ms if self.last_idle_ms is not None else self.last_seen_ms
-        self._transition(State.OFFLINE, self.last_seen_ms, out, window_end_ms=window_end)
+        decided = self.last_seen_ms + self.spec.stale_after_ms
+        self._transition(
+            State.OFFLINE, self.last_seen_ms, out, window_end_ms=window_end, decided_ms=decided
+        )
 
     # -- the one place a state changes -----------------------------------------------------
 
-    def _transition(self, new: State, at_ms: int, out: list[Event], *, window_end_ms: int) -> None:
+    def _transition(
+        self, new: State, at_ms: int, out: list[Event], *, window_end_ms: int, decided_ms: int
+    ) -> None:
         if new is self.state:
             return
         spec = self.spec
@@ -242,7 +307,9 @@ class MachineTracker:
             )
             out.append(closed)
             self.window_start_ms = None
-        out.append(StateChanged(spec.id, spec.zone, spec.owner, new, self.state, at_ms))
+        out.append(
+            StateChanged(spec.id, spec.zone, spec.owner, new, self.state, at_ms, decided_ms)
+        )
         self.state = new
         self.since_ms = at_ms
         if new is State.IDLE:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from pilotline.rules.errors import RulesConfigError
 from pilotline.rules.events import Event, SampleRejected, ZoneCapacity
-from pilotline.rules.machine import NEVER, MachineTracker
+from pilotline.rules.machine import NEVER, Checkpoint, MachineTracker
 from pilotline.rules.sample import Sample
 from pilotline.rules.spec import MachineSpec, MappedState, PlantSpec, ThresholdState
 from pilotline.rules.states import State
@@ -104,6 +104,28 @@ class Plant:
         """The events produced since the last call, in order."""
         events, self._events = self._events, []
         return events
+
+    # -- restart ---------------------------------------------------------------------------
+
+    def checkpoint(self, machine: str) -> Checkpoint | None:
+        """What ``restore`` needs to resume ``machine`` (None: not configured)."""
+        index = self._index.get(machine)
+        return None if index is None else self._machines[index].checkpoint()
+
+    def restore(self, cp: Checkpoint) -> bool:
+        """Resume one machine from a checkpoint taken by an earlier run (the shell keeps them
+        in its store); call before its first sample. Its pending debounce, staleness and
+        window deadlines are then due at their original times: a machine silent for longer
+        than ``stale_after`` goes ``offline`` at its last sample as soon as time passes that.
+        Returns False (and changes nothing) for a machine no longer configured."""
+        index = self._index.get(cp.machine)
+        if index is None:
+            return False
+        tracker = self._machines[index]
+        tracker.restore(cp)
+        if self._now is not None:
+            self._schedule(index, tracker.next_deadline())
+        return True
 
     # -- views -----------------------------------------------------------------------------
 

@@ -55,6 +55,10 @@ class MqttBrokerConfig(BaseModel):
     keepalive_s: int = Field(default=30, ge=5, le=600)
     session_expiry_s: int = Field(default=86_400, ge=0, le=0xFFFFFFFF)
     max_payload_bytes: int = Field(default=65_536, ge=16, le=268_435_455)
+    receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
+    """MQTT 5 Receive Maximum: QoS 1 messages the broker may have in flight to the gateway
+    unacknowledged. It bounds what the gateway holds in memory; the broker keeps the rest
+    (flow control, not loss)."""
     reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
     ca_file: Path | None = None
     """CA certificate(s) (PEM) the broker's certificate must chain to; default: the system's."""

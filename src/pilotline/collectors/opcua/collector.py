@@ -258,6 +258,12 @@ class OpcuaCollector:
             )
             await asyncio.sleep(delay)
 
+    def resume(self, machine: str, ts_ms: int) -> None:
+        """The time of ``machine``'s last sample before a restart: values read again after
+        it that last changed earlier are stamped at that time (still current), not older."""
+        if machine in self._machines:
+            self._stamper.stamp(machine, ts_ms)
+
     def health(self) -> OpcuaHealth:
         return OpcuaHealth(
             endpoint=self.endpoint,
