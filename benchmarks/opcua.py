@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,15 +20,9 @@ from pathlib import Path
 
 from pilotline.collectors.opcua.collector import OpcuaCollector
 from pilotline.collectors.opcua.config import OpcuaSource
+from pilotline.demo.broker import free_port
 from pilotline.demo.opcua_server import NAMESPACE
 from pilotline.rules.sample import Sample
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def main(variables: int, seconds: float, interval_ms: float) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,8 +21,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from pilotline.demo.broker import ServerProcess, free_port
 
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
 
@@ -32,11 +32,7 @@ class PeerUnavailableError(RuntimeError):
     pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["DemoServer", "InfluxDB1", "PeerUnavailableError", "VictoriaMetrics", "free_port"]
 
 
 def find_victoria_metrics() -> str | None:
@@ -46,7 +42,7 @@ def find_victoria_metrics() -> str | None:
     return None
 
 
-class VictoriaMetrics:
+class VictoriaMetrics(ServerProcess):
     """A victoria-metrics process; ``stop()`` then ``start()`` restarts it on the same port
     and data directory (data written before a clean stop, or flushed, survives)."""
 
@@ -98,24 +94,7 @@ class VictoriaMetrics:
         tail = self._log.read_text()[-800:]
         raise PeerUnavailableError(f"victoria-metrics did not start: {tail}")
 
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+    stop_timeout_s = 15.0
 
     def force_flush(self) -> None:
         """Make recently written points visible to export (and durable on disk)."""
@@ -151,16 +130,6 @@ class VictoriaMetrics:
             body = resp.read().decode()
         return [json.loads(text) for text in body.splitlines() if text.strip()]
 
-    def __enter__(self) -> VictoriaMetrics:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class DemoServer:
@@ -217,7 +186,7 @@ class DemoServer:
 INFLUXD = "/usr/bin/influxd"
 
 
-class InfluxDB1:
+class InfluxDB1(ServerProcess):
     """An InfluxDB 1.x (Debian's ``influxdb``) on free loopback ports, to run InfluxQL.
 
     The dashboards' queries are InfluxQL, which InfluxDB 1.8, 2.x (v1 compatibility) and 3.x
@@ -306,24 +275,4 @@ class InfluxDB1:
                 raise RuntimeError(f"InfluxQL error: {result['error']}\n{q}")
         return results
 
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-        self._tmp.cleanup()
-
-    def __enter__(self) -> InfluxDB1:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    stop_timeout_s = 15.0

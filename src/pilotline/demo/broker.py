@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 MOSQUITTO_CONF = """\
 user {user}
@@ -62,7 +63,50 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
     raise BrokerUnavailableError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
-class MosquittoBroker:
+class ServerProcess:
+    """A server in a child process, for the demo, tests and benchmarks: ``stop()`` (SIGTERM,
+    or SIGKILL with ``kill=True``) and ``start()`` again to restart it on the same port and
+    data, ``close()`` to stop it and remove a temporary data directory it made."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+    stop_timeout_s: float = 10.0
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class MosquittoBroker(ServerProcess):
     """A Mosquitto process; ``stop()``/``start()`` again to simulate a broker restart.
 
     With ``persistence=True`` queued QoS 1 messages and sessions survive a restart, as on a
@@ -106,7 +150,7 @@ class MosquittoBroker:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> MosquittoBroker:
+    def start(self) -> Self:
         self.proc = subprocess.Popen(
             [self.exe, "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
@@ -121,33 +165,3 @@ class MosquittoBroker:
                 f"mosquitto did not start: {log.read_text()[-500:] if log.exists() else ''}"
             ) from None
         return self
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def __enter__(self) -> MosquittoBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
