@@ -338,7 +338,9 @@ def rejected(api: str, source: str, reason: str) -> float:
 
 
 def machines(api: str) -> dict[str, str]:
-    return {m["id"]: m["state"] for m in get(api, "/api/machines").json()}
+    answer = get(api, "/api/machines")
+    answer.raise_for_status()  # a refusal is an HTTPError for until(), not a list to read
+    return {m["id"]: m["state"] for m in answer.json()}
 
 
 def now_ms() -> int:
@@ -551,7 +553,7 @@ def test_demo_runs_a_simulated_line_and_prints_the_final_table(tmp_path: Path) -
         def listed() -> dict[str, str] | None:
             running()
             token = workdir / "operator.token"
-            if api not in AUTH and token.exists():
+            if token.exists():  # always this run's: an earlier test may have had this port
                 AUTH[api] = {"Authorization": f"Bearer {token.read_text().strip()}"}
             return machines(api) or None
 
