@@ -641,10 +641,63 @@ class AlertRuleConfig(_Model):
         )
 
 
+SEVERITIES: Final = ("info", "warning", "critical")
+
+
+class WebhookConfig(_Model):
+    """One ``alerts.webhooks`` entry: an HTTP(S) endpoint that receives each alert transition
+    at or above ``min_severity``, as JSON (``format: json``) or as Slack/Mattermost text
+    (``format: slack``). A URL that carries a secret (a Slack hook) goes in ``url_file``."""
+
+    name: Id
+    url: str | None = None
+    url_file: Path | None = None
+    format: Literal["json", "slack"] = "json"
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    timeout_s: PositiveSeconds = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_webhook_url(url)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookConfig:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url and url_file")
+        return self
+
+    def resolved_url(self) -> str:
+        """``url``, or the first line of ``url_file`` (read on each call, so a rotated URL is
+        picked up). Raises OSError if the file cannot be read, ValueError if it is no URL."""
+        if self.url is not None:
+            return self.url
+        assert self.url_file is not None
+        return check_webhook_url(self.url_file.read_text(encoding="utf-8").strip())
+
+    def wants(self, severity: str) -> bool:
+        return SEVERITIES.index(severity) >= SEVERITIES.index(self.min_severity)
+
+
+def check_webhook_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("a webhook url must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("a webhook url has no host")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError("a webhook url has an invalid port") from None
+    return url
+
+
 class AlertsConfig(_Model):
-    """``alerts:``: the rules (see rules/alerts.py for their lifecycle)."""
+    """``alerts:``: the rules (see rules/alerts.py for their lifecycle) and the webhooks that
+    are notified of their transitions (see gateway/notify.py)."""
 
     rules: list[AlertRuleConfig] = Field(default_factory=list)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
 
 class SiteConfig(_Model):
@@ -817,8 +870,20 @@ def _alert_checks(
     machine_ids: dict[str, Loc],
     found: list[tuple[Loc, str]],
 ) -> None:
-    """Alert rule names are unique; their ``machines:`` and ``zones:`` exist."""
+    """Alert rule and webhook names are unique; rules' ``machines:`` and ``zones:`` exist."""
     alerts = data.get("alerts")
+    hooks = alerts.get("webhooks") if isinstance(alerts, dict) else None
+    hook_names: dict[str, Loc] = {}
+    for wi, hook in enumerate(hooks if isinstance(hooks, list) else []):
+        name = hook.get("name") if isinstance(hook, dict) else None
+        if isinstance(name, str):
+            if name in hook_names:
+                also = _format_loc(hook_names[name])
+                found.append(
+                    (("alerts", "webhooks", wi, "name"), f"duplicate webhook {name!r}: also {also}")
+                )
+            else:
+                hook_names[name] = ("alerts", "webhooks", wi)
     rules = alerts.get("rules") if isinstance(alerts, dict) else None
     names: dict[str, Loc] = {}
     for ri, rule in enumerate(rules if isinstance(rules, list) else []):
@@ -964,6 +1029,7 @@ _SECRET_FILE_KEYS: Final = (
     "certificate_file",
     "private_key_file",
     "server_certificate_file",
+    "url_file",
 )
 
 
@@ -979,6 +1045,10 @@ def _file_issues(data: dict[str, Any], root: yaml.Node | None, base: Path) -> li
         for mi, machine in enumerate(machines if isinstance(machines, list) else []):
             if isinstance(machine, dict):
                 sections.append((("zones", zi, "machines", mi, "opcua"), machine.get("opcua")))
+    alerts = data.get("alerts")
+    hooks = alerts.get("webhooks") if isinstance(alerts, dict) else None
+    for wi, hook in enumerate(hooks if isinstance(hooks, list) else []):
+        sections.append((("alerts", "webhooks", wi), hook))
     issues = []
     for loc, section in sections:
         if not isinstance(section, dict):

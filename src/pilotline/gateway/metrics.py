@@ -23,6 +23,8 @@ class Metrics:
     commits: int = 0
     acked: int = 0
     auth_failures: Counter[str] = field(default_factory=Counter)  # API refusals, by reason
+    # alert notifications, by (channel, "sent" | "failed"); a failed attempt is retried
+    notifications: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,14 @@ class GatewayCollector(Collector):
         for reason, n in sorted(m.auth_failures.items()):
             auth.add_metric([reason], n)
         yield auth
+        notifications = CounterMetricFamily(
+            "pilotline_notifications",
+            "Alert notification attempts, by channel and outcome (sent, failed: retried)",
+            labels=["channel", "outcome"],
+        )
+        for (channel, outcome), n in sorted(m.notifications.items()):
+            notifications.add_metric([channel, outcome], n)
+        yield notifications
         yield CounterMetricFamily(
             "pilotline_points_written", "Points acknowledged by InfluxDB", value=g.points_written()
         )

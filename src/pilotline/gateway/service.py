@@ -36,6 +36,7 @@ from pilotline.gateway.drain import OutboxDrainer
 from pilotline.gateway.forecasts import run_forecasts
 from pilotline.gateway.influx import InfluxClientWriter, InfluxWriter
 from pilotline.gateway.metrics import Gauges, Metrics
+from pilotline.gateway.notify import NotificationSender, payload_json
 from pilotline.gateway.points import (
     PRIORITY_EVENT,
     PRIORITY_TELEMETRY,
@@ -101,10 +102,12 @@ class _Staged:
     quarantined: list[QuarantineRow] = field(default_factory=list)
     acks: list[AckToken] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)  # machines whose checkpoint to keep
+    notifications: list[tuple[str, str]] = field(default_factory=list)  # (channel, payload)
 
     def __len__(self) -> int:
         return (
-            len(self.lines)
+            len(self.notifications)
+            + len(self.lines)
             + len(self.events)
             + len(self.quarantined)
             + len(self.acks)
@@ -163,6 +166,11 @@ class Gateway:
             else None
         )
         self.telemetry = telemetry
+        # One sender per alerts.webhooks entry, each draining its rows of ``notifications``.
+        self.notifiers = [
+            NotificationSender(self.store, channel, counts=self.metrics.notifications)
+            for channel in config.alerts.webhooks
+        ]
         self.mqtt: MqttCollector | None = None
         topics = {m.mqtt.topic: m.id for _, m in config.machines() if m.mqtt is not None}
         if config.mqtt is not None and topics and collectors:
@@ -367,6 +375,12 @@ class Gateway:
             )
         if self.drainer is not None:
             self._staged.lines.extend(alert_rows(self.config.site, transitions))
+        for channel in self.config.alerts.webhooks:
+            self._staged.notifications.extend(
+                (channel.name, payload_json(self.config.site, t))
+                for t in transitions
+                if channel.wants(t.severity)
+            )
         return True
 
     def stage_lines(self, lines: list[tuple[int, str]]) -> None:
@@ -394,8 +408,12 @@ class Gateway:
             resume=[
                 cp for m in staged.touched if (cp := self.plant.checkpoint(m)) is not None
             ],
+            notifications=staged.notifications,
         )
         self.metrics.commits += 1
+        if staged.notifications:
+            for notifier in self.notifiers:
+                notifier.notify()
         if self.store.last_drop is not None:
             self._log_drops(self.clock_ms())
         if staged.acks and self.mqtt is not None:
@@ -540,6 +558,8 @@ class Gateway:
                 if self.drainer is not None:
                     tasks.create_task(self.drainer.run(), name="outbox-drainer")
                     tasks.create_task(self._daily_utilization(), name="utilization-daily")
+                for notifier in self.notifiers:
+                    tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
                 if api:
                     tasks.create_task(serve_api(self), name="http-api")
                 if ready is not None:

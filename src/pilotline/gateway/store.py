@@ -45,9 +45,10 @@ from pilotline.rules.events import (
 from pilotline.rules.machine import Checkpoint
 from pilotline.rules.states import State
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: outbox, dead letters, embedded store, quarantine; 2: + api_tokens (hashed);
-3: + state_history, reports (``_HISTORY_SCHEMA``); 4: + resume (``_RESUME_SCHEMA``).
+3: + state_history, reports (``_HISTORY_SCHEMA``); 4: + resume (``_RESUME_SCHEMA``);
+5: + notifications (``_NOTIFY_SCHEMA``).
 
 Each step's statements are ``CREATE ... IF NOT EXISTS`` and run on every start, so steps are
 independent of each other and a file of any older version is brought up to date in place."""
@@ -162,6 +163,20 @@ _RESUME_SCHEMA = (
         pending TEXT,
         pending_since_ms INTEGER NOT NULL
     )""",
+)
+# Schema version 5: the notification outbox, one row per (alert transition, channel), inserted
+# in the commit that staged the transition and deleted once the channel accepted it
+# (``NotificationSender``, notify.py); ``next_ms`` is when to try again after a failure.
+_NOTIFY_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS notifications (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_ms INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS notifications_channel ON notifications (channel, id)",
 )
 _UPSERT_RESUME = """
 INSERT OR REPLACE INTO resume (machine, state, since_ms, window_start_ms, window_offered,
@@ -314,7 +329,11 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             for statement in (
-                *_SCHEMA.split(";"), TOKENS_SCHEMA, *_HISTORY_SCHEMA, *_RESUME_SCHEMA
+                *_SCHEMA.split(";"),
+                TOKENS_SCHEMA,
+                *_HISTORY_SCHEMA,
+                *_RESUME_SCHEMA,
+                *_NOTIFY_SCHEMA,
             ):
                 if statement.strip():
                     db.execute(statement)
@@ -346,11 +365,13 @@ class Store:
         quarantined: Sequence[QuarantineRow] = (),
         outbox: bool = True,
         resume: Sequence[Checkpoint] = (),
+        notifications: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Append ``(priority, line)`` rows to the outbox (when ``outbox``: an InfluxDB sink
-        exists), apply ``events`` to the embedded tables, insert ``quarantined`` rows and
-        keep the ``resume`` checkpoints, in one transaction. ``now_ms`` (wall clock) stamps
-        the outbox rows' enqueue time."""
+        exists), apply ``events`` to the embedded tables, insert ``quarantined`` rows,
+        keep the ``resume`` checkpoints and queue ``(channel, payload JSON)``
+        ``notifications``, in one transaction. ``now_ms`` (wall clock) stamps the outbox
+        and notification rows."""
         machines: list[tuple[Any, ...]] = []
         opened: list[tuple[Any, ...]] = []
         closed: list[tuple[Any, ...]] = []
@@ -409,7 +430,15 @@ class Store:
         append = outbox and len(lines) > 0
         dropped: dict[int, int] = {}
         if not (
-            append or machines or opened or closed or capacity or zones or quarantined or resume
+            append
+            or machines
+            or opened
+            or closed
+            or capacity
+            or zones
+            or quarantined
+            or resume
+            or notifications
         ):
             return
         db = self._db
@@ -434,6 +463,12 @@ class Store:
                 db.executemany(_UPSERT_ZONE, zones)
             if resume:
                 db.executemany(_UPSERT_RESUME, [_resume_row(cp) for cp in resume])
+            if notifications:
+                db.executemany(
+                    "INSERT INTO notifications (channel, payload, created_ms, attempts, next_ms)"
+                    " VALUES (?, ?, ?, 0, ?)",
+                    [(channel, payload, now_ms, now_ms) for channel, payload in notifications],
+                )
             if quarantined:
                 db.executemany(
                     "INSERT INTO quarantine (arrival_ms, source, topic, machine, reason, head)"
@@ -727,6 +762,35 @@ class Store:
 
     def outbox_depth(self) -> int:
         return self._depth
+
+    # -- notifications -------------------------------------------------------------------
+
+    def notification_next(self, channel: str) -> tuple[int, str, int, int] | None:
+        """The channel's oldest waiting notification ``(id, payload, attempts, next_ms)``."""
+        row = self._db.execute(
+            "SELECT id, payload, attempts, next_ms FROM notifications WHERE channel = ?"
+            " ORDER BY id LIMIT 1",
+            (channel,),
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), int(row[2]), int(row[3]))
+
+    def notification_delete(self, notification_id: int) -> None:
+        self._db.execute("DELETE FROM notifications WHERE id = ?", (notification_id,))
+
+    def notification_retry(self, notification_id: int, *, next_ms: int) -> None:
+        self._db.execute(
+            "UPDATE notifications SET attempts = attempts + 1, next_ms = ? WHERE id = ?",
+            (next_ms, notification_id),
+        )
+
+    def notifications_waiting(self, channel: str | None = None) -> int:
+        if channel is None:
+            row = self._db.execute("SELECT COUNT(*) FROM notifications").fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM notifications WHERE channel = ?", (channel,)
+            ).fetchone()
+        return int(row[0])
 
     def outbox_oldest_ms(self) -> int | None:
         """Wall time the oldest waiting line was enqueued, or None if the outbox is empty."""
