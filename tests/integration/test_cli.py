@@ -12,21 +12,20 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tests.auth import cli_bearer
+from tests.process import pilotline_command, until
 
 from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto, free_port
 from pilotline.demo.publisher import publish_timeline
@@ -40,18 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 STOP_TIMEOUT_S = 10.0
 
-T = TypeVar("T")
 
 
-def pilotline_command() -> list[str]:
-    """The installed console script next to this interpreter, else ``python -m``."""
-    script = Path(sys.executable).parent / "pilotline"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("pilotline")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "pilotline.gateway.cli"]
 
 
 def pilotline(
@@ -68,23 +57,6 @@ def pilotline(
     )
 
 
-def until(condition: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-        except (httpx.HTTPError, OSError, ValueError) as exc:
-            last_error = exc
-        else:
-            if value:
-                return value
-        if time.monotonic() >= deadline:
-            pytest.fail(
-                f"timed out after {timeout_s} s waiting for {what} (last error: {last_error})"
-            )
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- check

@@ -19,18 +19,18 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.auth import cli_bearer
 from tests.peers import PeerUnavailableError, VictoriaMetrics, find_victoria_metrics
+from tests.process import pilotline_command, until
 
 from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto, free_port
 from pilotline.demo.publisher import publish_timeline
@@ -41,7 +41,6 @@ pytestmark = [
     pytest.mark.skipif(find_victoria_metrics() is None, reason="victoria-metrics is not installed"),
 ]
 
-T = TypeVar("T")
 
 N = 15_000  # samples in all, 5000 per machine
 RATE = 600.0  # samples per second until the first kill; the rest as fast as paho sends
@@ -96,30 +95,8 @@ zones:
 """
 
 
-def pilotline_command() -> list[str]:
-    script = Path(sys.executable).parent / "pilotline"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("pilotline")
-    return [found] if found else [sys.executable, "-m", "pilotline.gateway.cli"]
 
 
-def until(condition: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-        except (httpx.HTTPError, OSError, ValueError) as exc:
-            last_error = exc
-        else:
-            if value:
-                return value
-        if time.monotonic() >= deadline:
-            pytest.fail(
-                f"timed out after {timeout_s} s waiting for {what} (last error: {last_error})"
-            )
-        time.sleep(0.05)
 
 
 class GatewayProcess:
