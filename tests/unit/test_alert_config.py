@@ -10,6 +10,7 @@ from pilotline.gateway.config import ConfigError, ConfigIssue, load_config
 from pilotline.rules import State
 from pilotline.rules.alerts import (
     CapacityCondition,
+    CollectorCondition,
     OfflineCondition,
     SignalCondition,
     StateCondition,
@@ -102,6 +103,19 @@ def test_no_alerts_section_means_no_rules(tmp_path: Path) -> None:
         ("    - {name: a, state: down, message: '{machine.__class__}'}\n",
          "alerts.rules[0].message", "unknown placeholder"),
         ("    - {name: a}\n", "alerts.rules[0]", "exactly one condition"),
+        ("    - {name: a}\n", "alerts.rules[0]", "offered_idle_for or collector"),
+        ("    - {name: a, state: down, collector: disconnected}\n", "alerts.rules[0]",
+         "not state and collector"),
+        ("    - {name: a, collector: connected}\n", "alerts.rules[0].collector",
+         "write collector: disconnected (got 'connected')"),
+        ("    - {name: a, collector: disconnected, above: 5}\n", "alerts.rules[0]",
+         "only go with signal"),
+        ("    - {name: a, collector: disconnected, suppress_in_maintenance: true}\n",
+         "alerts.rules[0]", "suppress_in_maintenance only goes with"),
+        ("    - {name: a, state: offline, suppress_in_maintenance: false}\n",
+         "alerts.rules[0]", "suppress_in_maintenance only goes with"),
+        ("    - {name: a, state: down, suppress_in_maintenance: maybe}\n",
+         "alerts.rules[0].suppress_in_maintenance", "boolean"),
         ("    - {name: a, state: down, signal: t}\n", "alerts.rules[0]", "not state and signal"),
         ("    - {name: a, signal: t}\n", "alerts.rules[0]", "exactly one of above and below"),
         ("    - {name: a, signal: t, above: 5, clear: 6}\n", "alerts.rules[0]", "must not exceed"),
@@ -122,3 +136,29 @@ def test_mistakes_have_paths_and_lines(
     assert fragment in issue.message
     assert issue.line is not None
     assert issue.line >= SITE.count("\n") + 1
+
+
+def test_collector_rules_and_maintenance_suppression_load(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """\
+    - name: link
+      severity: critical
+      collector: disconnected
+      for: 1m
+      zones: [z2]
+    - name: link-now
+      collector: disconnected
+    - name: hot-anyway
+      signal: chiller_c
+      above: 25
+      suppress_in_maintenance: false
+    - {name: down, state: down}
+""",
+    )
+    link, now, hot, down = config.alert_rules()  # type: ignore[attr-defined]
+    assert link.condition == CollectorCondition(60_000)
+    assert link.zones == frozenset({"z2"})
+    assert now.condition == CollectorCondition(0)
+    assert hot.suppress_in_maintenance is False
+    assert down.suppress_in_maintenance is True

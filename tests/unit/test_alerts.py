@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +24,7 @@ from pilotline.rules.alerts import (
     Alerts,
     AlertTransition,
     CapacityCondition,
+    CollectorCondition,
     OfflineCondition,
     SignalCondition,
     StateCondition,
@@ -243,20 +245,41 @@ def test_duplicate_rule_names_are_refused() -> None:
         Alerts([DOWN, DOWN], [laser()])
 
 
-# -- chunking invariance ---------------------------------------------------------------------
+# -- chunking invariance and checkpoints ----------------------------------------------------
 
-STATES = ["Executing", "NotExecuting", "Stopped", "Resetting"]
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A collector's connection changed (the shell's input besides samples)."""
+
+    collector: str
+    connected: bool
+    ts_ms: int
+
+
+Input = Sample | Link
+
+STATES = ["Executing", "NotExecuting", "Stopped", "Resetting"]  # Resetting: maintenance
 RULES = [
     replace(DOWN, condition=StateCondition(State.DOWN, for_ms=30_000)),
     replace(HOT, condition=SignalCondition("chiller_c", above=25, clear=23, for_ms=20_000)),
     replace(OFFLINE, condition=OfflineCondition(for_ms=45_000)),
-    replace(FREE, condition=CapacityCondition(idle_for_ms=90_000)),
+    replace(FREE, condition=CapacityCondition(idle_for_ms=40_000)),
+    AlertRule("link", "critical", "{machine} lost", CollectorCondition(for_ms=25_000)),
+    AlertRule("service", "info", "{machine}", StateCondition(State.MAINTENANCE, for_ms=20_000)),
+    replace(
+        HOT,
+        name="chiller-always",
+        condition=SignalCondition("chiller_c", above=25, clear=23, for_ms=10_000),
+        suppress_in_maintenance=False,
+    ),
 ]
 MACHINES = (laser("m1", min_idle_ms=30_000), laser("m2", debounce_ms=0, stale_after_ms=40_000))
+COLLECTORS = {"m1": "c1"}  # m2 has no collector
 
 timeline_strategy = st.lists(
     st.tuples(
-        st.sampled_from(["m1", "m2"]),
+        st.sampled_from(["m1", "m2", "m1", "m2", "c1+", "c1-"]),
         st.integers(min_value=0, max_value=80),
         st.integers(min_value=0, max_value=3),
         st.sampled_from([20.0, 24.0, 26.0]),
@@ -266,54 +289,79 @@ timeline_strategy = st.lists(
 )
 
 
-def _samples(steps: list[tuple[str, int, int, float]]) -> list[Sample]:
+def _inputs(steps: list[tuple[str, int, int, float]]) -> list[Input]:
     t = T0
-    out = []
-    for machine, gap, level, temp in steps:
+    out: list[Input] = []
+    for who, gap, level, temp in steps:
         t += gap * 1000
-        out.append(Sample(machine, t, {"state": STATES[level], "chiller_c": temp}))
+        if who.startswith("c1"):
+            out.append(Link("c1", who == "c1+", t))
+        else:
+            out.append(Sample(who, t, {"state": STATES[level], "chiller_c": temp}))
     return out
 
 
-def _run(samples: list[Sample], end: int, tick_ms: int | None) -> list[AlertTransition]:
-    plant = Plant(PlantSpec(MACHINES, publish_interval_ms=300_000))
-    alerts = Alerts(RULES, MACHINES)
+def _alerts() -> Alerts:
+    return Alerts(RULES, MACHINES, collectors=COLLECTORS)
 
-    def timer(now: int) -> None:
-        plant.handle_timer(now)
-        alerts.observe(plant.events())
-        alerts.handle_timer(now)
 
-    now = samples[0].ts_ms
-    for sample in samples:
-        if tick_ms is None:  # the live shell: one timer at the earliest deadline
+class Shell:
+    """The gateway's loop in miniature: the plant first, then the alert core."""
+
+    def __init__(self) -> None:
+        self.plant = Plant(PlantSpec(MACHINES, publish_interval_ms=300_000))
+        self.alerts = _alerts()
+        self.out: list[AlertTransition] = []
+
+    def feed(self, item: Input) -> None:
+        if isinstance(item, Sample):
+            self.plant.receive(item)
+            self.alerts.observe(self.plant.events())
+            self.alerts.receive(item)
+        else:  # advance the plant to the input's time first, as receive does for a sample
+            self.plant.handle_timer(item.ts_ms)
+            self.alerts.observe(self.plant.events())
+            self.alerts.collector(item.collector, item.connected, item.ts_ms)
+
+    def timer(self, now: int) -> None:
+        self.plant.handle_timer(now)
+        self.alerts.observe(self.plant.events())
+        self.alerts.handle_timer(now)
+
+    def restart(self) -> None:
+        """Checkpoint the alert core through strict JSON and continue in a fresh one."""
+        self.out += self.alerts.transitions()
+        data = json.loads(json.dumps(self.alerts.checkpoint(), allow_nan=False))
+        self.alerts = _alerts()
+        self.alerts.restore(data)
+
+
+def _run(
+    inputs: list[Input], end: int, tick_ms: int | None, split: int | None = None
+) -> list[AlertTransition]:
+    """``tick_ms``: a timer every tick, None: one timer at each earliest deadline (the live
+    shell), 0: no timer until the end. ``split``: restart from a checkpoint before that
+    input (``len(inputs)``: before the last timer)."""
+    shell = Shell()
+    now = inputs[0].ts_ms
+    for k, item in enumerate(inputs):
+        if tick_ms is None:
             while True:
-                due = [d for d in (plant.next_deadline(), alerts.next_deadline()) if d]
-                if not due or min(due) > sample.ts_ms:
+                due = [d for d in (shell.plant.next_deadline(), shell.alerts.next_deadline()) if d]
+                if not due or min(due) > item.ts_ms:
                     break
-                timer(min(due))
-        else:
-            while now + tick_ms <= sample.ts_ms:
+                shell.timer(min(due))
+        elif tick_ms:
+            while now + tick_ms <= item.ts_ms:
                 now += tick_ms
-                timer(now)
-        plant.receive(sample)
-        alerts.observe(plant.events())
-        alerts.receive(sample)
-    timer(end)
-    return alerts.transitions()
-
-
-def _run_whole(samples: list[Sample], end: int) -> list[AlertTransition]:
-    plant = Plant(PlantSpec(MACHINES, publish_interval_ms=300_000))
-    alerts = Alerts(RULES, MACHINES)
-    for sample in samples:
-        plant.receive(sample)
-        alerts.observe(plant.events())
-        alerts.receive(sample)
-    plant.handle_timer(end)
-    alerts.observe(plant.events())
-    alerts.handle_timer(end)
-    return alerts.transitions()
+                shell.timer(now)
+        if k == split:
+            shell.restart()
+        shell.feed(item)
+    if split == len(inputs):
+        shell.restart()
+    shell.timer(end)
+    return shell.out + shell.alerts.transitions()
 
 
 @settings(max_examples=150, deadline=None)
@@ -321,11 +369,22 @@ def _run_whole(samples: list[Sample], end: int) -> list[AlertTransition]:
 def test_same_input_in_any_chunking_gives_the_same_transitions(
     steps: list[tuple[str, int, int, float]], tick_ms: int
 ) -> None:
-    samples = _samples(steps)
-    end = samples[-1].ts_ms + 600_000
-    whole = _run_whole(samples, end)
-    assert _run(samples, end, tick_ms) == whole
-    assert _run(samples, end, None) == whole
+    inputs = _inputs(steps)
+    end = inputs[-1].ts_ms + 600_000
+    whole = _run(inputs, end, 0)
+    assert _run(inputs, end, tick_ms) == whole
+    assert _run(inputs, end, None) == whole
+
+
+@settings(max_examples=150, deadline=None)
+@given(timeline_strategy, st.sampled_from([0, 7_000, None]), st.data())
+def test_a_restart_from_a_checkpoint_anywhere_changes_nothing(
+    steps: list[tuple[str, int, int, float]], tick_ms: int | None, data: st.DataObject
+) -> None:
+    inputs = _inputs(steps)
+    end = inputs[-1].ts_ms + 600_000
+    split = data.draw(st.integers(min_value=0, max_value=len(inputs)), label="split")
+    assert _run(inputs, end, tick_ms, split) == _run(inputs, end, 0)
 
 
 @settings(max_examples=100, deadline=None)
@@ -333,13 +392,25 @@ def test_same_input_in_any_chunking_gives_the_same_transitions(
 def test_every_episode_fires_once_and_resolves_once(
     steps: list[tuple[str, int, int, float]],
 ) -> None:
-    samples = _samples(steps)
-    transitions = _run_whole(samples, samples[-1].ts_ms + 600_000)
+    inputs = _inputs(steps)
+    transitions = _run(inputs, inputs[-1].ts_ms + 600_000, 0)
     last: dict[tuple[str, str], bool] = {}
     for t in transitions:
         key = (t.rule, t.machine)
         assert last.get(key, False) != t.firing  # strictly alternating, starting with firing
         last[key] = t.firing
-    # 10 silent minutes: only offline alerts fire on, and the signal alerts offline inhibits
-    # (they hold until a value clears them)
-    assert {rule for (rule, _), firing in last.items() if firing} <= {"offline", "chiller-hot"}
+        if t.rule == "link":
+            assert (t.machine, t.zone, t.owner) == ("c1", "photonics", "")
+        else:
+            assert t.machine in ("m1", "m2")
+    # 10 silent minutes: offline alerts fire on, and so do the signal alerts offline inhibits
+    # (they hold until a value clears them); while c1 is down, its alert and the state
+    # alerts of m1 it holds
+    links = [i.connected for i in inputs if isinstance(i, Link)]
+    cut = bool(links) and not links[-1]
+    allowed = {"offline", "chiller-hot", "chiller-always"}
+    for (rule, machine), firing in last.items():
+        if firing and rule not in allowed:
+            assert cut
+            assert (rule, machine) in {("link", "c1"), ("machine-down", "m1"), ("service", "m1")}
+    assert last.get(("link", "c1"), False) == cut

@@ -87,6 +87,21 @@ MATRIX: dict[str, dict[str, int]] = {
                     "owner:lumen-group": 200, "tenant": 403},
     "/api/quarantine": {"operator": 200, "scraper": 403, "owner:acme-optics": 403,
                         "owner:lumen-group": 403, "tenant": 403},
+    # Writes: operators only (idle-now fires on laser-01; no silence has the id laser-01).
+    "POST /api/alerts/ack": {"operator": 200, "scraper": 403, "owner:acme-optics": 403,
+                             "owner:lumen-group": 403, "tenant": 403},
+    "/api/silences": {"operator": 200, "scraper": 403, "owner:acme-optics": 403,
+                      "owner:lumen-group": 403, "tenant": 403},
+    "POST /api/silences": {"operator": 201, "scraper": 403, "owner:acme-optics": 403,
+                           "owner:lumen-group": 403, "tenant": 403},
+    "DELETE /api/silences/{silence_id}": {"operator": 404, "scraper": 403,
+                                          "owner:acme-optics": 403, "owner:lumen-group": 403,
+                                          "tenant": 403},
+}
+# The JSON body sent to each route that takes one.
+BODIES: dict[str, object] = {
+    "POST /api/alerts/ack": {"rule": "idle-now", "machine": "laser-01"},
+    "POST /api/silences": {"matchers": {"zone": "photonics"}, "duration": "1h"},
 }
 for _row in MATRIX.values():
     for _p in (ANON, "malformed", "unknown", "revoked"):
@@ -157,6 +172,11 @@ def api_routes(gateway: Gateway) -> list[APIRoute]:
     return [r for r in create_app(gateway).routes if isinstance(r, APIRoute)]
 
 
+def route_keys(route: APIRoute) -> list[str]:
+    """MATRIX keys of a route: its path for GET, ``METHOD path`` for the others."""
+    return [route.path if m == "GET" else f"{m} {route.path}" for m in sorted(route.methods)]
+
+
 def concrete(path: str) -> str:
     """A route template with its parameters filled with an acme machine."""
     return re.sub(r"\{[^}]+\}", "laser-01", path)
@@ -170,29 +190,33 @@ def test_every_route_declares_who_may_call_it_and_is_in_the_matrix(gateway: Gate
             assert roles == [], "/health is open to anyone"
             continue
         assert roles, f"{route.path} declares no roles: add dependencies=[OPERATORS] or similar"
-        assert route.path in MATRIX, (
-            f"{route.path} is not in MATRIX of tests/unit/test_api_access.py: add its row"
-        )
+        for key in route_keys(route):
+            assert key in MATRIX, (
+                f"{key} is not in MATRIX of tests/unit/test_api_access.py: add its row"
+            )
 
 
 async def test_every_route_as_every_principal(
     gateway: Gateway, client: httpx.AsyncClient
 ) -> None:
     headers = headers_for(gateway)
-    paths = [r.path for r in api_routes(gateway)]
+    keys = [key for r in api_routes(gateway) for key in route_keys(r)]
     failures = []
-    for path in paths:
-        expected = MATRIX.get(path, {})
+    for key in keys:
+        expected = MATRIX.get(key, {})
+        method, _, path = key.rpartition(" ")
         for who in PRINCIPALS:
-            answer = await client.get(concrete(path), headers=headers[who])
+            answer = await client.request(
+                method or "GET", concrete(path), headers=headers[who], json=BODIES.get(key)
+            )
             want = expected.get(who, 401 if who in (ANON, "malformed", "unknown", "revoked")
                                 else None)
             if want is not None and answer.status_code != want:
-                failures.append(f"{path} as {who}: {answer.status_code}, expected {want}")
+                failures.append(f"{key} as {who}: {answer.status_code}, expected {want}")
             if answer.status_code == 401:
                 assert answer.headers["www-authenticate"] == "Bearer"
             if answer.status_code == 200:
-                failures.extend(f"{path} as {who}: {p}" for p in leaks(who, path, answer.text))
+                failures.extend(f"{key} as {who}: {p}" for p in leaks(who, path, answer.text))
     assert failures == [], "\n".join(failures)
 
 

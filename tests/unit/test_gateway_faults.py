@@ -140,6 +140,7 @@ def test_a_store_of_an_older_version_closes_a_dangling_window(config_path: Path)
     mqtt(first, "laser-01", T0)
     first.commit()
     first.store._db.execute("DELETE FROM resume")  # as written before schema version 4
+    first.store._db.execute("DELETE FROM resume_log")
     first.store.close()
     clocks.advance(HOUR)
     second = start(config_path, clocks)

@@ -267,3 +267,101 @@ def test_dead_letter_moves_rows_out_of_the_outbox(store: Store) -> None:
         ("l1", 400),
         ("l0", 400),
     ]
+
+
+# -- schema version 7: outbox batches, resume log ----------------------------------------------
+
+
+def test_a_version_6_outbox_is_moved_into_batches_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    Store(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    # What version 6 had: one outbox row per line (and no batches yet).
+    db.execute("DROP VIEW outbox")
+    db.execute("DELETE FROM outbox_batch")
+    db.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, priority INTEGER NOT NULL,"
+        " enqueued_ms INTEGER NOT NULL, line TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX outbox_priority ON outbox (priority, id)")
+    old = [(PRIORITY_EVENT, NOW, "e0"), (PRIORITY_TELEMETRY, NOW, "t0")]
+    old += [(PRIORITY_TELEMETRY, NOW + 1, f't{i} s="a,b \\"q\\""') for i in range(1, 6)]
+    db.executemany("INSERT INTO outbox (priority, enqueued_ms, line) VALUES (?, ?, ?)", old)
+    db.execute("UPDATE schema_version SET version = 6")
+    db.close()
+
+    with Store(path) as store:
+        assert store.outbox_depth_by_priority() == {PRIORITY_EVENT: 1, PRIORITY_TELEMETRY: 6}
+        assert [text for _, text in store.outbox_peek(100)] == [line for _, _, line in old]
+        assert store.outbox_oldest_ms() == NOW
+        version = store._db.execute("SELECT version FROM schema_version").fetchone()[0]
+        assert version == SCHEMA_VERSION
+        kind = store._db.execute("SELECT type FROM sqlite_master WHERE name = 'outbox'")
+        assert kind.fetchone()[0] == "view"
+        view = store._db.execute("SELECT priority, line FROM outbox ORDER BY id").fetchall()
+        assert [(p, line) for p, line in view] == [(p, line) for p, _, line in old]
+
+
+def test_a_commit_is_one_batch_per_run_of_a_priority(store: Store) -> None:
+    lines = [(PRIORITY_TELEMETRY, "t0"), (PRIORITY_TELEMETRY, "t1"), (PRIORITY_EVENT, "e0")]
+    lines += [(PRIORITY_TELEMETRY, "t2")]
+    store.commit(now_ms=NOW, lines=lines)
+    batches = store._db.execute("SELECT priority, count FROM outbox_batch ORDER BY id")
+    assert [tuple(b) for b in batches] == [(PRIORITY_TELEMETRY, 2), (PRIORITY_EVENT, 1),
+                                           (PRIORITY_TELEMETRY, 1)]
+    view = store._db.execute("SELECT priority, line FROM outbox ORDER BY id").fetchall()
+    assert [tuple(r) for r in view] == lines
+
+
+def test_draining_stops_and_resumes_inside_a_batch(store: Store) -> None:
+    store.commit(now_ms=NOW, lines=[(PRIORITY_TELEMETRY, f"t{i}") for i in range(10)])
+    store.commit(now_ms=NOW + 1, lines=[(PRIORITY_TELEMETRY, f"u{i}") for i in range(3)])
+    last, lines = store.outbox_lines(4)
+    assert lines == ["t0", "t1", "t2", "t3"]
+    assert [i for i, _ in store.outbox_peek(4)][-1] == last
+    store.outbox_delete(last)
+    assert store.outbox_depth() == 9
+    last, lines = store.outbox_lines(7)
+    assert lines == ["t4", "t5", "t6", "t7", "t8", "t9", "u0"]
+    moved = store.outbox_dead_letter(last, now_ms=NOW + 2, status=400, error="x")
+    assert moved == 7
+    assert [r["line"] for r in store.dead_letter()][::-1] == lines
+    assert store.outbox_lines(100)[1] == ["u1", "u2"]
+    assert store.outbox_depth_by_priority() == {PRIORITY_TELEMETRY: 2}
+    assert store.outbox_lines(100)[0] == store.outbox_peek(100)[-1][0]
+
+
+def test_the_resume_log_is_folded_into_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pilotline.gateway import store as store_module
+    from pilotline.rules.machine import Checkpoint
+
+    monkeypatch.setattr(store_module, "RESUME_COMPACT_ROWS", 3)
+
+    def cp(machine: str, ts: int) -> Checkpoint:
+        return Checkpoint(machine, State.RUNNING, T0, None, False, ts, None, ts,
+                          State.RUNNING, None, 0)
+
+    path = tmp_path / "r.db"
+    store = Store(path)
+
+    def counts() -> tuple[int, int]:
+        log = store._db.execute("SELECT COUNT(*) FROM resume_log").fetchone()[0]
+        resume = store._db.execute("SELECT COUNT(*) FROM resume").fetchone()[0]
+        return log, resume
+
+    store.commit(now_ms=NOW, resume=[cp("m1", T0 + 1), cp("m2", T0 + 1)])
+    store.commit(now_ms=NOW, resume=[cp("m1", T0 + 2)])
+    assert counts() == (2, 0)
+    assert store.resume_points() == [cp("m1", T0 + 2), cp("m2", T0 + 1)]
+    store.commit(now_ms=NOW, resume=[cp("m3", T0 + 3)])  # the third: folded
+    assert counts() == (0, 3)
+    assert store.resume_points() == [cp("m1", T0 + 2), cp("m2", T0 + 1), cp("m3", T0 + 3)]
+    store.commit(now_ms=NOW, resume=[cp("m2", T0 + 4)])
+    store.close()  # a log row left behind: folded when the file is opened again
+    reopened = Store(path)
+    store = reopened
+    assert counts() == (0, 3)
+    assert reopened.resume_points() == [cp("m1", T0 + 2), cp("m2", T0 + 4), cp("m3", T0 + 3)]
+    reopened.close()

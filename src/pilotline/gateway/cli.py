@@ -13,11 +13,15 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from pilotline import __version__
+from pilotline.gateway.shard import Shard, ShardError, parse_shard
+
+if TYPE_CHECKING:
+    from pilotline.gateway.config import SiteConfig
 
 log = structlog.get_logger("pilotline.cli")
 
@@ -38,9 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="run the gateway service")
     run.add_argument("-c", "--config", type=Path, required=True, help="site configuration YAML")
+    run.add_argument("--shard", type=_shard_arg, default=None, help=SHARD_HELP)
 
     check = sub.add_parser("check", help="validate a configuration: exit 0 if good, 1 if not")
     check.add_argument("-c", "--config", type=Path, required=True, help="site configuration YAML")
+    check.add_argument(
+        "--shard", type=_shard_arg, default=None, help=f"{SHARD_HELP}; lists what it owns"
+    )
 
     browse = sub.add_parser(
         "browse", help="list an OPC UA server's variables with their node ids"
@@ -68,11 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     create.add_argument("--owner", default=None, help="an owner token's owner id")
     create.add_argument("--company", default=None, help="a tenant token's company id")
+    create.add_argument("--shard", type=_shard_arg, default=None, help=SHARD_STORE_HELP)
     listing = token_sub.add_parser("list", help="list tokens (names and roles, never tokens)")
     listing.add_argument("-c", "--config", type=Path, required=True, help="site configuration")
+    listing.add_argument("--shard", type=_shard_arg, default=None, help=SHARD_STORE_HELP)
     revoke = token_sub.add_parser("revoke", help="revoke a token by name, effective at once")
     revoke.add_argument("name")
     revoke.add_argument("-c", "--config", type=Path, required=True, help="site configuration")
+    revoke.add_argument("--shard", type=_shard_arg, default=None, help=SHARD_STORE_HELP)
 
     replay = sub.add_parser(
         "replay",
@@ -103,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     replay.add_argument("--influx-url", default=None, help="read telemetry from this InfluxDB")
     replay.add_argument("--db", default=None, help="its database (InfluxQL /query)")
+    replay.add_argument(
+        "--shard", type=_shard_arg, default=None,
+        help="replay only this shard's machines, as its gateway would (K/N)",
+    )
 
     demo = sub.add_parser(
         "demo", help="simulated pilot line + gateway + embedded store, on this machine"
@@ -119,12 +134,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--no-live", action="store_true", help="no live table; log lines only")
     demo.add_argument("--no-opcua", action="store_true", help="every machine over MQTT")
+    demo.add_argument(
+        "--no-alerts", action="store_true", help="no alert rules, channels or operator inbox"
+    )
+    demo.add_argument(
+        "--fault-at", type=float, default=30.0, metavar="S",
+        help="laser-cut-01 faults S seconds after the start (default %(default)g)",
+    )
+    demo.add_argument("--fault-for", type=float, default=60.0, metavar="S", help="for S seconds")
+    demo.add_argument("--no-fault", action="store_true", help="no staged fault")
+    demo.add_argument(
+        "--outage-at", type=float, default=90.0, metavar="S",
+        help="zone imaging loses power S seconds after the start (default %(default)g)",
+    )
+    demo.add_argument("--outage-for", type=float, default=90.0, metavar="S", help="for S seconds")
+    demo.add_argument("--no-outage", action="store_true", help="no staged zone outage")
 
     args = parser.parse_args(argv)
     if args.command == "check":
-        return _check(args.config)
+        return _check(args.config, args.shard)
     if args.command == "run":
-        return _run(args.config, args.log_format)
+        return _run(args.config, args.log_format, args.shard)
     if args.command == "token":
         return _token(args)
     if args.command == "replay":
@@ -144,14 +174,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             live=not args.no_live and sys.stdout.isatty(),
             log_format=args.log_format,
             opcua=not args.no_opcua,
+            alerts=not args.no_alerts,
+            fault_at_s=None if args.no_fault else args.fault_at,
+            fault_for_s=args.fault_for,
+            outage_at_s=None if args.no_outage else args.outage_at,
+            outage_for_s=args.outage_for,
         )
         return _serve(run_demo(options))
     parser.error(f"unknown command {args.command}")
     return 2  # pragma: no cover - parser.error exits
 
 
-def _check(path: Path) -> int:
+SHARD_HELP = "be shard K of N gateways of this site, like 2/4 (overrides the file's shard:)"
+SHARD_STORE_HELP = "the store of this shard's gateway (K/N; overrides the file's shard:)"
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ShardError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cut(config: SiteConfig, shard: Shard | None, path: Path) -> SiteConfig | None:
+    """``config`` restricted to ``shard`` (else its ``shard:`` key); None after saying why
+    it cannot be (a shard that owns no machine)."""
+    from pilotline.gateway.shard import restrict
+
+    try:
+        return restrict(config, shard)
+    except ShardError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return None
+
+
+def _check(path: Path, shard: Shard | None = None) -> int:
     from pilotline.gateway.config import ConfigError, load_config, summarize
+    from pilotline.gateway.shard import describe
 
     try:
         config = load_config(path)
@@ -159,7 +218,13 @@ def _check(path: Path) -> int:
         print(f"{path}: {len(exc.issues)} problem(s)", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 1
-    print(summarize(config))
+    cut = _cut(config, shard, path)
+    if cut is None:
+        return 1
+    if cut.applied_shard:
+        for line in describe(cut, parse_shard(cut.applied_shard), config):
+            print(line)
+    print(summarize(cut))
     return 0
 
 
@@ -171,10 +236,13 @@ def _token(args: argparse.Namespace) -> int:
     from pilotline.gateway.tokens import Role, TokenError
 
     try:
-        config = load_config(args.config, check_files=False)
+        whole = load_config(args.config, check_files=False)
     except ConfigError as exc:
         print(f"{args.config}: {len(exc.issues)} problem(s)", file=sys.stderr)
         print(str(exc), file=sys.stderr)
+        return 1
+    config = _cut(whole, args.shard, args.config)  # each shard's gateway has its own store
+    if config is None:
         return 1
     now_ms = time.time_ns() // 1_000_000
     try:
@@ -280,10 +348,13 @@ def _replay(args: argparse.Namespace) -> int:
         return int(parsed.timestamp() * 1000)
 
     try:
-        config = load_config(args.config, check_files=args.influx)
+        whole = load_config(args.config, check_files=args.influx)
     except ConfigError as exc:
         print(f"{args.config}: {len(exc.issues)} problem(s)", file=sys.stderr)
         print(str(exc), file=sys.stderr)
+        return 1
+    config = _cut(whole, args.shard, args.config)
+    if config is None:
         return 1
     configure_logging(args.log_format or "auto", "warning")
     tty = sys.stderr.isatty()
@@ -303,6 +374,13 @@ def _replay(args: argparse.Namespace) -> int:
             data = read_influx(args.influx_url, args.db, from_ms, to_ms, site=config.site)
             source = f"{args.influx_url} db {args.db}"
         read_s = time.perf_counter() - started
+        if config.applied_shard:  # other shards' machines are not this gateway's to replay
+            owned = {m.id for _, m in config.machines()}
+            mine = [s for s in data.samples if s.machine in owned]
+            if len(mine) < len(data.samples):
+                print(f"shard {config.applied_shard}: left out {len(data.samples) - len(mine)} "
+                      "samples of other shards' machines", file=sys.stderr)
+            data.samples = mine
         print(f"read {len(data.samples)} samples from {source} in {read_s:.1f} s", file=sys.stderr)
         for reason, count in sorted(data.skipped.items()):
             print(f"  skipped {count} ({reason}), first: {data.first_problem[reason]}",
@@ -362,15 +440,19 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(path: Path, log_format: str | None) -> int:
+def _run(path: Path, log_format: str | None, shard: Shard | None = None) -> int:
     from pilotline.gateway.config import ConfigError, load_config
     from pilotline.gateway.logs import configure_logging
 
     try:
-        config = load_config(path)
+        whole = load_config(path)
     except ConfigError as exc:
         print(f"{path}: configuration refused, nothing was started", file=sys.stderr)
         print(str(exc), file=sys.stderr)
+        return 1
+    config = _cut(whole, shard, path)  # from here on the gateway sees only its machines
+    if config is None:
+        print(f"{path}: nothing was started", file=sys.stderr)
         return 1
     configure_logging(log_format or config.log.format, config.log.level)  # type: ignore[arg-type]
 

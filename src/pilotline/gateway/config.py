@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from datetime import time as dt_time
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
@@ -44,6 +45,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -55,15 +57,18 @@ from pilotline.collectors.mqtt.config import (
 )
 from pilotline.collectors.mqtt.config import MqttBrokerConfig, MqttMachineSource
 from pilotline.collectors.opcua.config import CONNECTION_FIELDS, OpcuaSource
+from pilotline.gateway.shard import ShardBy, check_shard_text, zone_shard_tag
 from pilotline.rules.alerts import (
     AlertRule,
     CapacityCondition,
+    CollectorCondition,
     Condition,
     OfflineCondition,
     SignalCondition,
     StateCondition,
     validate_template,
 )
+from pilotline.rules.dispatch import Dispatcher, Route
 from pilotline.rules.plant import ALL_CAPABILITIES
 from pilotline.rules.policy import ALWAYS, OfferingPolicy, WeeklySlot
 from pilotline.rules.spec import MachineSpec, MappedState, PlantSpec, StateRule, ThresholdState
@@ -565,6 +570,11 @@ def _duration_ms(value: Any) -> Any:
     return round(total)
 
 
+def duration_ms(text: str) -> int:
+    """A duration written with units, in milliseconds; ``ValueError`` if it is not one."""
+    return int(_duration_ms(text))
+
+
 DurationMs = Annotated[int, BeforeValidator(_duration_ms)]
 """A duration written with units (``30s``, ``2m``, ``1h``), held in milliseconds."""
 
@@ -576,7 +586,10 @@ def _check_template(value: str) -> str:
 
 class AlertRuleConfig(_Model):
     """One ``alerts.rules`` entry: exactly one of ``state``, ``signal`` (with ``above`` or
-    ``below``) and ``offered_idle_for``."""
+    ``below``), ``offered_idle_for`` and ``collector: disconnected`` (one alert per collector,
+    which holds back its machines' offline and state alerts while it is down).
+    ``suppress_in_maintenance`` (default true): a signal, capacity or state rule is silent
+    while the machine is in maintenance (see rules/alerts.py)."""
 
     name: Id
     severity: Literal["info", "warning", "critical"] = "warning"
@@ -589,19 +602,41 @@ class AlertRuleConfig(_Model):
     below: Threshold | None = None
     clear: Threshold | None = None
     offered_idle_for: DurationMs | None = None
+    collector: Literal["disconnected"] | None = None
     for_: DurationMs = Field(default=0, alias="for")
     machines: list[Id] | None = None
     zones: list[Id] | None = None
+    suppress_in_maintenance: bool = True
+
+    @field_validator("collector", mode="before")
+    @classmethod
+    def _collector_disconnected(cls, value: Any) -> Any:
+        if value is not None and value != "disconnected":
+            raise ValueError(
+                f"a collector rule alerts while the collector is disconnected: write "
+                f"collector: disconnected (got {value!r})"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_condition(self) -> AlertRuleConfig:
         kinds = [
-            k for k in ("state", "signal", "offered_idle_for") if getattr(self, k) is not None
+            k
+            for k in ("state", "signal", "offered_idle_for", "collector")
+            if getattr(self, k) is not None
         ]
         if len(kinds) != 1:
             raise ValueError(
-                "give exactly one condition: state, signal (with above or below) or "
-                f"offered_idle_for{'' if not kinds else ', not ' + ' and '.join(kinds)}"
+                "give exactly one condition: state, signal (with above or below), "
+                "offered_idle_for or collector"
+                f"{'' if not kinds else ', not ' + ' and '.join(kinds)}"
+            )
+        if "suppress_in_maintenance" in self.model_fields_set and (
+            self.collector is not None or self.state in ("offline", "maintenance")
+        ):
+            raise ValueError(
+                "suppress_in_maintenance only goes with signal, offered_idle_for and state "
+                "rules other than offline and maintenance"
             )
         if self.signal is None:
             extra = [k for k in ("above", "below", "clear") if getattr(self, k) is not None]
@@ -628,6 +663,8 @@ class AlertRuleConfig(_Model):
             condition = StateCondition(State(self.state), self.for_)
         elif self.signal is not None:
             condition = SignalCondition(self.signal, self.above, self.below, self.clear, self.for_)
+        elif self.collector is not None:
+            condition = CollectorCondition(self.for_)
         else:
             assert self.offered_idle_for is not None
             condition = CapacityCondition(self.offered_idle_for)
@@ -638,22 +675,39 @@ class AlertRuleConfig(_Model):
             condition,
             frozenset(self.machines) if self.machines is not None else None,
             frozenset(self.zones) if self.zones is not None else None,
+            suppress_in_maintenance=self.suppress_in_maintenance,
         )
 
 
 SEVERITIES: Final = ("info", "warning", "critical")
 
 
-class WebhookConfig(_Model):
-    """One ``alerts.webhooks`` entry: an HTTP(S) endpoint that receives each alert transition
-    at or above ``min_severity``, as JSON (``format: json``) or as Slack/Mattermost text
-    (``format: slack``). A URL that carries a secret (a Slack hook) goes in ``url_file``."""
+class _ChannelConfig(_Model):
+    """What every alert channel has (``alerts.webhooks``, ``alerts.email``, ``alerts.mqtt``):
+    a ``name`` unique across all of them (it keys the channel's rows in the store), the least
+    severity it wants, and the zones it serves (None: all)."""
 
     name: Id
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    zones: list[Id] | None = None
+
+    def wants(self, severity: str) -> bool:
+        return SEVERITIES.index(severity) >= SEVERITIES.index(self.min_severity)
+
+    def route(self) -> Route:
+        """What the dispatcher (rules/dispatch.py) sends to this channel."""
+        zones = frozenset(self.zones) if self.zones is not None else None
+        return Route(self.name, self.min_severity, zones)
+
+
+class WebhookConfig(_ChannelConfig):
+    """One ``alerts.webhooks`` entry: an HTTP(S) endpoint that receives each grouped alert
+    notification, as JSON (``format: json``) or as Slack/Mattermost text (``format: slack``).
+    A URL that carries a secret (a Slack hook) goes in ``url_file``."""
+
     url: str | None = None
     url_file: Path | None = None
     format: Literal["json", "slack"] = "json"
-    min_severity: Literal["info", "warning", "critical"] = "info"
     timeout_s: PositiveSeconds = 10.0
 
     @field_validator("url")
@@ -675,9 +729,6 @@ class WebhookConfig(_Model):
         assert self.url_file is not None
         return check_webhook_url(self.url_file.read_text(encoding="utf-8").strip())
 
-    def wants(self, severity: str) -> bool:
-        return SEVERITIES.index(severity) >= SEVERITIES.index(self.min_severity)
-
 
 def check_webhook_url(url: str) -> str:
     parts = urlsplit(url)
@@ -692,12 +743,174 @@ def check_webhook_url(url: str) -> str:
     return url
 
 
+def _check_address(value: str) -> str:
+    # Header injection and typos: one plain address (optionally "Name <a@b>"), no line breaks.
+    _, address = parseaddr(value)
+    local, _, domain = address.rpartition("@")
+    if (
+        any(ch in value for ch in "\r\n")
+        or not local
+        or not domain
+        or any(ch.isspace() for ch in address)
+    ):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+def _check_host(value: str) -> str:
+    if not value or any(ch.isspace() or ch in "/@" for ch in value):
+        raise ValueError(f"{value!r} is not a host name or address (no scheme, no port)")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+
+
+class EmailConfig(_ChannelConfig):
+    """One ``alerts.email`` entry: an SMTP submission server that mails each grouped
+    notification to ``to``. STARTTLS by default (port 587), ``tls: true`` for implicit TLS
+    (port 465); credentials only over TLS, the password from ``password_file``."""
+
+    host: Annotated[str, AfterValidator(_check_host)]
+    port: int | None = Field(default=None, ge=1, le=65_535)
+    """Default: 465 with ``tls: true``, else 587."""
+    starttls: bool = True
+    tls: bool = False
+    """Implicit TLS from the first byte (SMTPS, port 465) instead of STARTTLS."""
+    username: str | None = Field(default=None, min_length=1)
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    """CA certificate(s) (PEM) the server's certificate must chain to; default: the system's."""
+    sender: Address = Field(alias="from")
+    to: list[Address] = Field(min_length=1)
+    timeout_s: PositiveSeconds = 30.0
+    inline_password: Annotated[
+        None, BeforeValidator(_refuse_inline("password", "password_file", None))
+    ] = Field(default=None, alias="password", exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> EmailConfig:
+        if self.tls and self.starttls and "starttls" in self.model_fields_set:
+            raise ValueError("tls: true is implicit TLS: drop starttls (it is for port 587)")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together: set both, or neither")
+        if not self.encrypted:
+            if self.username is not None:
+                raise ValueError(
+                    "credentials are only sent over TLS: set starttls: true or tls: true"
+                )
+            if self.ca_file is not None:
+                raise ValueError("ca_file is set but starttls and tls are both off")
+        return self
+
+    @property
+    def encrypted(self) -> bool:
+        return self.tls or self.starttls
+
+    @property
+    def smtp_port(self) -> int:
+        return self.port if self.port is not None else (465 if self.tls else 587)
+
+    def password(self) -> str | None:
+        """The password from ``password_file``, read on each call (a rotated one is picked
+        up without a restart). Raises OSError if the file cannot be read."""
+        if self.password_file is None:
+            return None
+        return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+
+
+def _check_topic_prefix(value: str) -> str:
+    if not value or value.startswith("/") or value.endswith("/"):
+        raise ValueError(f"{value!r}: a topic prefix is non-empty, without a leading or "
+                         "trailing /")
+    if any(ch in value for ch in "+#\x00"):
+        raise ValueError(f"{value!r}: a topic prefix has no wildcards (+, #) or NUL")
+    return value
+
+
+class AlertMqttConfig(_ChannelConfig):
+    """One ``alerts.mqtt`` entry: publishes to the site's broker (the ``mqtt:`` section) with
+    its own client, QoS 1: each notification on ``<topic_prefix>/notifications`` and each
+    alert's current state, retained, on ``<topic_prefix>/state/<rule>/<machine>``."""
+
+    topic_prefix: Annotated[str, AfterValidator(_check_topic_prefix)] | None = None
+    """Default: ``pilotline/<site>/alerts``."""
+    timeout_s: PositiveSeconds = 10.0
+    """How long to wait for the connection and for the broker's acknowledgements."""
+
+    def prefix(self, site: str) -> str:
+        return self.topic_prefix or f"pilotline/{site}/alerts"
+
+
+AlertChannelConfig = WebhookConfig | EmailConfig | AlertMqttConfig
+
+
+GroupLabel = Literal["rule", "zone", "severity", "machine", "owner"]  # dispatch.GROUP_LABELS
+
+
+def _default_group_by() -> list[GroupLabel]:
+    return ["rule", "zone"]
+
+
 class AlertsConfig(_Model):
-    """``alerts:``: the rules (see rules/alerts.py for their lifecycle) and the webhooks that
-    are notified of their transitions (see gateway/notify.py)."""
+    """``alerts:``: the rules (see rules/alerts.py for their lifecycle) and the channels that
+    are notified of them (webhooks, e-mail, MQTT: see gateway/notify/)."""
 
     rules: list[AlertRuleConfig] = Field(default_factory=list)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    email: list[EmailConfig] = Field(default_factory=list)
+    mqtt: list[AlertMqttConfig] = Field(default_factory=list)
+    # Notification policy (rules/dispatch.py): alerts of the same group_by values make one
+    # notification per channel, first group_wait after the group's first alert, then at most
+    # once per group_interval; a firing alert not acknowledged is sent again every
+    # repeat_interval.
+    group_by: list[GroupLabel] = Field(default_factory=_default_group_by)
+    group_wait: DurationMs = 10_000
+    group_interval: DurationMs = 60_000
+    repeat_interval: DurationMs = 4 * 3_600_000
+
+    @field_validator("group_by")
+    @classmethod
+    def _unique_labels(cls, labels: list[str]) -> list[str]:
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"label {twice[0]!r} is listed twice")
+        return labels
+
+    @field_validator("group_interval")
+    @classmethod
+    def _positive_interval(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("group_interval must be positive")
+        return value
+
+    @field_validator("repeat_interval")
+    @classmethod
+    def _repeat_after_interval(cls, value: int, info: ValidationInfo) -> int:
+        interval = info.data.get("group_interval")
+        if interval is not None and value < interval:
+            raise ValueError(
+                f"repeat_interval ({value / 1000:g} s) must not be shorter than "
+                f"group_interval ({interval / 1000:g} s)"
+            )
+        return value
+
+    def channels(self) -> list[AlertChannelConfig]:
+        """Every channel, webhooks then e-mail then MQTT, each in file order."""
+        return [*self.webhooks, *self.email, *self.mqtt]
+
+    def routes(self) -> tuple[Route, ...]:
+        return tuple(channel.route() for channel in self.channels())
+
+    def dispatcher(self) -> Dispatcher:
+        """The notification policy core for these channels and settings."""
+        return Dispatcher(
+            self.routes(),
+            group_by=tuple(self.group_by),
+            group_wait_ms=self.group_wait,
+            group_interval_ms=self.group_interval,
+            repeat_interval_ms=self.repeat_interval,
+        )
 
 
 class SiteConfig(_Model):
@@ -715,6 +928,13 @@ class SiteConfig(_Model):
     timezone: Annotated[str, BeforeValidator(_zone_name)] = "UTC"
     """The facility's IANA time zone: offering hours and blackouts are in it."""
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    shard: Annotated[str | None, BeforeValidator(check_shard_text)] = None
+    """``K/N``: this gateway owns the K-th of N shares of the machines (gateway/shard.py,
+    docs/scaling.md); ``pilotline run --shard K/N`` overrides it."""
+    shard_by: ShardBy = "machine"
+    """What a share is made of: machines (an even spread, even in one large zone; zone-level
+    points then carry a ``shard`` tag), or whole zones (zone-level points stay whole)."""
+    _applied_shard: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _site_checks(self, info: ValidationInfo) -> SiteConfig:
@@ -734,6 +954,16 @@ class SiteConfig(_Model):
     @property
     def api_port(self) -> int:
         return _split_api(self.api)[1]
+
+    @property
+    def applied_shard(self) -> str:
+        """``"K/N"`` once ``gateway.shard.restrict`` cut this configuration to one shard."""
+        return self._applied_shard
+
+    @property
+    def shard_tag(self) -> str:
+        """The ``shard`` tag of this gateway's zone-level points, ``""`` for none."""
+        return zone_shard_tag(self._applied_shard, self.shard_by)
 
     def machines(self) -> list[tuple[Zone, Machine]]:
         return [(zone, machine) for zone in self.zones for machine in zone.machines]
@@ -870,20 +1100,11 @@ def _alert_checks(
     machine_ids: dict[str, Loc],
     found: list[tuple[Loc, str]],
 ) -> None:
-    """Alert rule and webhook names are unique; rules' ``machines:`` and ``zones:`` exist."""
+    """Alert rule names are unique; rules' ``machines:`` and ``zones:`` exist; channels are
+    checked by ``_channel_checks``."""
     alerts = data.get("alerts")
-    hooks = alerts.get("webhooks") if isinstance(alerts, dict) else None
-    hook_names: dict[str, Loc] = {}
-    for wi, hook in enumerate(hooks if isinstance(hooks, list) else []):
-        name = hook.get("name") if isinstance(hook, dict) else None
-        if isinstance(name, str):
-            if name in hook_names:
-                also = _format_loc(hook_names[name])
-                found.append(
-                    (("alerts", "webhooks", wi, "name"), f"duplicate webhook {name!r}: also {also}")
-                )
-            else:
-                hook_names[name] = ("alerts", "webhooks", wi)
+    if isinstance(alerts, dict):
+        _channel_checks(alerts, data.get("mqtt") is not None, zone_ids, found)
     rules = alerts.get("rules") if isinstance(alerts, dict) else None
     names: dict[str, Loc] = {}
     for ri, rule in enumerate(rules if isinstance(rules, list) else []):
@@ -904,6 +1125,47 @@ def _alert_checks(
                     close = difflib.get_close_matches(item, list(known), n=1)
                     hint = f": did you mean {close[0]!r}?" if close else ""
                     found.append(((*here, key, i), f"no {key[:-1]} {item!r}{hint}"))
+
+
+ALERT_CHANNEL_KINDS: Final = ("webhooks", "email", "mqtt")
+"""The lists under ``alerts:`` that hold notification channels."""
+
+
+def _channel_checks(
+    alerts: dict[Any, Any],
+    has_broker: bool,
+    zone_ids: dict[str, Loc],
+    found: list[tuple[Loc, str]],
+) -> None:
+    """Channel names are unique across all kinds (each keys its rows in the store), their
+    ``zones:`` exist, and an MQTT channel has the site's broker to publish to."""
+    names: dict[str, Loc] = {}
+    for kind in ALERT_CHANNEL_KINDS:
+        entries = alerts.get(kind)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict):
+                continue
+            here: Loc = ("alerts", kind, i)
+            name = entry.get("name")
+            if isinstance(name, str):
+                if name in names:
+                    also = _format_loc(names[name])
+                    found.append(
+                        ((*here, "name"), f"duplicate channel name {name!r}: also {also}")
+                    )
+                else:
+                    names[name] = here
+            zones = entry.get("zones")
+            for zi, zone in enumerate(zones if isinstance(zones, list) else []):
+                if isinstance(zone, str) and zone not in zone_ids:
+                    close = difflib.get_close_matches(zone, list(zone_ids), n=1)
+                    hint = f": did you mean {close[0]!r}?" if close else ""
+                    found.append(((*here, "zones", zi), f"no zone {zone!r}{hint}"))
+            if kind == "mqtt" and not has_broker:
+                found.append(
+                    (here, "an MQTT alert channel publishes to the site's mqtt: broker: "
+                     "add an mqtt: section")
+                )
 
 
 def _unique(
@@ -1046,9 +1308,10 @@ def _file_issues(data: dict[str, Any], root: yaml.Node | None, base: Path) -> li
             if isinstance(machine, dict):
                 sections.append((("zones", zi, "machines", mi, "opcua"), machine.get("opcua")))
     alerts = data.get("alerts")
-    hooks = alerts.get("webhooks") if isinstance(alerts, dict) else None
-    for wi, hook in enumerate(hooks if isinstance(hooks, list) else []):
-        sections.append((("alerts", "webhooks", wi), hook))
+    for kind in ALERT_CHANNEL_KINDS:
+        entries = alerts.get(kind) if isinstance(alerts, dict) else None
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            sections.append((("alerts", kind, i), entry))
     issues = []
     for loc, section in sections:
         if not isinstance(section, dict):

@@ -16,6 +16,10 @@
   machine-seconds), plus ``period_s`` (the measured part of the day; machine-seconds for a
   zone) and, on zone rows, ``machines`` (int).
 
+Zone-level points (``zone_capacity``, zone rows of ``utilization``) of a gateway that owns only
+part of a zone (``shard_by: machine``, docs/scaling.md) carry one more tag, ``shard`` = ``K/N``:
+each such gateway counts only its own machines, and readers sum over the tag.
+
 ``IdleWindowOpened`` and ``SampleRejected`` produce no line. Every line goes to the outbox
 with a priority: ``PRIORITY_EVENT`` for states, windows, capacity and alerts,
 ``PRIORITY_TELEMETRY`` for raw telemetry, which is shed first under disk pressure.
@@ -119,8 +123,11 @@ def telemetry_line(
     return f"{key} {','.join(parts)} {ts_ms * 1_000_000:d}"
 
 
-def event_lines(site: str, event: Event) -> list[str]:
-    """The contract lines of one core event (empty for events that are not measurements)."""
+def event_lines(site: str, event: Event, shard: str = "") -> list[str]:
+    """The contract lines of one core event (empty for events that are not measurements).
+
+    ``shard`` (``"K/N"``) tags the zone-level ``zone_capacity`` of a gateway that owns only
+    part of a zone's machines (``SiteConfig.shard_tag``); ``""`` adds no tag."""
     if isinstance(event, StateChanged):
         key = _key(
             MACHINE_STATE,
@@ -165,7 +172,17 @@ def event_lines(site: str, event: Event) -> list[str]:
         }
         return [line_from_key(key, fields, event.ts_ms)]
     if isinstance(event, ZoneCapacity):
-        key = _key(ZONE_CAPACITY, "site", site, "zone", event.zone, "capability", event.capability)
+        key = _key(
+            ZONE_CAPACITY,
+            "site",
+            site,
+            "zone",
+            event.zone,
+            "capability",
+            event.capability,
+            "shard",
+            shard,
+        )
         counts = {
             "machines": int(event.machines),
             "available": int(event.available),
@@ -204,9 +221,11 @@ def alert_rows(site: str, transitions: Iterable[AlertTransition]) -> list[tuple[
     return rows
 
 
-def event_rows(site: str, events: Iterable[Event]) -> list[tuple[int, str]]:
+def event_rows(site: str, events: Iterable[Event], shard: str = "") -> list[tuple[int, str]]:
     """``(PRIORITY_EVENT, line)`` rows of many events, ready for ``Store.commit(lines=...)``."""
-    return [(PRIORITY_EVENT, text) for event in events for text in event_lines(site, event)]
+    return [
+        (PRIORITY_EVENT, text) for event in events for text in event_lines(site, event, shard)
+    ]
 
 
 def _usage_fields(usage: Usage) -> dict[str, float | int]:
@@ -216,15 +235,18 @@ def _usage_fields(usage: Usage) -> dict[str, float | int]:
     return fields
 
 
-def utilization_rows(site: str, report: Utilization, ts_ms: int) -> list[tuple[int, str]]:
+def utilization_rows(
+    site: str, report: Utilization, ts_ms: int, shard: str = ""
+) -> list[tuple[int, str]]:
     """``utilization`` lines of every machine and zone of ``report``, stamped at ``ts_ms``
-    (the start of the day they cover), as ``(PRIORITY_EVENT, line)`` rows."""
+    (the start of the day they cover), as ``(PRIORITY_EVENT, line)`` rows; zone rows carry
+    ``shard`` as a tag when it is not empty (see ``event_lines``)."""
     rows: list[tuple[int, str]] = []
     for m in report.machines:
         key = _key(UTILIZATION, "site", site, "zone", m.zone, "machine", m.machine)
         rows.append((PRIORITY_EVENT, line_from_key(key, _usage_fields(m.usage), ts_ms)))
     for z in report.zones:
-        key = _key(UTILIZATION, "site", site, "zone", z.zone)
+        key = _key(UTILIZATION, "site", site, "zone", z.zone, "shard", shard)
         fields = {**_usage_fields(z.usage), "machines": z.machines}
         rows.append((PRIORITY_EVENT, line_from_key(key, fields, ts_ms)))
     return rows

@@ -28,6 +28,8 @@ import structlog
 from pilotline.collectors.mqtt.collector import AckToken, MqttCollector, Quarantined
 from pilotline.collectors.opcua.collector import OpcuaCollector, machines_by_endpoint
 from pilotline.collectors.opcua.collector import Quarantined as OpcuaQuarantined
+from pilotline.gateway.alert_state import StoredSilence
+from pilotline.gateway.alerting import Alerting, Marks
 from pilotline.gateway.api import serve_api
 from pilotline.gateway.clock import SteadyClock
 from pilotline.gateway.clock import monotonic_ms as steady_monotonic_ms
@@ -36,7 +38,7 @@ from pilotline.gateway.drain import OutboxDrainer
 from pilotline.gateway.forecasts import run_forecasts
 from pilotline.gateway.influx import InfluxClientWriter, InfluxWriter
 from pilotline.gateway.metrics import Gauges, Metrics
-from pilotline.gateway.notify import NotificationSender, payload_json
+from pilotline.gateway.notify import make_senders, notification_rows
 from pilotline.gateway.points import (
     PRIORITY_EVENT,
     PRIORITY_TELEMETRY,
@@ -55,7 +57,8 @@ from pilotline.rules import (
     State,
     StateChanged,
 )
-from pilotline.rules.alerts import Alerts
+from pilotline.rules.alerts import AlertView
+from pilotline.rules.dispatch import Notification, Silence
 from pilotline.rules.forecast import HourForecast
 from pilotline.rules.utilization import (
     StateChange,
@@ -103,6 +106,7 @@ class _Staged:
     acks: list[AckToken] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)  # machines whose checkpoint to keep
     notifications: list[tuple[str, str]] = field(default_factory=list)  # (channel, payload)
+    alert_state: bool = False  # the alert cores' checkpoints are due with this commit
 
     def __len__(self) -> int:
         return (
@@ -112,6 +116,7 @@ class _Staged:
             + len(self.quarantined)
             + len(self.acks)
             + len(self.touched)
+            + self.alert_state
         )
 
 
@@ -166,11 +171,9 @@ class Gateway:
             else None
         )
         self.telemetry = telemetry
-        # One sender per alerts.webhooks entry, each draining its rows of ``notifications``.
-        self.notifiers = [
-            NotificationSender(self.store, channel, counts=self.metrics.notifications)
-            for channel in config.alerts.webhooks
-        ]
+        # One sender per alert channel (webhook, e-mail, MQTT), each draining its own rows of
+        # ``notifications``.
+        self.notifiers = make_senders(config, self.store, self.metrics.notifications)
         self.mqtt: MqttCollector | None = None
         topics = {m.mqtt.topic: m.id for _, m in config.machines() if m.mqtt is not None}
         if config.mqtt is not None and topics and collectors:
@@ -202,12 +205,16 @@ class Gateway:
         ]
         self.forecasts: dict[str, list[HourForecast]] = {}  # kept current by run_forecasts
         self.resumed = self._resume()
-        # Alert rules run on the plant's events; a resumed machine starts in its restored state.
-        self.alerts = Alerts(
-            config.alert_rules(),
+        # Alert rules run on the plant's events; a resumed machine starts in its restored state,
+        # and the alert cores continue from their checkpoints (alerting.py).
+        self.alerting = Alerting(
+            config,
             self.plant_spec.machines,
+            self.store.alert_state(),
             states={v.id: v.state for v in self.plant.view()},
+            now_ms=clock_ms(),
         )
+        self.alerts = self.alerting.alerts
         # Until the MQTT backlog the broker kept for us is in, time moves only with the
         # samples' source times (see _caught_up_now).
         self.caught_up = self.mqtt is None
@@ -258,7 +265,7 @@ class Gateway:
             self._stage_telemetry(sample)
             self.plant.receive(sample)
             self._stage_events(self.plant.events())
-            self.alerts.receive(sample)
+            self.alerting.receive(sample)
             self._stage_alerts()
             if sample.machine in self._zone_of:
                 staged.touched.add(sample.machine)
@@ -350,16 +357,19 @@ class Gateway:
                 )
         staged.events.extend(events)
         if self.drainer is not None:
-            staged.lines.extend(event_rows(self.config.site, events))
-        self.alerts.observe(events)
+            staged.lines.extend(event_rows(self.config.site, events, self.config.shard_tag))
+        self.alerting.observe(events)
         self._stage_alerts()
 
     def _stage_alerts(self) -> bool:
-        """The alert core's transitions become ``alert`` points in the same commit; True if
-        there were any."""
-        transitions = self.alerts.transitions()
+        """The alert core's transitions become ``alert`` points, and the dispatcher's
+        notifications rows of the notification queue, in the same commit as the checkpoint
+        that records them; True if there were any."""
+        transitions, notifications = self.alerting.drain()
+        if notifications:
+            self._stage_notifications(notifications)
         if not transitions:
-            return False
+            return bool(notifications)
         for t in transitions:
             self.metrics.events["AlertTransition"] += 1
             log.info(
@@ -375,13 +385,21 @@ class Gateway:
             )
         if self.drainer is not None:
             self._staged.lines.extend(alert_rows(self.config.site, transitions))
-        for channel in self.config.alerts.webhooks:
-            self._staged.notifications.extend(
-                (channel.name, payload_json(self.config.site, t))
-                for t in transitions
-                if channel.wants(t.severity)
-            )
+        self._staged.alert_state = True
         return True
+
+    def _stage_notifications(self, notifications: list[Notification]) -> None:
+        for n in notifications:
+            log.info(
+                "alert.notification",
+                channel=n.channel,
+                kind=n.kind,
+                group=dict(n.group),
+                alerts=len(n.alerts),
+                at_ms=n.ts_ms,
+            )
+        self._staged.notifications.extend(notification_rows(self.config.site, notifications))
+        self._staged.alert_state = True
 
     def stage_lines(self, lines: list[tuple[int, str]]) -> None:
         """Points computed outside the sample path (forecasts, utilization) join a commit."""
@@ -409,6 +427,7 @@ class Gateway:
                 cp for m in staged.touched if (cp := self.plant.checkpoint(m)) is not None
             ],
             notifications=staged.notifications,
+            alert_state=self.alerting.checkpoints(self.clock_ms()) if staged.alert_state else (),
         )
         self.metrics.commits += 1
         if staged.notifications:
@@ -490,10 +509,13 @@ class Gateway:
         if events:
             self._stage_events(events)
             self._request_commit()
-        self.alerts.handle_timer(watermark)
-        if self._stage_alerts():
+        for name, connected in self._collector_states():
+            self.alerting.collector(name, connected, watermark)
+        self.alerting.handle_timer(watermark)
+        if self._stage_alerts() or self.alerting.checkpoints_due(self.clock_ms()):
+            self._staged.alert_state = True
             self._request_commit()
-        deadlines = [d for d in (self.plant.next_deadline(), self.alerts.next_deadline()) if d]
+        deadlines = [d for d in (self.plant.next_deadline(), self.alerting.next_deadline()) if d]
         deadline = min(deadlines) if deadlines else None
         delay = 1.0 if deadline is None else max(0.0, (deadline - watermark) / 1000)
         return min(delay, 1.0)
@@ -633,7 +655,9 @@ class Gateway:
         written: list[int] = []
         while day < complete_until:
             end = next_day_ms(day, tz)
-            rows = utilization_rows(self.config.site, self.utilization(day, end), day)
+            rows = utilization_rows(
+                self.config.site, self.utilization(day, end), day, self.config.shard_tag
+            )
             self.store.commit_report(
                 UTILIZATION_REPORT,
                 day,
@@ -649,6 +673,7 @@ class Gateway:
         return written
 
     async def _shutdown(self) -> None:
+        self._staged.alert_state = True
         self.commit()
         if self.drainer is not None:
             depth = self.store.outbox_depth()
@@ -666,6 +691,55 @@ class Gateway:
             self.writer.close()
         self.store.close()
         log.info("gateway.stopped")
+
+    # -- alerts: operators' actions and views ----------------------------------------------
+
+    def _collector_states(self) -> list[tuple[str, bool]]:
+        out = []
+        if self.mqtt is not None:
+            out.append(("mqtt", self.mqtt.health().connected))
+        out.extend((c.name, c.health().connected) for c in self.opcua)
+        return out
+
+    def _alert_now(self) -> int:
+        """Operators' actions are applied on the rules' own (watermark) clock."""
+        return max(self.steady.now() - self.options.lateness_ms, self.alerts.now_ms or 0)
+
+    def acknowledge(self, rule: str, machine: str, by: str, comment: str = "") -> int | None:
+        """Acknowledge a firing alert; its time (epoch ms), or None if it is not firing."""
+        at = self._alert_now()
+        return at if self.alerting.acknowledge(rule, machine, by, at, comment) else None
+
+    def add_silence(
+        self, matchers: dict[str, str], starts_ms: int, ends_ms: int, by: str, comment: str = ""
+    ) -> Silence:
+        silence = self.alerting.add_silence(
+            matchers=matchers,
+            starts_ms=starts_ms,
+            ends_ms=ends_ms,
+            by=by,
+            comment=comment,
+            at_ms=self._alert_now(),
+        )
+        self._after_operator_action()
+        return silence
+
+    def end_silence(self, silence_id: str) -> StoredSilence | None:
+        ended = self.alerting.end_silence(silence_id, self._alert_now())
+        self._after_operator_action()
+        return ended
+
+    def silences(self) -> list[StoredSilence]:
+        return self.alerting.silences(self.clock_ms())
+
+    def alert_marks(self, view: AlertView) -> Marks:
+        # Silences are shown as operators set them: active by the wall clock.
+        return self.alerting.marks(view, self.clock_ms())
+
+    def _after_operator_action(self) -> None:
+        """A silence that ended may release notifications at once: stage and commit them."""
+        if self._stage_alerts():
+            self.commit()
 
     # -- views for the API -----------------------------------------------------------------
 

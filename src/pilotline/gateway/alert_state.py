@@ -1,0 +1,144 @@
+"""What the alert machinery keeps across restarts, in the embedded store's SQLite file.
+
+- ``alert_state``: the pure cores' checkpoints (``Alerts.checkpoint()`` and
+  ``Dispatcher.checkpoint()``) as JSON, one row per core. Without them a restart would forget
+  which alerts are firing and which were notified, and every firing alert would fire and be
+  notified again after its ``for:``.
+- ``silences``: every silence set through the API, kept after it ends (the list shows recent
+  ones) until it is older than ``SILENCE_KEEP_MS``.
+- ``alert_acks``: who acknowledged which alert and when (an audit trail; the dispatcher's
+  checkpoint holds the acks that are in force).
+
+Same connection and thread as ``Store`` (the event loop's); each write is its own short
+transaction, so an acknowledgement or a silence is durable when the API answers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pilotline.rules.dispatch import Silence
+
+SILENCE_KEEP_MS: Final = 30 * 86_400_000
+"""Ended silences are listed (with ``expired=true``) for 30 days, then forgotten."""
+
+ALERT_STATE_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS alert_state (
+        core TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        saved_ms INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS silences (
+        id TEXT PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        starts_ms INTEGER NOT NULL,
+        ends_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS alert_acks (
+        id INTEGER PRIMARY KEY,
+        rule TEXT NOT NULL,
+        machine TEXT NOT NULL,
+        acked_by TEXT NOT NULL,
+        acked_ms INTEGER NOT NULL,
+        comment TEXT NOT NULL
+    )""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSilence:
+    silence: Silence
+    created_ms: int
+
+
+class AlertStateStore:
+    """The three tables above on the store's connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save(self, core: str, data: Mapping[str, Any], now_ms: int) -> None:
+        text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO alert_state (core, data, saved_ms) VALUES (?, ?, ?)",
+                (core, text, now_ms),
+            )
+
+    def load(self, core: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT data FROM alert_state WHERE core = ?", (core,)).fetchone()
+        if row is None:
+            return None
+        try:
+            data = json.loads(row[0])
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    # -- silences ----------------------------------------------------------------------------
+
+    def add_silence(self, silence: Silence, created_ms: int) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO silences (id, matchers, starts_ms, ends_ms, created_by, comment,"
+                " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    silence.id,
+                    json.dumps(dict(silence.matchers), sort_keys=True),
+                    silence.starts_ms,
+                    silence.ends_ms,
+                    silence.created_by,
+                    silence.comment,
+                    created_ms,
+                ),
+            )
+
+    def end_silence(self, silence_id: str, at_ms: int) -> bool:
+        """End a silence now (if it has not ended yet); False if there is no such silence."""
+        with self._db:
+            cursor = self._db.execute(
+                "UPDATE silences SET ends_ms = MIN(ends_ms, ?) WHERE id = ?", (at_ms, silence_id)
+            )
+        return cursor.rowcount > 0
+
+    def silences(self, now_ms: int) -> list[StoredSilence]:
+        """Active, future and recently ended silences, newest first; older ones are deleted."""
+        with self._db:
+            self._db.execute("DELETE FROM silences WHERE ends_ms < ?", (now_ms - SILENCE_KEEP_MS,))
+        rows = self._db.execute(
+            "SELECT id, matchers, starts_ms, ends_ms, created_by, comment, created_ms"
+            " FROM silences ORDER BY created_ms DESC, id"
+        ).fetchall()
+        return [
+            StoredSilence(
+                Silence(
+                    id=row[0],
+                    matchers=json.loads(row[1]),
+                    starts_ms=row[2],
+                    ends_ms=row[3],
+                    created_by=row[4],
+                    comment=row[5],
+                ),
+                row[6],
+            )
+            for row in rows
+        ]
+
+    # -- acknowledgements ---------------------------------------------------------------------
+
+    def record_ack(self, rule: str, machine: str, by: str, at_ms: int, comment: str) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO alert_acks (rule, machine, acked_by, acked_ms, comment)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (rule, machine, by, at_ms, comment),
+            )
