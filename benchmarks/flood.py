@@ -33,58 +33,34 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:  # the shared _launch.py, also when imported as benchmarks.X
+    sys.path.append(HERE)
+
+from _launch import (  # noqa: E402
+    get_json,
+    metrics,
+    operator_token,
+    pilotline_command,
+    running,
+    vm_rss_kib,
+    wall_ms,
+)
 
 TOPIC = "flood/{machine}/telemetry"
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def machine_id(i: int) -> str:
     return f"f-{i:03d}"
 
 
-def vm_rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def pilotline_command() -> list[str]:
-    script = Path(sys.executable).parent / "pilotline"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pilotline.gateway.cli"]
-
-
-def get_json(url: str, headers: dict[str, str]) -> Any:
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 def metric(api: str, headers: dict[str, str], name: str) -> float:
     """The sum of a metric's samples in /metrics."""
-    request = urllib.request.Request(f"http://{api}/metrics", headers=headers)
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")):
-            total += float(line.rpartition(" ")[2])
-    return total
+    return metrics(api, headers).get(name, 0.0)
 
 
 # -- role: publisher ---------------------------------------------------------------------------
@@ -165,21 +141,6 @@ class FloodResult:
         return max(parts[0]), max(parts[1]), max(parts[2])
 
 
-@contextlib.contextmanager
-def _process(cmd: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, **kwargs)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def run_flood(
     messages: int,
     *,
@@ -217,19 +178,11 @@ def run_flood(
             )
         config = work / "site.yaml"
         config.write_text("\n".join(lines) + "\n")
-        create = ["token", "create", "--role", "operator", "--name", "flood", "-c", str(config)]
-        token = subprocess.run(
-            [*pilotline_command(), *create],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.strip()
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = operator_token(config, "flood")
         log_path = work / "gateway.log"
         log_out = stack.enter_context(log_path.open("wb"))
         gateway = stack.enter_context(
-            _process(
+            running(
                 [*pilotline_command(), "run", "-c", str(config)],
                 stdout=log_out,
                 stderr=subprocess.STDOUT,
@@ -256,7 +209,7 @@ def run_flood(
         spec = {"port": broker.port, "machines": machines, "messages": messages, "out": str(out)}
         started = time.monotonic()
         publisher = stack.enter_context(
-            _process([sys.executable, __file__, "--role", "publish", "--spec", json.dumps(spec)])
+            running([sys.executable, __file__, "--role", "publish", "--spec", json.dumps(spec)])
         )
         result = FloodResult(messages, 0, 0, 0.0, 0.0, baseline_kib=baseline, every_s=every_s)
         counted = 0.0

@@ -4,8 +4,13 @@ and SQLite commits, optionally the outbox drained to an in-memory InfluxDB write
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/replay.py                 # 40 machines x 6 h at 1 Hz
-    .venv/bin/python benchmarks/replay.py --machines 10 --hours 1   # a smoke run
+    .venv/bin/python benchmarks/replay.py                 # 40 machines x 6 h at 1 Hz, ~2 min
+    .venv/bin/python benchmarks/replay.py --core-only     # the rules core alone, ~30 s
+    .venv/bin/python benchmarks/replay.py --quick         # 10 machines x 1 h, a smoke run
+
+The rules core figure is the best of ``--repeat`` (3) passes, each through a fresh ``Plant``
+(the shared machine's noise only ever slows a pass down), printed with its ratio to issue 9's
+target of 500,000 samples/s.
 
 The synthetic plant: half the machines give their state as a name (``state``), half as a
 power reading with thresholds; each alternates jobs of 5-40 minutes with idle gaps of 2-60
@@ -23,17 +28,19 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:  # the shared _launch.py, also when imported as benchmarks.X
+    sys.path.append(HERE)
 
-from pilotline.gateway.config import load_config  # noqa: E402
+from _launch import print_summary  # noqa: E402
+from pilotline.gateway.config import SiteConfig, load_config  # noqa: E402
 from pilotline.gateway.influx import MemoryWriter  # noqa: E402
 from pilotline.gateway.logs import configure_logging  # noqa: E402
 from pilotline.gateway.replay import read_file, replay  # noqa: E402
 from pilotline.rules import Plant, Sample  # noqa: E402
 
 T0 = 1_795_737_600_000
+TARGET_CORE = 500_000
 
 
 def site(machines: int, store: Path) -> str:
@@ -48,10 +55,15 @@ def site(machines: int, store: Path) -> str:
     for z in range(max(1, machines // 10)):
         lines += [f"  - id: zone-{z}", "    machines:"]
         for m in range(z * 10, min(machines, (z + 1) * 10)):
-            state = ("{signal: state}" if m % 2 == 0
-                     else "{signal: power_w, running_above: 120, idle_below: 60}")
-            lines.append(f"      - {{id: m-{m:03d}, owner: o-{m % 3}, capabilities: [c-{m % 4}],"
-                         f" mqtt: {{topic: t/m-{m:03d}}}, state: {state}}}")
+            state = (
+                "{signal: state}"
+                if m % 2 == 0
+                else "{signal: power_w, running_above: 120, idle_below: 60}"
+            )
+            lines.append(
+                f"      - {{id: m-{m:03d}, owner: o-{m % 3}, capabilities: [c-{m % 4}],"
+                f" mqtt: {{topic: t/m-{m:03d}}}, state: {state}}}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -64,29 +76,58 @@ def timeline(machines: int, hours: float, seed: int) -> list[Sample]:
         s = 0
         while s < seconds:
             kind = rng.choices(["job", "idle", "fault"], [0.55, 0.4, 0.05])[0]
-            length = {"job": rng.randint(300, 2400), "idle": rng.randint(120, 3600),
-                      "fault": rng.randint(60, 900)}[kind]
+            length = {
+                "job": rng.randint(300, 2400),
+                "idle": rng.randint(120, 3600),
+                "fault": rng.randint(60, 900),
+            }[kind]
             for t in range(s, min(seconds, s + length)):
                 ts = T0 + t * 1000
                 if m % 2 == 0:
-                    value: dict[str, float | str] = {"state": {
-                        "job": "Executing", "idle": "NotExecuting", "fault": "Aborted"}[kind]}
+                    value: dict[str, float | str] = {
+                        "state": {"job": "Executing", "idle": "NotExecuting", "fault": "Aborted"}[
+                            kind
+                        ]
+                    }
                 else:
-                    value = {"power_w": {"job": 800.0, "idle": 20.0, "fault": 20.0}[kind]
-                             + rng.random()}
+                    value = {
+                        "power_w": {"job": 800.0, "idle": 20.0, "fault": 20.0}[kind] + rng.random()
+                    }
                 samples.append(Sample(name, ts, {**value, "temp_c": 20.0 + rng.random()}))
             s += length
     samples.sort(key=lambda x: x.ts_ms)
     return samples
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def core_rate(config: SiteConfig, samples: list[Sample]) -> tuple[float, int]:
+    """One pass through a fresh rules ``Plant``: (seconds, events)."""
+    plant = Plant(config.plant_spec())
+    events = 0
+    started = time.perf_counter()
+    for sample in samples:
+        plant.receive(sample)
+        events += len(plant.events())
+    plant.handle_timer(samples[-1].ts_ms)
+    events += len(plant.events())
+    return time.perf_counter() - started, events
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--machines", type=int, default=40)
     parser.add_argument("--hours", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="passes through the rules core; the best counts"
+    )
+    parser.add_argument("--core-only", action="store_true", help="skip the end-to-end replays")
+    parser.add_argument("--quick", action="store_true", help="10 machines x 1 h, a smoke run")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.machines, args.hours = 10, 1.0
     configure_logging("json", "warning")  # as `pilotline replay` does: no line per state
+    summary: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         config_path = work / "site.yaml"
@@ -96,37 +137,64 @@ def main() -> None:
         n = len(samples)
         print(f"{args.machines} machines x {args.hours:g} h at 1 Hz: {n:,} samples")
 
-        plant = Plant(config.plant_spec())
-        events = 0
-        started = time.perf_counter()
-        for sample in samples:
-            plant.receive(sample)
-            events += len(plant.events())
-        plant.handle_timer(samples[-1].ts_ms)
-        events += len(plant.events())
-        core_s = time.perf_counter() - started
-        print(f"rules core alone:        {n / core_s:>10,.0f} samples/s "
-              f"({core_s:.2f} s, {events:,} events)")
-
-        jsonl = work / "history.jsonl"
-        with jsonl.open("w") as out:
-            for s in samples:
-                out.write(json.dumps({"machine": s.machine, "ts": s.ts_ms, **s.values}) + "\n")
-        started = time.perf_counter()
-        data = read_file(jsonl)
-        read_s = time.perf_counter() - started
-        result = replay(config, data.samples, out_store=work / "replay.db")
-        total_s = read_s + result.elapsed_s
-        print(f"replay, store only:      {n / result.elapsed_s:>10,.0f} samples/s "
-              f"({result.elapsed_s:.2f} s; reading the JSON lines {read_s:.2f} s more: "
-              f"{n / total_s:,.0f} samples/s file to store)")
-
-        writer = MemoryWriter()
-        result = replay(config, data.samples, out_store=work / "replay-influx.db", influx=True,
-                        writer=writer)
-        print(f"replay, --influx:        {n / result.elapsed_s:>10,.0f} samples/s "
-              f"({result.elapsed_s:.2f} s, {len(writer.lines):,} points drained)")
+        passes = [core_rate(config, samples) for _ in range(max(1, args.repeat))]
+        core_s, events = min(passes)
+        rate = n / core_s
+        print(
+            f"rules core alone:        {rate:>10,.0f} samples/s "
+            f"({core_s:.2f} s, {events:,} events; best of {len(passes)}: "
+            f"{', '.join(f'{n / p[0]:,.0f}' for p in passes)})"
+        )
+        print(
+            f"rules core / target:     {rate / TARGET_CORE:>10.2f}  "
+            f"(target {TARGET_CORE:,} samples/s)"
+        )
+        summary.append(
+            (
+                "replay through the rules core alone",
+                f">= {TARGET_CORE:,} samples/s",
+                f"{rate:,.0f} samples/s",
+                f"{rate / TARGET_CORE:.2f} of target",
+            )
+        )
+        if not args.core_only:
+            jsonl = work / "history.jsonl"
+            with jsonl.open("w") as out:
+                for s in samples:
+                    out.write(json.dumps({"machine": s.machine, "ts": s.ts_ms, **s.values}) + "\n")
+            started = time.perf_counter()
+            data = read_file(jsonl)
+            read_s = time.perf_counter() - started
+            result = replay(config, data.samples, out_store=work / "replay.db")
+            total_s = read_s + result.elapsed_s
+            print(
+                f"replay, store only:      {n / result.elapsed_s:>10,.0f} samples/s "
+                f"({result.elapsed_s:.2f} s; reading the JSON lines {read_s:.2f} s more: "
+                f"{n / total_s:,.0f} samples/s file to store)"
+            )
+            writer = MemoryWriter()
+            result = replay(
+                config,
+                data.samples,
+                out_store=work / "replay-influx.db",
+                influx=True,
+                writer=writer,
+            )
+            print(
+                f"replay, --influx:        {n / result.elapsed_s:>10,.0f} samples/s "
+                f"({result.elapsed_s:.2f} s, {len(writer.lines):,} points drained)"
+            )
+            summary.append(
+                (
+                    "replay end to end (`pilotline replay --influx`, in-memory writer)",
+                    "-",
+                    f"{n / result.elapsed_s:,.0f} samples/s",
+                    f"{n / result.elapsed_s / rate:.2f} of the rules core",
+                )
+            )
+    print_summary(summary, "replay.py", argv, quick=args.quick)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -24,80 +24,34 @@ loss or duplicate.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:  # the shared _launch.py, also when imported as benchmarks.X
+    sys.path.append(HERE)
+
+from _launch import (  # noqa: E402
+    cpu_seconds,
+    metrics,
+    operator_token,
+    pilotline_command,
+    read_json,
+    running,
+    vm_rss_kib,
+    wait_until,
+    wall_ms,
+    write_json,
+)
 
 REPORT_EVERY_S = 30.0
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def vm_rss_kib(pid: int) -> int | None:
-    """Resident set size (VmRSS) of a live process, in KiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def pilotline_command() -> list[str]:
-    script = Path(sys.executable).parent / "pilotline"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pilotline.gateway.cli"]
-
-
-def metrics(api: str, headers: dict[str, str]) -> dict[str, float]:
-    """/metrics as ``{name{labels}: value}`` (plus per-name sums under the bare name)."""
-    request = urllib.request.Request(f"http://{api}/metrics", headers=headers)
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        text = resp.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        out[key] = float(value)
-        name = key.split("{", 1)[0]
-        if "{" in key:
-            out[name] = out.get(name, 0.0) + float(value)
-    return out
 
 
 # -- role: publisher ---------------------------------------------------------------------------
@@ -168,32 +122,6 @@ def role_publish(spec: dict[str, Any]) -> None:
 # -- the benchmark -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def running(cmd: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, **kwargs)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_for(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(Exception):
-            if condition():
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout_s:g} s")
-        time.sleep(0.2)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -235,15 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             + "log: {format: json, level: info}\n"
         )
-        create = ["token", "create", "--role", "operator", "--name", "soak", "-c", str(config)]
-        token = subprocess.run(
-            [*pilotline_command(), *create],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.strip()
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = operator_token(config, "soak")
         gateway_log = work / "gateway.log"
         with (
             gateway_log.open("wb") as log_out,
@@ -259,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 with urllib.request.urlopen(request, timeout=5) as resp:
                     return bool(json.loads(resp.read())["mqtt"]["connected"])
 
-            wait_for(subscribed, 60, "gateway connected")
+            wait_until(subscribed, 60, "gateway connected", 0.2, tolerate=(Exception,))
             time.sleep(1.0)  # the SUBACK
             status = work / "publisher.json"
             spec = {
@@ -276,7 +196,13 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             rows: list[dict[str, Any]] = []
             rss_curve: list[int] = []
-            last = {"t": 0.0, "published": 0, "samples": 0.0, "cpu": cpu_seconds(gateway.pid)}
+            cpu_start = cpu_seconds(gateway.pid) or 0.0  # start-up excluded from the mean
+            last = {
+                "t": 0.0,
+                "published": 0,
+                "samples": 0.0,
+                "cpu": cpu_seconds(gateway.pid) or 0.0,
+            }
             next_report = REPORT_EVERY_S
             print(
                 f"{'t_s':>6} {'published':>10} {'pub/s':>7} {'gw samples':>10} {'gw/s':>7}"
@@ -304,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                         "outbox": m.get("pilotline_outbox_depth", 0.0),
                         "rss_mib": rss / 1024,
                         "peak_mib": max(rss_curve) / 1024,
-                        "cpu": cpu_seconds(gateway.pid),
+                        "cpu": cpu_seconds(gateway.pid) or 0.0,
                     }
                     dt = max(t - last["t"], 1e-9)
                     row["pub_rate"] = (row["published"] - last["published"]) / dt
@@ -338,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
             settle_start = time.monotonic()
-            wait_for(settled, 300, "gateway caught up and outbox drained")
+            wait_until(
+                settled, 300, "gateway caught up and outbox drained", 0.2, tolerate=(Exception,)
+            )
             settle_s = time.monotonic() - settle_start
             final = metrics(api, headers)
             rss_end = vm_rss_kib(gateway.pid) or 0
@@ -367,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| gateway samples counted | {final.get('pilotline_samples_total', 0):,.0f} |")
     written = final.get("pilotline_points_written_total", 0)
     print(f"| points written (all measurements) | {written:,.0f} |")
-    cpu_total = rows[-1]["cpu"] if rows else 0.0
+    cpu_total = rows[-1]["cpu"] - cpu_start if rows else 0.0
     print(f"| gateway CPU, mean | {100 * cpu_total / max(seconds, 1):.0f}% of a core |")
     print(f"| store commits | {final.get('pilotline_store_commits_total', 0):,.0f} |")
     print(f"| telemetry points in victoria-metrics | {total_stored:,} |")
