@@ -1,0 +1,141 @@
+"""A broker that goes away is one collector alert, not one per machine (real Mosquitto).
+
+Six machines publish over MQTT through a real broker to the gateway running on the wall
+clock. The broker is killed: the MQTT collector disconnects, every machine goes stale, and
+the operators must get exactly one `collector-down` alert, not six `machine-offline` ones.
+The broker comes back: the collector alert resolves and no machine alert ever fired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from structlog.testing import capture_logs
+
+from pilotline.demo.broker import MosquittoBroker, free_port
+from pilotline.gateway.config import load_config
+from pilotline.gateway.service import Gateway, ServiceOptions
+
+pytestmark = pytest.mark.integration
+
+MACHINES = [f"m-{i}" for i in range(6)]
+
+CONFIG = """\
+site: alert-site
+mqtt: {{url: "{mqtt_url}", client_id: gw-alerts, reconnect_max_s: 1}}
+store: {store}
+api: 127.0.0.1:{api_port}
+defaults: {{debounce_s: 0, stale_after_s: 2, min_idle_s: 60, publish_interval_s: 60}}
+zones:
+  - id: photonics
+    machines:
+{machines}
+alerts:
+  group_wait: 0s
+  rules:
+    - {{name: machine-offline, severity: warning, state: offline, for: 1s}}
+    - {{name: machine-down, severity: critical, state: down, for: 1s}}
+    - {{name: collector-down, severity: critical, collector: disconnected, for: 2s}}
+"""
+
+
+class Publisher:
+    """Every machine reports `Executing` every 0.3 s; paho reconnects by itself."""
+
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="plant")
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect_async("127.0.0.1", port)
+        self.client.loop_start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            ts = int(time.time() * 1000)
+            for m in MACHINES:
+                payload = json.dumps({"ts": ts, "state": "Executing"})
+                self.client.publish(f"plant/{m}", payload, qos=0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def broker() -> Iterator[MosquittoBroker]:
+    with MosquittoBroker() as b:
+        yield b
+
+
+async def until(condition: Callable[[], bool], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+def transitions(logs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    return [
+        (e["rule"], e["machine"], e["firing"]) for e in logs if e["event"] == "alert.transition"
+    ]
+
+
+async def test_a_lost_broker_is_one_collector_alert(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    machines = "\n".join(
+        f"      - {{id: {m}, owner: acme, mqtt: {{topic: plant/{m}}}, state: {{signal: state}}}}"
+        for m in MACHINES
+    )
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        CONFIG.format(
+            mqtt_url=broker.url, store=tmp_path / "gw.db", machines=machines, api_port=free_port()
+        )
+    )
+    gateway = Gateway(load_config(path), options=ServiceOptions(lateness_ms=200))
+    publisher = Publisher(broker.port)
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run(api=False))
+        try:
+            await until(
+                lambda: all(v.state.value == "running" for v in gateway.plant.view()), 15
+            )
+            # Machines count as offline until their first state: that alert may not fire
+            # either (for: 1s is longer than it takes them to report).
+            assert transitions(logs) == []
+
+            broker.stop(kill=True)
+            await until(lambda: ("collector-down", "mqtt", True) in transitions(logs), 15)
+            await asyncio.sleep(3)  # machines are stale by now (stale_after 2 s + for 1 s)
+            assert all(v.state.value == "offline" for v in gateway.plant.view())
+            assert transitions(logs) == [("collector-down", "mqtt", True)]
+
+            broker.start()
+            await until(lambda: ("collector-down", "mqtt", False) in transitions(logs), 20)
+            await until(
+                lambda: all(v.state.value == "running" for v in gateway.plant.view()), 15
+            )
+            await asyncio.sleep(2)  # longer than the machine rules' for:
+            assert transitions(logs) == [
+                ("collector-down", "mqtt", True),
+                ("collector-down", "mqtt", False),
+            ]
+            firing = {(a.rule, a.machine) for a in gateway.alerts.view()}
+            assert firing == set()
+        finally:
+            publisher.close()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
