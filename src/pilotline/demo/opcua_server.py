@@ -17,6 +17,9 @@ Machines (namespace ``urn:pilotline:demo``, string node ids):
 ``test.Value`` (Double), ``test.Text`` (String) and ``test.Flag`` (Boolean) are writable and
 never touched by the simulation: tests write them and watch what the collector reports.
 ``--bench N`` adds ``bench.v0000``... Doubles, all rewritten every ``--bench-interval-ms``.
+``--incident down:laser-cut-01:START_MS:END_MS`` (repeatable) stages the demo's incidents
+(:class:`pilotline.demo.plant.Incident`); while a machine is silent (``offline``) its state
+variable reads Bad_NoCommunication, as an aggregating server reports a device it lost.
 
 ``--secure`` offers only Basic256Sha256 Sign and SignAndEncrypt. The server's certificate
 is generated once in ``PKI/server/``; client certificates are accepted only when the same
@@ -48,7 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pilotline.demo.plant import Plant
+from pilotline.demo.plant import Incident, Plant
 
 __all__ = ["DEMO_MACHINES", "NAMESPACE", "demo_nodes", "main", "serve"]
 
@@ -134,12 +137,13 @@ class DemoServer:
         bench: int = 0,
         seed: int = 7,
         time_scale: float = 1.0,
+        incidents: Sequence[Incident] = (),
     ) -> None:
         self.endpoint = f"opc.tcp://{host}:{port}"
         self.secure = secure
         self.pki = pki
         self.bench = bench
-        self.plant = Plant(seed=seed, time_scale=time_scale)
+        self.plant = Plant(seed=seed, time_scale=time_scale, incidents=incidents)
         self.server = Server()
         self.values: dict[tuple[str, str], Node] = {}
         self.bench_nodes: list[Node] = []
@@ -231,10 +235,12 @@ class DemoServer:
 
     async def update(self, now_ms: int) -> None:
         stamp = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+        silent = set(DEMO_MACHINES)
         for topic, payload in self.plant.payloads(now_ms):
             machine = topic.split("/")[-2]
             if machine not in DEMO_MACHINES:
                 continue
+            silent.discard(machine)
             values = orjson.loads(payload)
             vocabulary = DEMO_MACHINES[machine][0]
             for key, value in values.items():
@@ -253,6 +259,11 @@ class DemoServer:
                 await node.write_value(
                     ua.DataValue(variant, SourceTimestamp=stamp, ServerTimestamp=stamp)
                 )
+        for machine in sorted(silent):
+            lost = ua.StatusCode(ua.StatusCodes.BadNoCommunication)
+            await self.values[(machine, "state")].write_value(
+                ua.DataValue(StatusCode=lost, SourceTimestamp=stamp, ServerTimestamp=stamp)
+            )
 
     async def bench_loop(self, interval_s: float) -> None:
         n = 0
@@ -281,9 +292,17 @@ async def serve(
     seed: int = 7,
     time_scale: float = 1.0,
     stop: asyncio.Event | None = None,
+    incidents: Sequence[Incident] = (),
 ) -> None:
     demo = DemoServer(
-        port, host=host, secure=secure, pki=pki, bench=bench, seed=seed, time_scale=time_scale
+        port,
+        host=host,
+        secure=secure,
+        pki=pki,
+        bench=bench,
+        seed=seed,
+        time_scale=time_scale,
+        incidents=incidents,
     )
     await demo.setup()
     async with demo.server:
@@ -315,6 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bench-interval-ms", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument(
+        "--incident",
+        type=Incident.parse,
+        action="append",
+        default=[],
+        help="state:target:start_ms:end_ms (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -334,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             time_scale=args.time_scale,
             stop=stop,
+            incidents=args.incident,
         )
 
     asyncio.run(run())

@@ -31,6 +31,11 @@ What the gateway is meant to see:
 
 ``time_scale`` multiplies every scheduled duration (jobs, gaps, faults, maintenance), not
 the blips, which stay in real seconds so that they stay below the debounce.
+
+Staged incidents (:class:`Incident`) are laid over the schedule without changing it: while
+one is on, its machines report a fault (``down``) or fall silent (``offline``, a power cut),
+and afterwards they carry on with their own lives. ``pilotline demo`` stages a fault on one
+machine and a zone-wide outage at fixed times, so that alerts show within minutes.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ import math
 import random
 import zlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Self, cast, get_args
 
 import orjson
 
@@ -49,6 +55,7 @@ __all__ = [
     "BLIP_MAX_MS",
     "IDLE_BELOW_W",
     "RUNNING_ABOVE_W",
+    "Incident",
     "Plant",
     "SimMachine",
 ]
@@ -144,6 +151,47 @@ class SimMachine:
     maintenance: bool = False
 
 
+IncidentState = Literal["down", "offline"]
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """Every machine ``target`` names (a machine id, or a zone: all of its machines) is
+    ``state`` from ``start_ms`` until ``end_ms`` (epoch ms, the plant's own time).
+
+    ``down`` is a fault the machine reports in its vocabulary, so only ``enum`` machines can
+    have one (a power-only machine at fault draws idle power); ``offline`` is silence. The
+    text form ``state:target:start_ms:end_ms`` (:meth:`parse`, ``str``) crosses the command
+    line to the demo's OPC UA server, which must stage the same incidents.
+    """
+
+    target: str
+    state: IncidentState
+    start_ms: int
+    end_ms: int
+
+    def __post_init__(self) -> None:
+        if self.state not in get_args(IncidentState):
+            raise ValueError(f"an incident is down or offline, not {self.state!r}")
+        if self.end_ms <= self.start_ms:
+            raise ValueError(f"incident on {self.target} ends before it starts")
+
+    def __str__(self) -> str:
+        return f"{self.state}:{self.target}:{self.start_ms}:{self.end_ms}"
+
+    @classmethod
+    def parse(cls, text: str) -> Self:
+        """``down:laser-cut-01:1795737630000:1795737690000`` -> an Incident."""
+        parts = text.split(":")
+        if len(parts) != 4:
+            raise ValueError(f"an incident is state:target:start_ms:end_ms, got {text!r}")
+        state, target, start, end = parts
+        return cls(target, cast(IncidentState, state), int(start), int(end))  # __post_init__ checks
+
+    def on_at(self, at_ms: int) -> bool:
+        return self.start_ms <= at_ms < self.end_ms
+
+
 @dataclass(frozen=True, slots=True)
 class _Profile:
     """Physical levels of one machine."""
@@ -175,6 +223,8 @@ class _Machine:
     last_phase: _Phase = _Phase.IDLE
     next_maint_ms: int | None = None
     current: _Segment | None = None
+    incidents: list[Incident] = field(default_factory=list)
+    in_incident: Incident | None = None  # the one on at the last instant asked about
 
 
 # Physical levels per kind of machine; each machine varies them by a few percent.
@@ -241,6 +291,8 @@ class Plant:
     machines spread over the two zones (for benchmarks). ``start_ms`` fixes the origin of
     every schedule; by default it is the first instant passed to :meth:`payloads`.
     ``dropouts=False`` keeps every machine publishing (no ``offline`` spells).
+    ``incidents`` are staged on top of the schedule (see :class:`Incident`); an unknown
+    target, or a ``down`` on a power-only machine, is a ``ValueError``.
     """
 
     def __init__(
@@ -252,6 +304,7 @@ class Plant:
         *,
         start_ms: int | None = None,
         dropouts: bool = True,
+        incidents: Sequence[Incident] = (),
     ) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be positive, got {time_scale}")
@@ -266,6 +319,8 @@ class Plant:
         self._sims = [self._make(row, i) for i, row in enumerate(self._rows(machines))]
         self._by_id = {sim.spec.id: sim for sim in self._sims}
         self.machines: list[SimMachine] = [sim.spec for sim in self._sims]
+        for incident in incidents:
+            self._stage(incident)
 
     # -- construction --------------------------------------------------------------------
 
@@ -312,6 +367,18 @@ class Plant:
             maint_offset_ms=(index % 7) * 5 * _MINUTE_MS,
         )
 
+    def _stage(self, incident: Incident) -> None:
+        sims = [s for s in self._sims if incident.target in (s.spec.id, s.spec.zone)]
+        if not sims:
+            raise ValueError(f"incident target {incident.target!r}: no such machine or zone")
+        for sim in sims:
+            if incident.state == "down" and sim.spec.kind == "power":
+                raise ValueError(
+                    f"{sim.spec.id} reports power only and cannot report a fault: "
+                    "stage an offline incident instead"
+                )
+            sim.incidents.append(incident)
+
     # -- public API ----------------------------------------------------------------------
 
     def payloads(self, now_ms: int) -> list[tuple[str, bytes]]:
@@ -325,7 +392,7 @@ class Plant:
         at = self._advance(now_ms)
         out: list[tuple[str, bytes]] = []
         for sim in self._sims:
-            seg = self._segment_at(sim, at)
+            seg = self._staged(sim, self._segment_at(sim, at), at)
             if seg.phase is _Phase.OFFLINE:
                 continue
             out.append((sim.spec.topic, orjson.dumps(self._values(sim, seg, at, now_ms))))
@@ -340,6 +407,8 @@ class Plant:
         sim = self._by_id[machine_id]
         if sim.current is None:
             return "offline"
+        if sim.in_incident is not None:
+            return sim.in_incident.state
         return sim.current.phase.canonical
 
     # -- schedule ------------------------------------------------------------------------
@@ -367,6 +436,20 @@ class Plant:
             if len(sim.segments) == 1:
                 self._extend(sim)
             sim.segments.popleft()
+
+    def _staged(self, sim: _Machine, seg: _Segment, at: int) -> _Segment:
+        """``seg``, or the incident on at ``at`` in its place (the schedule goes on beneath).
+
+        The incident's temperature starts from the scheduled segment's at the incident's
+        start (or at the segment's own start, if it began later): a pure function of ``at``,
+        like everything else here."""
+        sim.in_incident = next((i for i in sim.incidents if i.on_at(at)), None)
+        incident = sim.in_incident
+        if incident is None:
+            return seg
+        phase = _Phase.DOWN if incident.state == "down" else _Phase.OFFLINE
+        temp = self._temperature(sim, seg, max(seg.start_ms, incident.start_ms))
+        return _Segment(incident.start_ms, incident.end_ms, phase, temp)
 
     def _begin(self, sim: _Machine) -> None:
         """First segment: idle or running, part-way through, so machines start out of step."""

@@ -6,6 +6,14 @@ served by a real asyncua OPC UA server in another process, secured with Basic256
 SignAndEncrypt, with the certificate exchange an operator would do done here. The real
 gateway collects both into the embedded store, and the terminal shows where capacity is
 while the API serves the same picture.
+
+Alerts: the site configuration carries alert rules and one channel of each kind (webhook,
+e-mail, MQTT), all delivered to the demo's operator inbox (demo/inbox.py), whose arrivals
+show under the table and land in ``<workdir>/inbox.jsonl``. So that they show within
+minutes, the demo stages two incidents (demo/plant.py ``Incident``), timed from its start:
+one machine faults (``--fault-at``, default 30 s, for 60 s: one alert, then its resolution)
+and a whole zone loses power (``--outage-at``, default 90 s, for 90 s: one grouped message
+per channel).
 """
 
 from __future__ import annotations
@@ -17,20 +25,24 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 import yaml
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from pilotline.collectors.opcua.security import client_identity
 from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, free_port
+from pilotline.demo.inbox import Arrival, Inbox
 from pilotline.demo.opcua_server import DEMO_MACHINES, demo_nodes
+from pilotline.demo.plant import Incident
 from pilotline.demo.plant import Plant as SimPlant
 from pilotline.demo.publisher import publish_plant
 from pilotline.demo.site import demo_site_yaml
@@ -50,6 +62,13 @@ STATE_STYLE = {
     State.OFFLINE: "dim",
 }
 
+SITE = "demo-pilot"
+FAULT_MACHINE = "laser-cut-01"
+"""The machine the demo faults on purpose: photonics, away from the zone that loses power."""
+OUTAGE_ZONE = "imaging"
+INBOX_LINES = 8
+"""Arrivals shown under the live table."""
+
 
 @dataclass
 class DemoOptions:
@@ -62,6 +81,46 @@ class DemoOptions:
     live: bool = True
     log_format: str | None = None
     opcua: bool = True
+    alerts: bool = True
+    # Staged incidents, in seconds from the start of the demo; None: not staged.
+    fault_at_s: float | None = 30.0
+    fault_for_s: float = 60.0
+    outage_at_s: float | None = 90.0
+    outage_for_s: float = 90.0
+
+    def incidents(self, start_ms: int) -> list[Incident]:
+        out = []
+        if self.fault_at_s is not None:
+            at = start_ms + round(self.fault_at_s * 1000)
+            out.append(Incident(FAULT_MACHINE, "down", at, at + round(self.fault_for_s * 1000)))
+        if self.outage_at_s is not None:
+            at = start_ms + round(self.outage_at_s * 1000)
+            end = at + round(self.outage_for_s * 1000)
+            out.append(Incident(OUTAGE_ZONE, "offline", at, end))
+        return out
+
+
+class _Feed:
+    """The inbox's arrivals for the console: the last few under the live table, or a printed
+    line each without it."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.lines: deque[str] = deque(maxlen=INBOX_LINES)
+        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+        try:
+            "📨".encode(encoding)
+            self.mark = "📨"
+        except (UnicodeEncodeError, LookupError):
+            self.mark = ">"
+
+    def __call__(self, arrival: Arrival) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(arrival.received_ms / 1000))
+        line = f"{stamp} {arrival.line(self.mark)}"
+        if self.live:
+            self.lines.append(line)
+        else:
+            print(line, flush=True)
 
 
 async def run_demo(opts: DemoOptions) -> None:
@@ -75,6 +134,7 @@ async def run_demo(opts: DemoOptions) -> None:
     else:
         configure_logging(opts.log_format or "auto")  # type: ignore[arg-type]
 
+    started_ms = time.time_ns() // 1_000_000  # the staged incidents' origin
     broker: MosquittoBroker | None = None
     mqtt_url = opts.mqtt_url
     if mqtt_url is None:
@@ -87,29 +147,51 @@ async def run_demo(opts: DemoOptions) -> None:
     try:
         # Start the simulated schedules an hour ago, so the line is mid-shift when the demo
         # opens: some machines running, some idle, a job ending soon.
-        sim = SimPlant(seed=opts.seed, start_ms=int(time.time() * 1000) - 3_600_000)
+        incidents = opts.incidents(started_ms)
+        sim = SimPlant(seed=opts.seed, start_ms=started_ms - 3_600_000, incidents=incidents)
         config_path = opts.workdir / "pilotline.yaml"
-        text = demo_site_yaml(
-            sim,
-            mqtt_url=mqtt_url,
-            store=opts.workdir / "demo.db",
-            api=opts.api,
-            influx_url=opts.influx_url,
-            # idle time is offered after 30 s, so capacity shows within the first minute
-            min_idle_s=30,
-        )
-        with contextlib.ExitStack() as stack:
+        feed = _Feed(opts.live)
+        async with contextlib.AsyncExitStack() as stack:
+            inbox: Inbox | None = None
+            if opts.alerts:
+                inbox = await stack.enter_async_context(
+                    Inbox(
+                        opts.workdir / "inbox.jsonl",
+                        mqtt_url=mqtt_url,
+                        topic_prefix=f"pilotline/{SITE}/alerts",
+                        on_arrival=feed,
+                    )
+                )
+            text = demo_site_yaml(
+                sim,
+                mqtt_url=mqtt_url,
+                store=opts.workdir / "demo.db",
+                api=opts.api,
+                site=SITE,
+                influx_url=opts.influx_url,
+                # idle time is offered after 30 s, so capacity shows within the first minute
+                min_idle_s=30,
+                alerts=None if inbox is None else inbox.channels,
+            )
             if opts.opcua:
-                endpoint = stack.enter_context(_opcua_server(opts.workdir, opts.seed))
+                endpoint = stack.enter_context(_opcua_server(opts.workdir, opts.seed, incidents))
                 text = _serve_over_opcua(text, endpoint)
             config_path.write_text(text)
-            await _run_site(opts, sim, config_path, mqtt_url)
+            await _run_site(opts, sim, config_path, mqtt_url, inbox, feed, incidents)
     finally:
         if broker is not None:
             broker.close()
 
 
-async def _run_site(opts: DemoOptions, sim: SimPlant, config_path: Path, mqtt_url: str) -> None:
+async def _run_site(  # noqa: PLR0917 - the demo's parts, built by run_demo
+    opts: DemoOptions,
+    sim: SimPlant,
+    config_path: Path,
+    mqtt_url: str,
+    inbox: Inbox | None,
+    feed: _Feed,
+    incidents: Sequence[Incident],
+) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:  # a bug in the demo itself; say so plainly
@@ -117,7 +199,14 @@ async def _run_site(opts: DemoOptions, sim: SimPlant, config_path: Path, mqtt_ur
         raise SystemExit(1) from None
     gateway = Gateway(config)
     token_file = _demo_tokens(gateway, opts.workdir)
-    log.info("demo.started", mqtt=mqtt_url, api=f"http://{opts.api}", config=str(config_path))
+    log.info(
+        "demo.started",
+        mqtt=mqtt_url,
+        api=f"http://{opts.api}",
+        config=str(config_path),
+        inbox=None if inbox is None else str(inbox.path),
+        incidents=[str(i) for i in incidents],
+    )
     if not opts.live:
         opcua = sum(m.opcua is not None for _, m in config.machines())
         print(
@@ -127,12 +216,14 @@ async def _run_site(opts: DemoOptions, sim: SimPlant, config_path: Path, mqtt_ur
             f"Authorization: Bearer $(cat {token_file})); config in {config_path}",
             flush=True,
         )
+        if inbox is not None:
+            print(f"pilotline demo: {_staged(opts, inbox)}", flush=True)
     async with asyncio.TaskGroup() as tasks:
         gateway_task = tasks.create_task(gateway.run(), name="gateway")
         publisher = tasks.create_task(
             publish_plant(sim, mqtt_url, interval_s=1.0), name="demo-plant"
         )
-        show = tasks.create_task(_show(gateway, opts), name="demo-display")
+        show = tasks.create_task(_show(gateway, opts, inbox, feed), name="demo-display")
         if opts.duration_s is not None:
             await asyncio.sleep(opts.duration_s)
             for task in (publisher, show, gateway_task):
@@ -162,14 +253,30 @@ def _demo_tokens(gateway: Gateway, workdir: Path) -> Path:
     return workdir / "operator.token"
 
 
+def _staged(opts: DemoOptions, inbox: Inbox) -> str:
+    """What the operator is about to see, and where the notifications land."""
+    return f"alerts (webhook, e-mail, MQTT) arrive in {inbox.path}; {_incidents_text(opts)}"
+
+
+def _incidents_text(opts: DemoOptions) -> str:
+    parts = []
+    if opts.fault_at_s is not None:
+        parts.append(f"{FAULT_MACHINE} faults at +{opts.fault_at_s:g} s for {opts.fault_for_s:g} s")
+    if opts.outage_at_s is not None:
+        outage = f"+{opts.outage_at_s:g} s for {opts.outage_for_s:g} s"
+        parts.append(f"zone {OUTAGE_ZONE} loses power at {outage}")
+    return "; ".join(parts) if parts else "no staged incidents"
+
+
 @contextmanager
-def _opcua_server(workdir: Path, seed: int) -> Iterator[str]:
+def _opcua_server(workdir: Path, seed: int, incidents: Sequence[Incident] = ()) -> Iterator[str]:
     """A secured asyncua server playing the DEMO_MACHINES, trusted both ways."""
     port = free_port()
     server_pki = workdir / "opcua-server-pki"
+    staged = [arg for incident in incidents for arg in ("--incident", str(incident))]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pilotline.demo.opcua_server", "--port", str(port),
-         "--secure", "--pki", str(server_pki), "--seed", str(seed)],
+         "--secure", "--pki", str(server_pki), "--seed", str(seed), *staged],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -216,7 +323,7 @@ def _serve_over_opcua(site_yaml: str, endpoint: str) -> str:
     return yaml.safe_dump(site, sort_keys=False, default_flow_style=None)
 
 
-async def _show(gateway: Gateway, opts: DemoOptions) -> None:
+async def _show(gateway: Gateway, opts: DemoOptions, inbox: Inbox | None, feed: _Feed) -> None:
     if not opts.live:
         while True:
             await asyncio.sleep(10)
@@ -227,10 +334,20 @@ async def _show(gateway: Gateway, opts: DemoOptions) -> None:
                 idle=[v.id for v in views if v.state is State.IDLE],
                 running=sum(v.state is State.RUNNING for v in views),
             )
-    with Live(_table(gateway, opts), refresh_per_second=2, screen=False) as live:
+    with Live(_screen(gateway, opts, inbox, feed), refresh_per_second=2, screen=False) as live:
         while True:
             await asyncio.sleep(1)
-            live.update(_table(gateway, opts))
+            live.update(_screen(gateway, opts, inbox, feed))
+
+
+def _screen(gateway: Gateway, opts: DemoOptions, inbox: Inbox | None, feed: _Feed) -> Group:
+    """The table, then the inbox: where it is and its last few arrivals."""
+    parts: list[RenderableType] = [_table(gateway, opts)]
+    if inbox is not None:
+        parts.append(Text(f"operator inbox ({inbox.path}):", style="bold"))
+        lines = list(feed.lines) or [f"(nothing yet; {_incidents_text(opts)})"]
+        parts.extend(Text(f"  {line}") for line in lines)
+    return Group(*parts)
 
 
 def _table(gateway: Gateway, opts: DemoOptions) -> Table:
