@@ -1620,6 +1620,19 @@ def summarize(config: SiteConfig) -> str:
         lines.append(
             f"  influx {config.influx.url} (org {config.influx.org}, bucket {config.influx.bucket})"
         )
+    alerts = config.alerts
+    if alerts.rules or alerts.channels():
+        kinds = {WebhookConfig: "webhook", EmailConfig: "e-mail", AlertMqttConfig: "mqtt"}
+        channels = ", ".join(
+            f"{c.name} ({kinds.get(type(c), 'channel')}, {c.min_severity}+"
+            f"{', zones ' + ' '.join(c.zones) if c.zones else ''})"
+            for c in alerts.channels()
+        )
+        lines.append(
+            f"  alerts: {_plural(len(alerts.rules), 'rule')} "
+            f"({', '.join(r.name for r in alerts.rules) or 'none'}); "
+            f"channels: {channels or 'none (the alert measurement and /api/alerts only)'}"
+        )
     lines.append(f"  store {config.store}")
     lines.append(f"  api {config.api}")
     return "\n".join(lines)
