@@ -72,13 +72,12 @@ class Alerting:
     ) -> None:
         self._store = store
         specs = list(machines)
+        ids = {s.id for s in specs}
         self.alerts = Alerts(
             config.alert_rules(),
             specs,
             states=states,
-            collectors={
-                m: c for m, c in collector_names(config).items() if m in {s.id for s in specs}
-            },
+            collectors={m: c for m, c in collector_names(config).items() if m in ids},
         )
         self.dispatcher = config.alerts.dispatcher()
         self._restore("alerts", self.alerts.restore)
