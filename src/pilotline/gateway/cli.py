@@ -451,6 +451,7 @@ def _run(path: Path, log_format: str | None, shard: Shard | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     config = _cut(whole, shard, path)  # from here on the gateway sees only its machines
+    del whole  # with a shard, the other shards' machines need not stay in memory
     if config is None:
         print(f"{path}: nothing was started", file=sys.stderr)
         return 1

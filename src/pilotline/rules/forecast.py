@@ -64,20 +64,64 @@ def forecast(
 
     ``windows`` are (start, end) of idle windows, an open one ending at ``now_ms``.
     """
+    first = first_hour_ms(now_ms)
+    allowed = allowed_minutes(policy, first, hours)
+    expected = expected_minutes(
+        windows,
+        allowed,
+        now_ms,
+        min_idle_ms=min_idle_ms,
+        first_seen_ms=first_seen_ms,
+        weeks=weeks,
+    )
+    return [
+        HourForecast(first + index * HOUR_MS, free, round(minutes, 2))
+        for index, (free, minutes) in enumerate(zip(expected, allowed, strict=True))
+    ]
+
+
+def first_hour_ms(now_ms: int) -> int:
+    """Start of the first forecast hour: the next whole hour after ``now_ms``."""
+    return now_ms // HOUR_MS * HOUR_MS + HOUR_MS
+
+
+def allowed_minutes(policy: OfferingPolicy, first_ms: int, hours: int) -> tuple[float, ...]:
+    """Minutes of each hour from ``first_ms`` the policy allows (``offered_min`` is this
+    rounded to 0.01). The same for every machine with an equal policy: the gateway computes
+    it once per policy, not once per machine."""
+    return tuple(
+        allowed_ms(policy, start, start + HOUR_MS) / 60_000
+        for start in range(first_ms, first_ms + hours * HOUR_MS, HOUR_MS)
+    )
+
+
+def expected_minutes(
+    windows: Sequence[tuple[int, int]],
+    allowed: Sequence[float],
+    now_ms: int,
+    *,
+    min_idle_ms: int,
+    first_seen_ms: int | None,
+    weeks: int = 4,
+) -> tuple[float, ...]:
+    """Expected free minutes (rounded to 0.01) of each hour from ``first_hour_ms(now_ms)``,
+    given the minutes the policy ``allowed`` in each: the offerable idle share of the same
+    hour in past weeks, times those minutes."""
+    if first_seen_ms is None or not windows:
+        return (0.0,) * len(allowed)  # no evidence: the share is 0 (a machine never idle)
     usable = offerable(windows, min_idle_ms)
-    first = now_ms // HOUR_MS * HOUR_MS + HOUR_MS
+    first = first_hour_ms(now_ms)
     out = []
-    for index in range(hours):
+    for index, minutes in enumerate(allowed):
         start = first + index * HOUR_MS
         shares = []
         for back in range(1, weeks + 1):
             past = start - back * WEEK_MS
             if past + HOUR_MS > now_ms:
                 continue  # that past hour has not finished yet
-            if first_seen_ms is None or past < first_seen_ms:
+            if past < first_seen_ms:
                 continue  # before the machine was watched: no evidence either way
             shares.append(overlap_ms(usable, past, past + HOUR_MS) / HOUR_MS)
         share = sum(shares) / len(shares) if shares else 0.0
-        offered_min = allowed_ms(policy, start, start + HOUR_MS) / 60_000
-        out.append(HourForecast(start, round(share * offered_min, 2), round(offered_min, 2)))
-    return out
+        out.append(round(share * minutes, 2))
+    return tuple(out)
