@@ -42,11 +42,12 @@ pytestmark = [
 ]
 
 
-N = 15_000  # samples in all, 5000 per machine
+N = 30_000  # samples in all, 10,000 per machine (a backlog a fast gateway cannot finish
+# before the second kill; 10,000 s per machine stays behind the 3 h head start of t0)
 RATE = 600.0  # samples per second until the first kill; the rest as fast as paho sends
 BURST = 150  # ...sent in bursts, so that the gateway is often busy with a backlog
 KILL_AFTER = 1000  # the first SIGKILL once the gateway has counted at least this many
-KILL_IN_CATCH_UP = 1500  # a second SIGKILL once the restarted gateway has counted this many
+KILL_IN_CATCH_UP = 500  # a second SIGKILL once the restarted gateway has counted this many
 
 MACHINES = {
     "laser-01": "pilot/photonics/laser-01/telemetry",

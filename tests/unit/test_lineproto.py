@@ -210,6 +210,35 @@ def test_telemetry_line_skips_strings_and_non_finite_and_writes_floats() -> None
     )
 
 
+telemetry_values = st.dictionaries(
+    st.sampled_from(["power_w", "temp c", "a,b", "x=y", "", "état"])
+    | st.text(max_size=6).filter(lambda t: not t.endswith("\\")),  # refused by both
+    st.floats() | st.integers(min_value=-(2**80), max_value=2**80) | st.booleans()
+    | st.text(max_size=5),
+    max_size=5,
+)
+
+
+@given(telemetry_values, st.sampled_from(["m1", "m 2", "m,3"]))
+def test_telemetry_line_agrees_with_the_generic_formatter(
+    values: dict[str, float | str], machine: str
+) -> None:
+    """The hand-specialised telemetry formatter equals ``line()`` over the numeric fields."""
+    fields: dict[str, FieldValue] = {}
+    for name, value in values.items():
+        if isinstance(value, str) or not name:
+            continue
+        try:
+            number = float(value)
+        except OverflowError:
+            continue
+        if math.isfinite(number):
+            fields[name] = number
+    tags = {"site": "s", "zone": "z", "machine": machine}
+    expected = line("telemetry", tags, fields, TS) if fields else None
+    assert telemetry_line("s", "z", machine, values, TS) == expected
+
+
 def test_event_lines_follow_the_contract() -> None:
     ns = TS * 1_000_000
     state = StateChanged("m1", "z", "acme", State.IDLE, State.RUNNING, TS)

@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pilotline.collectors.mqtt.config import MqttBrokerConfig, MqttMachineSource
-from pilotline.collectors.mqtt.parse import REJECT_REASONS, Rejection, decode, from_object
+from pilotline.collectors.mqtt.parse import (
+    MAX_TS_MS,
+    MIN_TS_MS,
+    REJECT_REASONS,
+    Rejection,
+    _from_object,
+    decode,
+    from_object,
+)
 from pilotline.rules.sample import Quality, Sample
 
 ARRIVAL = 1_795_737_699_000
@@ -216,6 +224,22 @@ def test_never_raises_on_json_values(obj: Any) -> None:
     assert all(isinstance(v, float | str) for v in result.values.values())
     assert all(math.isfinite(v) for v in result.values.values() if isinstance(v, float))
     assert 946_684_800_000 <= result.ts_ms < 4_102_444_800_000 or result.ts_ms == ARRIVAL
+
+
+fast_path_objects = st.dictionaries(
+    st.sampled_from(["ts", "quality", "power_w", "state"]) | st.text(max_size=4),
+    st.floats() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from([1_795_737_600_000, MIN_TS_MS, MAX_TS_MS - 1, MAX_TS_MS, MIN_TS_MS - 1])
+    | st.text(max_size=300) | st.booleans() | st.none(),
+    max_size=5,
+)
+
+
+@given(fast_path_objects)
+def test_the_fast_path_agrees_with_the_full_validation(obj: dict[str, Any]) -> None:
+    """``from_object`` takes a shortcut for common payloads; ``_from_object`` is the full
+    validation: they must give the same Sample or the same rejection for anything."""
+    assert from_object(obj, "m", ARRIVAL) == _from_object(obj, "m", ARRIVAL)
 
 
 # -- configuration ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Drain the store's outbox into InfluxDB, in order, at least once.
 
-Theory of operation: ``run()`` peeks the oldest lines (up to ``batch_size``), writes them
+Theory of operation: ``run()`` takes the oldest lines (up to ``batch_size``), writes them
 from a worker thread and deletes them from the outbox only once the write returned. Lines
 therefore leave the gateway in commit order and are never lost; a write whose answer is
 lost (timeout, kill) is sent again, which InfluxDB (and victoria-metrics with dedup)
@@ -156,11 +156,9 @@ class OutboxDrainer:
         async with self._lock:
             if self._store.outbox_depth() <= 0:
                 return None
-            rows = self._store.outbox_peek(self._limit)
-            if not rows:
+            last_id, lines = self._store.outbox_lines(self._limit)
+            if not lines:
                 return None
-            last_id = rows[-1][0]
-            lines = [text for _, text in rows]
             try:
                 await asyncio.to_thread(self._writer.write, lines)
             except WriteError as exc:

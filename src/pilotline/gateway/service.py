@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from pilotline.collectors.mqtt.collector import AckToken, MqttCollector, Quarantined
-from pilotline.collectors.opcua.collector import OpcuaCollector, machines_by_endpoint
-from pilotline.collectors.opcua.collector import Quarantined as OpcuaQuarantined
 from pilotline.gateway.alert_state import StoredSilence
 from pilotline.gateway.alerting import Alerting, Marks
 from pilotline.gateway.api import serve_api
@@ -68,6 +67,10 @@ from pilotline.rules.utilization import (
     utilization,
 )
 
+if TYPE_CHECKING:  # asyncua is imported only for a site with OPC UA machines (see __init__)
+    from pilotline.collectors.opcua.collector import OpcuaCollector
+    from pilotline.collectors.opcua.collector import Quarantined as OpcuaQuarantined
+
 log = structlog.get_logger("pilotline.gateway")
 
 Clock = Callable[[], int]
@@ -91,7 +94,13 @@ DROPPING_UNHEALTHY_MS = 60_000
 class ServiceOptions:
     lateness_ms: int = 2_000
     max_future_s: float = 300.0
-    commit_interval_s: float = 0.0
+    # Group commit: the committer waits up to commit_interval_s after the first staged item
+    # for more to join, and commits at once when commit_eager_acks MQTT messages wait for
+    # their ack (below Mosquitto's default in-flight window of 20, so a broker held back by
+    # its window never waits for the linger). Measured at 2,000 samples/s: 1.5 samples per
+    # commit and ~290 us of CPU per sample without the linger (docs/architecture.md).
+    commit_interval_s: float = 0.010
+    commit_eager_acks: int = 16
     commit_max_items: int = 5_000
     stop_timeout_s: float = 8.0
     catch_up_quiet_s: float = 1.0
@@ -185,25 +194,33 @@ class Gateway:
                 client_id=config.mqtt.client_id or f"pilotline-{config.site}",
                 clock_ms=clock_ms,
             )
-        opcua = machines_by_endpoint(
+        self.opcua: list[OpcuaCollector] = []
+        opcua_machines = [
             (m.id, m.opcua, m.state.signal) for _, m in config.machines() if m.opcua is not None
-        )
-        # One connection per endpoint, shared by its machines; the client certificate lives
-        # beside the store so the servers' trust in it survives restarts.
-        pki_dir = config.store.parent / "opcua-pki"
-        self.opcua = [
-            OpcuaCollector(
-                endpoint,
-                machines,
-                self._on_opcua_sample,
-                self._on_opcua_reject,
-                pki_dir=pki_dir,
-                clock_ms=clock_ms,
-            )
-            for endpoint, machines in opcua.items()
-            if collectors
         ]
-        self.forecasts: dict[str, list[HourForecast]] = {}  # kept current by run_forecasts
+        if opcua_machines and collectors:
+            # Imported here: asyncua costs ~22 MiB and 0.3 s, for nothing on an MQTT-only site.
+            from pilotline.collectors.opcua.collector import (  # noqa: PLC0415
+                OpcuaCollector,
+                machines_by_endpoint,
+            )
+
+            # One connection per endpoint, shared by its machines; the client certificate
+            # lives beside the store so the servers' trust in it survives restarts.
+            pki_dir = config.store.parent / "opcua-pki"
+            self.opcua = [
+                OpcuaCollector(
+                    endpoint,
+                    machines,
+                    self._on_opcua_sample,
+                    self._on_opcua_reject,
+                    pki_dir=pki_dir,
+                    clock_ms=clock_ms,
+                )
+                for endpoint, machines in machines_by_endpoint(opcua_machines).items()
+            ]
+        # kept current by run_forecasts (a compact forecasts.Forecasts)
+        self.forecasts: Mapping[str, Sequence[HourForecast]] = {}
         self.resumed = self._resume()
         # Alert rules run on the plant's events; a resumed machine starts in its restored state,
         # and the alert cores continue from their checkpoints (alerting.py).
@@ -223,7 +240,11 @@ class Gateway:
         self._last_arrival: float | None = None
         self._last_arrival_ts = 0
         self._staged = _Staged()
+        # A lower bound of the newest acceptable source time (future_limit_base() only grows):
+        # samples below it skip the clock reads; reset at each commit (see _on_sample).
+        self._future_floor = -math.inf
         self._wake_committer = asyncio.Event()
+        self._commit_now = asyncio.Event()  # ends the committer's linger early
         self._started_ms = clock_ms()
         self._drop_seen: OutboxDrop | None = None  # the store's last drop, once handled
         self._drop_burst: dict[int, int] = {}  # dropped since the last outbox.dropped line
@@ -248,8 +269,12 @@ class Gateway:
         if not self.caught_up:
             self._last_arrival = time.monotonic()
             self._last_arrival_ts = sample.ts_ms
-        now = self.steady.future_limit_base()
-        if sample.ts_ms > now + self.options.max_future_s * 1000:
+        if sample.ts_ms > self._future_floor:
+            # The clocks are read (and a step of the wall clock noticed) for the first sample
+            # after each commit, or one beyond the bound: 0.6 us a sample saved.
+            now = self.steady.future_limit_base()
+            self._future_floor = now + self.options.max_future_s * 1000
+        if sample.ts_ms > self._future_floor:
             self._stage_events(
                 [
                     SampleRejected(
@@ -264,9 +289,11 @@ class Gateway:
             self.metrics.samples[sample.machine] += 1
             self._stage_telemetry(sample)
             self.plant.receive(sample)
-            self._stage_events(self.plant.events())
+            events = self.plant.events()
+            if events:
+                self._stage_events(events)
+            # Alert transitions are collected once per commit (``commit``), not per sample.
             self.alerting.receive(sample)
-            self._stage_alerts()
             if sample.machine in self._zone_of:
                 staged.touched.add(sample.machine)
                 if self.steady.stepped:
@@ -359,7 +386,6 @@ class Gateway:
         if self.drainer is not None:
             staged.lines.extend(event_rows(self.config.site, events, self.config.shard_tag))
         self.alerting.observe(events)
-        self._stage_alerts()
 
     def _stage_alerts(self) -> bool:
         """The alert core's transitions become ``alert`` points, and the dispatcher's
@@ -407,14 +433,19 @@ class Gateway:
         self._request_commit()
 
     def _request_commit(self) -> None:
-        if len(self._staged) >= self.options.commit_max_items:
+        staged = self._staged
+        if len(staged) >= self.options.commit_max_items:
             self.commit()
         else:
+            if len(staged.acks) >= self.options.commit_eager_acks:
+                self._commit_now.set()
             self._wake_committer.set()
 
     def commit(self) -> None:
         """Make everything staged durable, then acknowledge the messages behind it."""
+        self._stage_alerts()  # the transitions of the staged samples and events join them
         staged, self._staged = self._staged, _Staged()
+        self._future_floor = -math.inf  # the next sample reads the clocks again
         if not len(staged):
             return
         self.store.commit(
@@ -479,11 +510,18 @@ class Gateway:
         while True:
             await self._wake_committer.wait()
             self._wake_committer.clear()
-            # Group commit: let the messages of the current socket read (or those arriving
-            # within commit_interval_s) join one transaction. Committing at once matters:
-            # brokers bound the unacknowledged QoS 1 messages in flight to a client
-            # (Mosquitto's max_inflight_messages, 20 by default), so acks gate throughput.
-            await asyncio.sleep(self.options.commit_interval_s)
+            # Group commit: let the messages arriving within commit_interval_s join one
+            # transaction, but not past commit_eager_acks unacknowledged ones: brokers bound
+            # the QoS 1 messages in flight to a client (Mosquitto's max_inflight_messages,
+            # 20 by default), so acks gate throughput.
+            interval = self.options.commit_interval_s
+            if interval > 0 and not self._commit_now.is_set():
+                timer = asyncio.get_running_loop().call_later(interval, self._commit_now.set)
+                await self._commit_now.wait()
+                timer.cancel()
+            else:
+                await asyncio.sleep(0)
+            self._commit_now.clear()
             self.commit()
 
     async def _timer(self) -> None:

@@ -33,7 +33,8 @@ raw telemetry (priority 1) oldest first, and only when no telemetry is left the 
 (priority 0: states, windows, capacity, alerts). Each drop is counted by priority
 (``outbox_dropped``) and remembered (``last_drop``) for the gateway to log, export and report
 in /health. Per-priority depths are kept in memory (like the total depth) so enforcing the
-limit costs no COUNT; a delete is one statement on the ``(priority, id)`` index.
+limit costs no COUNT; it deletes whole batches found on the ``(priority, id)`` index and
+trims the oldest lines of the last one (``skip``).
 
 The store is used from the event-loop thread only (one connection, no locks). Reads for
 the HTTP API are small indexed queries on the same connection.
@@ -266,18 +267,23 @@ WHERE excluded.ts_ms >= zone_capacity.ts_ms
 """
 
 
+_STATE_VALUE: dict[State | None, str | None] = {None: None, **{s: s.value for s in State}}
+"""``State.value`` by dict: enum members' ``.value`` is a slow descriptor in Python 3.11."""
+
+
 def _resume_row(cp: Checkpoint) -> tuple[Any, ...]:
+    value = _STATE_VALUE
     return (
         cp.machine,
-        cp.state.value,
+        value[cp.state],
         cp.since_ms,
         cp.window_start_ms,
         int(cp.window_offered),
         cp.last_seen_ms,
         cp.last_idle_ms,
         cp.last_ts_ms,
-        None if cp.raw is None else cp.raw.value,
-        None if cp.pending is None else cp.pending.value,
+        value[cp.raw],
+        value[cp.pending],
         cp.pending_since_ms,
     )
 

@@ -62,9 +62,11 @@ class Plant:
         self._spec = spec
         self._machines = [MachineTracker(m) for m in spec.machines]
         self._index = {m.id: i for i, m in enumerate(spec.machines)}
+        self._trackers = {m.id: t for m, t in zip(spec.machines, self._machines, strict=True)}
         self._zone_slot = len(self._machines)
         self._zones = _zone_groups(spec.machines)
         self._heap: list[tuple[float, int]] = []
+        self._next_due: float = -NEVER  # at most the heap's earliest time
         self._scheduled: list[float] = [NEVER] * (len(self._machines) + 1)
         self._now: int | None = None
         self._next_zone_tick: float = NEVER
@@ -73,19 +75,25 @@ class Plant:
     # -- input -----------------------------------------------------------------------------
 
     def receive(self, sample: Sample) -> None:
-        index = self._index.get(sample.machine)
-        if index is None:
+        tracker = self._trackers.get(sample.machine)
+        if tracker is None:
             self._events.append(
                 SampleRejected(sample.machine, sample.ts_ms, "unknown_machine", "not configured")
             )
             return
-        self._advance(sample.ts_ms)
+        ts = sample.ts_ms
+        now = self._now
+        if now is None or ts >= self._next_due:
+            self._advance(ts)  # deadlines fall due first
+            now = self._now
+            assert now is not None
+        elif ts > now:
+            self._now = now = ts  # nothing falls due: just the clock
         # A sample older than the core's clock (late beyond the shell's watermark) is applied
         # at the current time, so events never go back past what was already decided.
-        assert self._now is not None
-        tracker = self._machines[index]
-        tracker.receive(sample, max(sample.ts_ms, self._now), self._events)
-        self._schedule(index, tracker.next_deadline())
+        if tracker.receive(sample, ts if ts > now else now, self._events):
+            index = self._index[sample.machine]
+            self._schedule(index, tracker.next_deadline())
 
     def receive_many(self, samples: Iterable[Sample]) -> None:
         for sample in samples:
@@ -184,6 +192,7 @@ class Plant:
                 tracker.fire(at_ms, self._events)
                 self._schedule(index, tracker.next_deadline())
         self._now = now_ms
+        self._next_due = heap[0][0] if heap else NEVER
 
     def _schedule(self, index: int, deadline: float) -> None:
         # A later deadline keeps the earlier entry: it pops early, finds nothing due and
@@ -191,6 +200,7 @@ class Plant:
         if deadline < self._scheduled[index]:
             self._scheduled[index] = deadline
             heapq.heappush(self._heap, (deadline, index))
+            self._next_due = min(self._next_due, deadline)
 
     def _report_zones(self, now_ms: int) -> None:
         for (zone, capability), members in self._zones:
