@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from pilotline.backoff import full_jitter
 from pilotline.gateway.influx import InfluxWriter, WriteError
 from pilotline.gateway.store import Store
 
@@ -199,8 +200,9 @@ class OutboxDrainer:
             self._failures += 1
             if self._failing_since is None:
                 self._failing_since = self._clock()
-            ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (self._failures - 1))
-            delay = self._rng.uniform(0, ceiling)
+            delay = full_jitter(
+                self._failures - 1, self.backoff_base_s, self.backoff_cap_s, self._rng
+            )
             log.warning(
                 "influx.write_failed",
                 status=exc.status,

@@ -30,7 +30,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import random
 import ssl
 import threading
 import time
@@ -46,6 +45,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from pilotline.backoff import equal_jitter
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.collectors.mqtt.parse import OVERSIZED, UNKNOWN_TOPIC, Rejection, decode
 from pilotline.collectors.mqtt.reader import BufferedClient
@@ -236,8 +236,7 @@ class MqttCollector:
     # -- connection lifecycle ------------------------------------------------------------------
 
     def _backoff(self, failures: int) -> float:
-        base = min(self._config.reconnect_max_s, _FIRST_BACKOFF_S * 2.0 ** min(failures, 30))
-        return base * random.uniform(0.5, 1.0)
+        return equal_jitter(failures, _FIRST_BACKOFF_S, self._config.reconnect_max_s)
 
     def _make_client(self) -> BufferedClient:
         client = BufferedClient(

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from asyncua.common.subscription import (
 )
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
+from pilotline.backoff import equal_jitter
 from pilotline.collectors.opcua.config import OpcuaSource, connection_conflicts
 from pilotline.collectors.opcua.errors import OpcuaError, UntrustedServerError
 from pilotline.collectors.opcua.parse import Rejection, Stamper, read_data_value
@@ -314,8 +314,7 @@ class OpcuaCollector:
         self._groups = list(by_interval.values())
 
     def _backoff(self, failures: int) -> float:
-        base = min(self._reconnect_max_s, _FIRST_BACKOFF_S * 2.0 ** min(failures, 30))
-        return base * random.uniform(0.5, 1.0)
+        return equal_jitter(failures, _FIRST_BACKOFF_S, self._reconnect_max_s)
 
     def _set_connected(self, connected: bool) -> None:
         now = self._clock_ms()

@@ -39,6 +39,7 @@ from typing import Any
 
 import structlog
 
+from pilotline.backoff import full_jitter
 from pilotline.gateway.notify.channel import Channel, DeliveryError
 from pilotline.gateway.notify.payload import upgrade
 from pilotline.gateway.store import Store
@@ -131,9 +132,7 @@ class NotificationSender:
         if permanent:
             delay = self._rng.uniform(self.backoff_cap_s / 2, self.backoff_cap_s)
         else:
-            # min() before the power: 2**attempts as a float overflows after ~1000 attempts.
-            ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(attempts, 32))
-            delay = self._rng.uniform(0, ceiling)
+            delay = full_jitter(attempts, self.backoff_base_s, self.backoff_cap_s, self._rng)
         self._store.notification_retry(
             row_id, next_ms=int(self._clock() * 1000) + round(delay * 1000)
         )
