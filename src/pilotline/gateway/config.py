@@ -25,6 +25,7 @@ started from; ``load_config`` returns them resolved.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import ipaddress
@@ -1313,10 +1314,10 @@ def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     if _CSafeLoader is not None and not _NON_PRINTABLE.search(text):
         loader = _CSafeLoader(text)
         try:
-            root = loader.get_single_node()
-            return root, loader.construct_document(root) if root is not None else None
-        except Exception:  # noqa: BLE001, S110 - the pure loader below says what and where
-            pass
+            # Anything libyaml refuses: the pure loader below says what and where.
+            with contextlib.suppress(Exception):
+                root = loader.get_single_node()
+                return root, loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()
     try:
