@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pilotline.collectors.mqtt.collector import AckToken, Quarantined
+from pilotline.collectors.mqtt.collector import AckToken, MqttHealth, Quarantined
 from pilotline.gateway.config import load_config
 from pilotline.gateway.influx import MemoryWriter
 from pilotline.gateway.service import Gateway
@@ -151,3 +151,29 @@ def test_the_timer_fires_alerts_without_samples(tmp_path: Path) -> None:
     clock.ms = T0 + 50_000  # before staleness (60 s): down for 2 min cannot hold
     gw.tick()
     assert gw.alerts.next_deadline() == T0 + 120_000
+
+
+@pytest.mark.parametrize(
+    ("subscribed", "session_present", "healthy"),
+    [(True, False, True), (False, True, True), (False, False, False)],
+)
+def test_a_resumed_session_is_healthy_before_its_suback(
+    gateway: Gateway,
+    monkeypatch: pytest.MonkeyPatch,
+    subscribed: bool,
+    session_present: bool,
+    healthy: bool,
+) -> None:
+    """After a restart the broker delivers the queued backlog before it answers SUBSCRIBE:
+    the gateway is working, and /health must not make a watchdog restart it meanwhile."""
+    assert gateway.mqtt is not None
+    state = MqttHealth(
+        connected=True, since_ms=T0, last_error=None, reconnects=0, subscribed=subscribed,
+        topics={"t/laser-01": T0}, received=5_000, rejected={}, session_present=session_present,
+    )
+    monkeypatch.setattr(gateway.mqtt, "health", lambda: state)
+    mqtt = gateway.health()["mqtt"]
+    assert mqtt["healthy"] is healthy
+    assert mqtt["session_resumed"] is session_present
+    if not healthy:
+        assert mqtt["why"] == "subscriptions not confirmed by the broker"

@@ -790,12 +790,17 @@ class Gateway:
             why = None
             if not h.connected:
                 why = f"disconnected: {h.last_error or 'connecting'}"
-            elif not h.subscribed:
+            elif not h.subscribed and not h.session_present:
+                # A resumed session keeps its subscriptions: the broker delivers the backlog
+                # it queued before it answers the new SUBSCRIBE, which may take a while and
+                # is not a fault.
                 why = "subscriptions not confirmed by the broker"
             parts["mqtt"] = {
                 "healthy": why is None,
                 "why": why,
                 "connected": h.connected,
+                "session_resumed": h.session_present,
+                "subscribed": h.subscribed,
                 "since_ms": h.since_ms,
                 "reconnects": h.reconnects,
                 "received": h.received,

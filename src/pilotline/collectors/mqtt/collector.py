@@ -102,6 +102,7 @@ class MqttHealth:
     unacked: int = 0  # QoS 1 messages handed out and not yet acknowledged on this connection
     dropped_acks: int = 0  # tokens of an earlier connection, or acknowledged twice
     pauses: int = 0  # times reading stopped because receive_maximum messages were unacked
+    session_present: bool = False  # the broker resumed our session (and its subscriptions)
 
 
 @dataclass(slots=True)
@@ -158,6 +159,7 @@ class MqttCollector:
         self._last_error: str | None = None
         self._connections = 0
         self._subscribed = False
+        self._session_present = False
         self._last_message_ms: dict[str, int | None] = dict.fromkeys(self._topics)
         self._received = 0
         self._deliveries = 0
@@ -231,6 +233,7 @@ class MqttCollector:
             unacked=len(self._conn.outstanding) if self._conn is not None else 0,
             dropped_acks=self._dropped_acks,
             pauses=self._pauses,
+            session_present=self._connected and self._session_present,
         )
 
     # -- connection lifecycle ------------------------------------------------------------------
@@ -500,6 +503,7 @@ class MqttCollector:
                 conn.connack.set_result(self._last_error)
             return
         self._connections += 1
+        self._session_present = bool(flags.session_present)
         self._set_connected(True)
         log.info("mqtt.connected", url=self._url, session_present=flags.session_present)
         self._subscribe(conn)
