@@ -252,3 +252,17 @@ async def test_silences_and_acks_through_the_api(config_path: Path) -> None:
         assert ended.status_code == 200
         assert ended.json()["active"] is False
         assert (await api.delete("/api/silences/nope", headers=operator)).status_code == 404
+
+
+def test_the_alert_core_checkpoint_is_kept_at_most_once_a_second(config_path: Path) -> None:
+    clocks = Clocks()
+    alerting = start(config_path, clocks).alerting
+    assert [core for core, _ in alerting.checkpoints(T0)] == ["alerts"]  # the first one
+    alerting.save_alerts = True  # a transition
+    assert alerting.checkpoints(T0 + 500) == []
+    assert not alerting.checkpoints_due(T0 + 999)
+    assert alerting.checkpoints_due(T0 + 1_000)
+    assert [core for core, _ in alerting.checkpoints(T0 + 1_000)] == ["alerts"]
+    assert not alerting.checkpoints_due(T0 + 29_999)  # nothing new: every 30 s only
+    assert alerting.checkpoints_due(T0 + 31_000)
+    assert [core for core, _ in alerting.save_now(T0 + 1_001)] == ["alerts", "dispatch"]

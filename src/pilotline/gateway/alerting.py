@@ -8,10 +8,12 @@ acknowledgements). This class feeds one into the other and keeps what must survi
 - the dispatcher's checkpoint goes into the same commit as the notification rows it produced
   (``Gateway.commit``), so a notification is queued exactly once: a gateway killed before
   that commit forgets both the decision and the rows, and decides again after the restart;
-- the alert core's checkpoint (every rule x machine instance) is larger and goes with a commit
-  when a transition happened, and at most every ``ALERTS_CHECKPOINT_MS`` otherwise: a crash
-  loses at most that much of a *pending* condition's age (it then fires that much later),
-  never a firing alert, so nothing is notified twice;
+- the alert core's checkpoint (every rule x machine instance) is larger: it goes with a commit
+  after transitions (at most every ``ALERTS_CHECKPOINT_MIN_MS``) and at least every
+  ``ALERTS_CHECKPOINT_MS``: a crash loses at most that much of a *pending* condition's age
+  (it then fires that much later); a transition not yet in it is decided again after the
+  restart, and the dispatcher does not notify a status it already sent, so nothing is
+  notified twice;
 - silences and acknowledgements are written when the API sets them, before it answers.
 
 Time: both cores run on the gateway's watermark clock (``Gateway.tick``); API actions are
@@ -38,6 +40,11 @@ log = structlog.get_logger("pilotline.gateway.alerting")
 
 ALERTS_CHECKPOINT_MS = 30_000
 """The alert core's checkpoint is kept at least this often while it changes."""
+ALERTS_CHECKPOINT_MIN_MS = 1_000
+"""...and at most this often, even when transitions come in every commit: it holds every
+(rule, machine) instance, so on a large site writing it per commit would cost more than the
+commit. A transition not yet in it is decided again after a restart, and the dispatcher
+(checkpointed with every notification) does not notify a status it already sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,26 +153,33 @@ class Alerting:
 
     def checkpoints(self, now_ms: int) -> list[tuple[str, str]]:
         """``(core, JSON)`` rows for this commit: the dispatcher when it decided something, the
-        alert core after a transition or every ``ALERTS_CHECKPOINT_MS``."""
+        alert core after a transition (at most every ``ALERTS_CHECKPOINT_MIN_MS``) or every
+        ``ALERTS_CHECKPOINT_MS``."""
         out = []
-        due = (
-            self._alerts_saved_ms is None or now_ms - self._alerts_saved_ms >= ALERTS_CHECKPOINT_MS
-        )
-        if self.save_alerts or due:
+        if self._alerts_due(now_ms):
             out.append(("alerts", _json(self.alerts.checkpoint())))
             self._alerts_saved_ms = now_ms
+            self.save_alerts = False
         if self.save_dispatch:
             out.append(("dispatch", _json(self.dispatcher.checkpoint())))
-        self.save_alerts = self.save_dispatch = False
+            self.save_dispatch = False
         return out
 
     def checkpoints_due(self, now_ms: int) -> bool:
-        return (
-            self.save_alerts
-            or self.save_dispatch
-            or self._alerts_saved_ms is None
-            or now_ms - self._alerts_saved_ms >= ALERTS_CHECKPOINT_MS
-        )
+        return self.save_dispatch or self._alerts_due(now_ms)
+
+    def _alerts_due(self, now_ms: int) -> bool:
+        saved = self._alerts_saved_ms
+        if saved is None:
+            return True
+        age = now_ms - saved
+        return age >= ALERTS_CHECKPOINT_MS or (self.save_alerts and age >= ALERTS_CHECKPOINT_MIN_MS)
+
+    def save_now(self, now_ms: int) -> list[tuple[str, str]]:
+        """Both checkpoints, whatever is due (on shutdown)."""
+        self.save_alerts = self.save_dispatch = True
+        self._alerts_saved_ms = None
+        return self.checkpoints(now_ms)
 
     # -- operators ---------------------------------------------------------------------------
 

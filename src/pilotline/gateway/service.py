@@ -711,8 +711,9 @@ class Gateway:
         return written
 
     async def _shutdown(self) -> None:
-        self._staged.alert_state = True
         self.commit()
+        now = self.clock_ms()
+        self.store.commit(now_ms=now, alert_state=self.alerting.save_now(now))
         if self.drainer is not None:
             depth = self.store.outbox_depth()
             with contextlib.suppress(Exception):
