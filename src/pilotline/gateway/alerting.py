@@ -33,7 +33,7 @@ from pilotline.gateway.alert_state import AlertStateStore, StoredSilence
 from pilotline.gateway.config import SiteConfig
 from pilotline.rules import Event, Sample, State
 from pilotline.rules.alerts import Alerts, AlertTransition, AlertView
-from pilotline.rules.dispatch import Notification, Silence
+from pilotline.rules.dispatch import Notification, Silence, labels_of
 from pilotline.rules.spec import MachineSpec
 
 log = structlog.get_logger("pilotline.gateway.alerting")
@@ -231,13 +231,7 @@ class Alerting:
 
     def marks(self, view: AlertView, at_ms: int) -> Marks:
         state = self.dispatcher.alert_state(view.rule, view.machine)
-        labels = {
-            "rule": view.rule,
-            "zone": view.zone,
-            "severity": view.severity,
-            "machine": view.machine,
-            "owner": view.owner,
-        }
+        labels = labels_of(view)
         silenced = tuple(
             s.id for s in self.dispatcher.silences(at_ms) if s.active(at_ms) and s.matches(labels)
         )

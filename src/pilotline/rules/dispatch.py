@@ -68,7 +68,7 @@ import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pilotline.rules.alerts import SEVERITIES, AlertTransition
 from pilotline.rules.errors import RulesConfigError
@@ -154,8 +154,23 @@ _SILENCE = 0  # heap entry kinds, in the order they fire at equal times
 _GROUP = 1
 
 
-def labels_of(t: AlertTransition) -> dict[str, str]:
-    """An alert's labels (``GROUP_LABELS``) from one of its transitions."""
+class Labelled(Protocol):
+    """What carries an alert's labels: a transition, or the alert core's view of it."""
+
+    @property
+    def rule(self) -> str: ...
+    @property
+    def zone(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def machine(self) -> str: ...
+    @property
+    def owner(self) -> str: ...
+
+
+def labels_of(t: Labelled) -> dict[str, str]:
+    """An alert's labels (``GROUP_LABELS``) from one of its transitions or its view."""
     return {
         "rule": t.rule,
         "zone": t.zone,
