@@ -24,7 +24,7 @@ from pilotline.gateway.notify import (
     notification_rows,
 )
 from pilotline.gateway.notify.mqtt import MqttChannel, messages
-from pilotline.gateway.notify.payload import dumps, legacy_payload, upgrade
+from pilotline.gateway.notify.payload import dumps, iso, upgrade
 from pilotline.gateway.notify.smtp import EmailChannel, body, message, subject
 from pilotline.gateway.notify.webhook import WebhookChannel, render, slack_text
 from pilotline.gateway.service import Gateway
@@ -47,6 +47,23 @@ DOWN = AlertTransition(
     ts_ms=T0 + 120_000,
     since_ms=T0,
 )
+
+
+def legacy_payload(site: str, t: AlertTransition) -> dict[str, Any]:
+    """The per-transition row of gateways from before grouping, as they wrote it: what
+    ``upgrade`` must read from a queue such a gateway left."""
+    return {
+        "site": site,
+        "rule": t.rule,
+        "machine": t.machine,
+        "zone": t.zone,
+        "severity": t.severity,
+        "firing": t.firing,
+        "value": t.value,
+        "message": t.message,
+        "ts": iso(t.ts_ms),
+        "ts_ms": t.ts_ms,
+    }
 
 
 def alert(machine: str, *, firing: bool = True, value: float = 120.0) -> AlertTransition:

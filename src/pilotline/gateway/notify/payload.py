@@ -13,8 +13,9 @@ A row is the payload of one ``Notification`` for one channel::
                  "ts": ..., "ts_ms": ..., "since": ..., "since_ms": ...}, ...]}
 
 Rows written before notifications were grouped (one transition each: ``rule``, ``firing`` ...
-at the top level, see ``legacy_payload``) are read as a notification of that one alert
-(``upgrade``), so a queue left by an older gateway is still delivered.
+at the top level; ``legacy_payload`` in tests/unit/test_notify.py writes one) are read as a
+notification of that one alert (``upgrade``), so a queue left by an older gateway is still
+delivered.
 """
 
 from __future__ import annotations
@@ -130,23 +131,6 @@ def alert_lines(p: dict[str, Any], limit: int | None = MAX_TEXT_ALERTS) -> list[
 
 
 # --------------------------------------------------------------------------- legacy rows
-
-
-def legacy_payload(site: str, t: AlertTransition) -> dict[str, Any]:
-    """The per-transition row of gateways from before grouping (no longer written: it is
-    what ``upgrade`` reads from a queue such a gateway left)."""
-    return {
-        "site": site,
-        "rule": t.rule,
-        "machine": t.machine,
-        "zone": t.zone,
-        "severity": t.severity,
-        "firing": t.firing,
-        "value": _number(t.value),
-        "message": t.message,
-        "ts": iso(t.ts_ms),
-        "ts_ms": t.ts_ms,
-    }
 
 
 def upgrade(channel: str, p: dict[str, Any]) -> dict[str, Any]:
