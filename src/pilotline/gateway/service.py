@@ -776,9 +776,9 @@ class Gateway:
         return self.alerting.marks(view, self.clock_ms())
 
     def _after_operator_action(self) -> None:
-        """A silence that ended may release notifications at once: stage and commit them."""
-        if self._stage_alerts():
-            self.commit()
+        """A silence that ended may release notifications at once: commit them (``commit``
+        collects the dispatcher's output; it does nothing when nothing is staged)."""
+        self.commit()
 
     # -- views for the API -----------------------------------------------------------------
 
