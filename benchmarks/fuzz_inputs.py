@@ -8,7 +8,7 @@ Rejection with a known reason (payloads), a SiteConfig or a ConfigError with iss
     .venv/bin/python benchmarks/fuzz_inputs.py config -runs=20000 -max_len=4096
 
 Extra arguments go to libFuzzer (``-max_total_time=60``, a corpus directory, ...).
-tests/unit/test_fuzz.py runs both for a bounded number of iterations when atheris is there.
+tests/gateway/test_fuzz.py runs both for a bounded number of iterations when atheris is there.
 """
 
 from __future__ import annotations

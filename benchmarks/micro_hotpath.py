@@ -228,7 +228,7 @@ def section_objects() -> None:
 
 
 def section_line() -> None:
-    from pilotline.gateway.points import telemetry_line
+    from pilotline.gateway.sinks.influx.points import telemetry_line
 
     print("line: telemetry line of one sample")
     values: dict[str, float | str] = {"power_w": 812.25, "state": "Executing"}
@@ -269,7 +269,7 @@ def section_core() -> None:
 
 
 def section_store() -> None:
-    from pilotline.gateway.points import PRIORITY_TELEMETRY
+    from pilotline.gateway.sinks.influx.points import PRIORITY_TELEMETRY
     from pilotline.gateway.store import Store
 
     print("store: one group commit of N telemetry lines, then draining them")
@@ -307,9 +307,9 @@ def section_gateway() -> None:
 
     from pilotline.collectors.mqtt import collector as mqtt_collector
     from pilotline.gateway.config import load_config
-    from pilotline.gateway.influx import MemoryWriter
     from pilotline.gateway.logs import configure_logging
     from pilotline.gateway.service import Gateway
+    from pilotline.gateway.sinks.influx.writer import MemoryWriter
 
     print("gateway: PUBLISH payload -> collector -> _on_sample, commit() every N, then drain")
     print("  (everything but the sockets, the event loop and the HTTP request)")

@@ -34,9 +34,9 @@ if HERE not in sys.path:  # the shared _launch.py, also when imported as benchma
 
 from _launch import print_summary  # noqa: E402
 from pilotline.gateway.config import SiteConfig, load_config  # noqa: E402
-from pilotline.gateway.influx import MemoryWriter  # noqa: E402
 from pilotline.gateway.logs import configure_logging  # noqa: E402
 from pilotline.gateway.replay import read_file, replay  # noqa: E402
+from pilotline.gateway.sinks.influx.writer import MemoryWriter  # noqa: E402
 from pilotline.rules import Plant, Sample  # noqa: E402
 
 T0 = 1_795_737_600_000

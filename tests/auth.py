@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from pilotline.gateway.store import Store
-from pilotline.gateway.tokens import Role
+from pilotline.gateway.store.tokens import Role
 
 _names = itertools.count(1)
 

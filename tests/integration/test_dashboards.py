@@ -1,8 +1,9 @@
 """Every InfluxQL query of the Grafana dashboards, run against a real InfluxDB 1.x.
 
-A known plant history is written in line protocol made by ``pilotline.gateway.points`` (the
-exact lines the gateway writes; ``alert`` lines follow DESIGN.md's schema until the alerting
-issue adds their function), then every panel query and template-variable query of
+A known plant history is written in line protocol made by
+``pilotline.gateway.sinks.influx.points`` (the exact lines the gateway writes; ``alert``
+lines follow DESIGN.md's schema until the alerting issue adds their function), then every
+panel query and template-variable query of
 ``deploy/grafana/dashboards/*.json`` runs with Grafana's variables substituted. A query that
 fails or returns nothing fails the test, and every panel has its expected rows here, so a
 panel added without a check fails too.
@@ -19,8 +20,8 @@ from typing import Any
 import pytest
 from tests.peers import InfluxDB1, PeerUnavailableError
 
-from pilotline.gateway.lineproto import line, series_key
-from pilotline.gateway.points import event_lines, telemetry_line
+from pilotline.gateway.sinks.influx.lineproto import line, series_key
+from pilotline.gateway.sinks.influx.points import event_lines, telemetry_line
 from pilotline.rules import State
 from pilotline.rules.events import Capacity, IdleWindowClosed, StateChanged, ZoneCapacity
 

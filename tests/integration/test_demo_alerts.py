@@ -33,7 +33,7 @@ from pilotline.demo.plant import Incident, Plant
 from pilotline.demo.publisher import publish_timeline
 from pilotline.demo.run import FAULT_MACHINE, OUTAGE_ZONE
 from pilotline.demo.site import ALERT_RULES
-from pilotline.gateway.notify.mqtt import messages
+from pilotline.gateway.notify.mqtt.channel import messages
 from pilotline.gateway.notify.payload import notification_payload
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Notification

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from pilotline.gateway.drain import OutboxDrainer
-from pilotline.gateway.influx import InfluxClientWriter, WriteError
-from pilotline.gateway.points import PRIORITY_TELEMETRY, event_rows, telemetry_line
+from pilotline.gateway.sinks.influx.drain import OutboxDrainer
+from pilotline.gateway.sinks.influx.points import PRIORITY_TELEMETRY, event_rows, telemetry_line
+from pilotline.gateway.sinks.influx.writer import InfluxClientWriter, WriteError
 from pilotline.gateway.store import Store
 from pilotline.rules.events import (
     Capacity,

@@ -27,7 +27,7 @@ from tests.tls import Authority, Issued
 
 from pilotline.gateway.config import EmailConfig
 from pilotline.gateway.notify import NotificationSender, notification_rows
-from pilotline.gateway.notify.smtp import EmailChannel
+from pilotline.gateway.notify.email.channel import EmailChannel
 from pilotline.gateway.store import Store
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Notification

@@ -30,7 +30,7 @@ from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto
 from pilotline.gateway.config import AlertMqttConfig
 from pilotline.gateway.notify import NotificationSender, notification_rows
-from pilotline.gateway.notify.mqtt import MqttChannel
+from pilotline.gateway.notify.mqtt.channel import MqttChannel
 from pilotline.gateway.store import Store
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Notification

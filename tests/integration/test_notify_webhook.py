@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from pilotline.gateway.config import WebhookConfig, load_config
 from pilotline.gateway.notify import NotificationSender, notification_rows
-from pilotline.gateway.notify.webhook import WebhookChannel
+from pilotline.gateway.notify.webhook.channel import WebhookChannel
 from pilotline.gateway.service import Gateway
 from pilotline.gateway.store import Store
 from pilotline.rules import Sample

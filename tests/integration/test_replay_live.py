@@ -22,8 +22,8 @@ import pytest
 from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port
 from pilotline.demo.publisher import publish_timeline
 from pilotline.gateway.config import load_config
-from pilotline.gateway.influx import MemoryWriter
 from pilotline.gateway.service import Gateway, ServiceOptions
+from pilotline.gateway.sinks.influx.writer import MemoryWriter
 
 pytestmark = [
     pytest.mark.integration,
@@ -189,8 +189,8 @@ def test_replay_refuses_what_it_cannot_do(tmp_path: Path) -> None:
 def test_replay_reads_the_telemetry_of_an_influxdb_time_range(tmp_path: Path) -> None:
     from tests.peers import InfluxDB1, PeerUnavailableError
 
-    from pilotline.gateway.points import telemetry_line
     from pilotline.gateway.replay import read_influx
+    from pilotline.gateway.sinks.influx.points import telemetry_line
 
     try:
         influx = InfluxDB1().start()

@@ -28,7 +28,7 @@ from tests.tls import Authority, Issued
 from pilotline.collectors.mqtt.collector import MqttCollector
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.demo.broker import MosquittoBroker, find_mosquitto
-from pilotline.gateway.influx import InfluxClientWriter, WriteError
+from pilotline.gateway.sinks.influx.writer import InfluxClientWriter, WriteError
 
 pytestmark = [
     pytest.mark.integration,

@@ -1,0 +1,677 @@
+"""The MQTT collector: paho-mqtt driven from the asyncio event loop.
+
+Theory of operation
+-------------------
+paho does the protocol; this module does the I/O scheduling, like aiomqtt 2.x: paho tells us
+when its socket opens and closes and when it has something to write (``on_socket_*``
+callbacks), and we register the socket with the event loop (``add_reader``/``add_writer``),
+calling ``loop_read()``/``loop_write()`` when it is ready, plus ``loop_misc()`` once a second
+for keep-alives. No paho thread: every callback, and so every ``on_sample``/``on_reject``,
+runs synchronously in the event loop.
+
+The blocking part of a connection attempt (DNS, TCP connect, TLS handshake) runs in a worker
+thread; the socket callbacks paho makes from that thread are queued and replayed in the loop
+once ``connect()`` has returned, so paho is never used from two threads at once.
+
+Each connection is a fresh paho client with the same client id, MQTT v5,
+``clean_start=False`` and a Session Expiry Interval: the broker keeps our subscriptions and
+queues QoS 1 messages while we are away. Acknowledgement is manual: a PUBACK goes out only
+when the gateway calls ``ack()`` after the sample is durable. Packet ids restart per
+connection and are reused as soon as a message is acknowledged, so each ``AckToken`` also
+carries a delivery number, unique for the collector's lifetime, and ``ack()`` sends a PUBACK
+only for a delivery still outstanding on the current connection. A token of an earlier
+connection, or one acked twice, is dropped: it can never acknowledge another message. The
+broker redelivers the messages of a lost connection on the next one anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from pilotline.collectors.backoff import equal_jitter
+from pilotline.collectors.mqtt.config import MqttBrokerConfig
+from pilotline.collectors.mqtt.parse import OVERSIZED, UNKNOWN_TOPIC, Rejection, decode
+from pilotline.collectors.mqtt.reader import BufferedClient
+from pilotline.rules.sample import Sample
+
+__all__ = ["AckToken", "MqttCollector", "MqttHealth", "Quarantined"]
+
+log = structlog.get_logger("pilotline.collectors.mqtt")
+
+QUARANTINE_HEAD_BYTES = 256
+CONNACK_TIMEOUT_S = 15.0
+MISC_INTERVAL_S = 1.0
+_FIRST_BACKOFF_S = 1.0
+_MAX_PACKETS_PER_READ = 1000
+_new_tuple = tuple.__new__
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class AckToken(NamedTuple):
+    """Identifies a received message for ``MqttCollector.ack``; opaque to the gateway.
+
+    A NamedTuple, not a frozen dataclass: one is made per message, and it costs a third."""
+
+    mid: int
+    qos: int
+    delivery: int = 0  # unique per received message; guards against reused packet ids
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A refused message: what to keep in quarantine and count under ``reason``."""
+
+    topic: str
+    reason: str
+    head: bytes  # the first QUARANTINE_HEAD_BYTES bytes of the payload
+    arrival_ms: int
+    machine: str | None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttHealth:
+    connected: bool
+    since_ms: int | None  # when ``connected`` last changed (None: never tried yet)
+    last_error: str | None
+    reconnects: int  # successful connections after the first
+    subscribed: bool  # every topic granted on the current connection
+    topics: dict[str, int | None]  # topic -> arrival time of its last message
+    received: int
+    rejected: dict[str, int]
+    unacked: int = 0  # QoS 1 messages handed out and not yet acknowledged on this connection
+    dropped_acks: int = 0  # tokens of an earlier connection, or acknowledged twice
+    pauses: int = 0  # times reading stopped because receive_maximum messages were unacked
+    session_present: bool = False  # the broker resumed our session (and its subscriptions)
+
+
+@dataclass(slots=True)
+class _Connection:
+    """One paho client, from its connection attempt to its socket closing."""
+
+    client: BufferedClient
+    generation: int
+    connack: asyncio.Future[str | None]  # None: accepted; else why not
+    closed: asyncio.Future[None]
+    sock: Any = None
+    misc_task: asyncio.Task[None] | None = None
+    subscribe_mid: int | None = None
+    deferred: list[Callable[[], None]] = field(default_factory=list)
+    outstanding: dict[int, int] = field(default_factory=dict)  # mid -> delivery, unacked
+    in_connect: bool = True  # paho callbacks may come from the connect thread
+    paused: bool = False  # reader removed: ``receive_maximum`` messages await their ack
+
+
+class MqttCollector:
+    """Receives JSON payloads on one topic per machine and hands out ``Sample``s."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        config: MqttBrokerConfig,
+        topics: Mapping[str, str],
+        on_sample: Callable[[Sample, AckToken], None],
+        on_reject: Callable[[Quarantined, AckToken], None],
+        *,
+        client_id: str,
+        clock_ms: Callable[[], int] = _wall_clock_ms,
+    ) -> None:
+        if not client_id:
+            raise ValueError("client_id must not be empty: the persistent session depends on it")
+        self._config = config
+        self._topics = dict(topics)
+        # The buffered reader hands topics over as bytes: look them up without decoding.
+        self._by_topic_bytes = {t.encode(): (t, m) for t, m in self._topics.items()}
+        self._on_sample = on_sample
+        self._on_reject = on_reject
+        self._client_id = config.client_id or client_id
+        self._clock_ms = clock_ms
+        self._url = f"{'mqtts' if config.tls else 'mqtt'}://{config.host}:{config.port}"
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._conn: _Connection | None = None
+        self._generation = 0
+
+        self._connected = False
+        self._since_ms: int | None = None
+        self._last_error: str | None = None
+        self._connections = 0
+        self._subscribed = False
+        self._session_present = False
+        self._last_message_ms: dict[str, int | None] = dict.fromkeys(self._topics)
+        self._received = 0
+        self._deliveries = 0
+        self._rejected: dict[str, int] = {}
+        self._dropped_acks = 0
+        self._pauses = 0
+
+    # -- public -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, subscribe and reconnect forever; returns only by cancellation."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pilotline-mqtt-connect"
+        )
+        failures = 0
+        try:
+            while True:
+                was_up = await self._connect_once(executor)
+                if was_up:
+                    failures = 0
+                    delay = self._backoff(0)
+                    log.warning("mqtt.connection_lost", reason=self._last_error, retry_in_s=delay)
+                else:
+                    delay = self._backoff(failures)
+                    failures += 1
+                    log.warning("mqtt.connect_failed", reason=self._last_error, retry_in_s=delay)
+                await asyncio.sleep(delay)
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def ack(self, tokens: Iterable[AckToken]) -> None:
+        """Acknowledge messages to the broker; call from the event loop's thread.
+
+        Tokens from an earlier connection and repeated tokens are dropped (the broker
+        redelivers the messages of a lost connection); QoS 0 tokens need no acknowledgement.
+        Acknowledge in arrival order where possible (MQTT asks for PUBACKs in order).
+        """
+        conn = self._conn
+        if conn is None:
+            return
+        outstanding = conn.outstanding
+        pubacks: list[int] = []
+        for token in tokens:
+            if token.qos == 0:
+                continue
+            if outstanding.get(token.mid) != token.delivery or conn.sock is None:
+                self._dropped_acks += 1
+                continue
+            del outstanding[token.mid]
+            if token.qos == 1:
+                pubacks.append(token.mid)
+            else:
+                conn.client.ack(token.mid, token.qos)
+        if pubacks:
+            conn.client.ack_many(pubacks)  # one write for the whole commit
+        if conn.paused and len(outstanding) < self._config.receive_maximum:
+            self._resume(conn)
+
+    def health(self) -> MqttHealth:
+        return MqttHealth(
+            connected=self._connected,
+            since_ms=self._since_ms,
+            last_error=self._last_error,
+            reconnects=max(0, self._connections - 1),
+            subscribed=self._subscribed,
+            topics=dict(self._last_message_ms),
+            received=self._received,
+            rejected=dict(self._rejected),
+            unacked=len(self._conn.outstanding) if self._conn is not None else 0,
+            dropped_acks=self._dropped_acks,
+            pauses=self._pauses,
+            session_present=self._connected and self._session_present,
+        )
+
+    # -- connection lifecycle ------------------------------------------------------------------
+
+    def _backoff(self, failures: int) -> float:
+        return equal_jitter(failures, _FIRST_BACKOFF_S, self._config.reconnect_max_s)
+
+    def _make_client(self) -> BufferedClient:
+        client = BufferedClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=paho.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        client.manual_ack_set(True)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_subscribe = self._handle_subscribe
+        client.on_message = self._handle_message  # QoS 2 only: paho's own reader
+        client.on_publish_raw = functools.partial(self._handle_raw, client)
+        client.on_socket_open = self._handle_socket_open
+        client.on_socket_close = self._handle_socket_close
+        client.on_socket_register_write = self._handle_register_write
+        client.on_socket_unregister_write = self._handle_unregister_write
+        if self._config.username is not None:
+            client.username_pw_set(self._config.username, self._config.password())
+        if self._config.tls:
+            ca = str(self._config.ca_file) if self._config.ca_file is not None else None
+            context = ssl.create_default_context(cafile=ca)  # verifies the host name, TLS>=1.2
+            if self._config.cert_file is not None and self._config.key_file is not None:
+                context.load_cert_chain(self._config.cert_file, self._config.key_file)
+            client.tls_set_context(context)
+        return client
+
+    async def _connect_once(self, executor: concurrent.futures.Executor) -> bool:
+        """One connection, from attempt to loss; True if the broker accepted it."""
+        assert self._loop is not None
+        self._generation += 1
+        try:
+            client = self._make_client()
+        except (OSError, ValueError) as exc:
+            self._last_error = f"client setup failed: {exc}"
+            return False
+        conn = _Connection(
+            client=client,
+            generation=self._generation,
+            connack=self._loop.create_future(),
+            closed=self._loop.create_future(),
+        )
+        self._conn = conn
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._config.session_expiry_s
+        # Flow control: the broker should send at most this many QoS 1 messages without a
+        # PUBACK, and PUBACKs go out only once samples are durable. Mosquitto 2.0 does not
+        # hold to it under a steady stream, so _readable also stops reading at that many.
+        props.ReceiveMaximum = self._config.receive_maximum
+        cfuture = executor.submit(
+            client.connect,
+            self._config.host,
+            self._config.port,
+            self._config.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        try:
+            await asyncio.wrap_future(cfuture)
+        except asyncio.CancelledError:
+            # The thread cannot be interrupted: close whatever socket it opens, and leave
+            # paho alone until then (its deferred socket callbacks are never replayed).
+            cfuture.add_done_callback(lambda _f: _close_quietly(conn.sock))
+            raise
+        except (OSError, ValueError) as exc:  # ssl.SSLError and socket errors are OSErrors
+            self._last_error = f"connect to {self._url} failed: {exc}"
+            self._teardown(conn)
+            return False
+        try:
+            conn.in_connect = False
+            for callback in conn.deferred:
+                callback()
+            conn.deferred.clear()
+
+            try:
+                refused = await asyncio.wait_for(asyncio.shield(conn.connack), CONNACK_TIMEOUT_S)
+            except TimeoutError:
+                refused = f"no CONNACK within {CONNACK_TIMEOUT_S:g} s"
+            if refused is not None:
+                self._last_error = refused
+                self._teardown(conn)
+                return False
+
+            await asyncio.shield(conn.closed)
+            return True
+        except asyncio.CancelledError:
+            self._disconnect(conn)
+            raise
+        finally:
+            self._set_connected(False)
+
+    def _disconnect(self, conn: _Connection) -> None:
+        """Send DISCONNECT (the session stays on the broker) and close; used on cancel."""
+        if conn.sock is not None and not conn.closed.done():
+            with contextlib.suppress(OSError, ValueError):
+                conn.client.disconnect()
+                conn.client.loop_write()  # paho closes the socket once DISCONNECT is out
+        self._teardown(conn)
+        log.info("mqtt.disconnected", url=self._url)
+
+    def _teardown(self, conn: _Connection) -> None:
+        """Forget the socket and stop its tasks, whatever state paho is in."""
+        if conn.sock is not None:
+            self._detach(conn, conn.sock)
+            _close_quietly(conn.sock)
+            conn.sock = None
+        if not conn.connack.done():
+            conn.connack.set_result("connection closed")
+        if not conn.closed.done():
+            conn.closed.set_result(None)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self._connected or self._since_ms is None:
+            self._since_ms = self._clock_ms()
+        self._connected = connected
+        if not connected:
+            self._subscribed = False
+
+    # -- socket callbacks (paho -> event loop) -------------------------------------------------
+
+    def _current(self, client: paho.Client) -> _Connection | None:
+        conn = self._conn
+        return conn if conn is not None and conn.client is client else None
+
+    def _in_loop(self, conn: _Connection, callback: Callable[[], None]) -> None:
+        if conn.in_connect and threading.get_ident() != self._loop_thread:
+            conn.deferred.append(callback)
+        else:
+            callback()
+
+    def _handle_socket_open(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        conn = self._current(client)
+        if conn is None:
+            return
+        conn.sock = sock
+        self._in_loop(conn, lambda: self._attach(conn, sock))
+
+    def _handle_socket_close(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        conn = self._current(client)
+        if conn is None:
+            return
+        self._in_loop(conn, lambda: self._on_closed(conn, sock))
+
+    def _handle_register_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        conn = self._current(client)
+        if conn is None:
+            return
+        self._in_loop(conn, lambda: self._add_writer(conn, sock))
+
+    def _handle_unregister_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        conn = self._current(client)
+        if conn is None:
+            return
+        self._in_loop(conn, lambda: self._remove_writer(sock))
+
+    def _attach(self, conn: _Connection, sock: Any) -> None:
+        assert self._loop is not None
+        if conn.closed.done() or sock.fileno() < 0:
+            return
+        self._loop.add_reader(sock, self._readable, conn, sock)
+        conn.misc_task = self._loop.create_task(
+            self._misc_loop(conn), name=f"mqtt-misc-{conn.generation}"
+        )
+
+    def _add_writer(self, conn: _Connection, sock: Any) -> None:
+        assert self._loop is not None
+        if conn.closed.done() or sock.fileno() < 0:
+            return
+        self._loop.add_writer(sock, self._writable, conn)
+
+    def _remove_writer(self, sock: Any) -> None:
+        assert self._loop is not None
+        if sock.fileno() >= 0:
+            self._loop.remove_writer(sock)
+
+    def _detach(self, conn: _Connection, sock: Any) -> None:
+        assert self._loop is not None
+        if sock.fileno() >= 0:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        if conn.misc_task is not None:
+            conn.misc_task.cancel()
+            conn.misc_task = None
+
+    def _on_closed(self, conn: _Connection, sock: Any) -> None:
+        self._detach(conn, sock)
+        conn.sock = None
+        if not conn.connack.done():
+            conn.connack.set_result("connection closed before CONNACK")
+        if not conn.closed.done():
+            conn.closed.set_result(None)
+
+    def _readable(self, conn: _Connection, sock: Any) -> None:
+        # One readable event hands the gateway the whole burst the socket holds (bounded),
+        # so one group commit covers many messages (measured: 2.5x the samples/s of one
+        # per turn); the buffered reader parses it without a syscall per packet.
+        if conn.sock is not sock or conn.paused:
+            return  # a read scheduled by _resume after the connection closed or paused again
+        assert self._loop is not None
+        limit = self._config.receive_maximum
+        room = limit - len(conn.outstanding)
+        if room <= 0:
+            self._pause(conn, sock)
+            return
+        client = conn.client
+        client.loop_read(min(room, _MAX_PACKETS_PER_READ))
+        if conn.sock is sock and client.buffered_packet():
+            # Stopped at a bound with whole packets read off the socket, which will not
+            # signal them again: pause (``_resume`` reads them) or come back next turn.
+            if len(conn.outstanding) >= limit:
+                self._pause(conn, sock)
+            else:
+                self._loop.call_soon(self._readable, conn, sock)
+
+    def _pause(self, conn: _Connection, sock: Any) -> None:
+        """Backpressure: ``receive_maximum`` messages are not yet durable, so stop reading
+        the socket (TCP then holds the broker, which keeps the messages) until acks free
+        room. Keep-alive is safe: acks follow each commit, milliseconds later."""
+        assert self._loop is not None
+        if not conn.paused and sock.fileno() >= 0:
+            self._loop.remove_reader(sock)
+            conn.paused = True
+            self._pauses += 1
+
+    def _resume(self, conn: _Connection) -> None:
+        assert self._loop is not None
+        conn.paused = False
+        sock = conn.sock
+        if sock is None or conn.closed.done() or sock.fileno() < 0:
+            return
+        self._loop.add_reader(sock, self._readable, conn, sock)
+        # Bytes paho or TLS already buffered make no readable event: read them now.
+        self._loop.call_soon(self._readable, conn, sock)
+
+    def _writable(self, conn: _Connection) -> None:
+        conn.client.loop_write()
+
+    async def _misc_loop(self, conn: _Connection) -> None:
+        while True:
+            await asyncio.sleep(MISC_INTERVAL_S)
+            if conn.client.loop_misc() == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                return
+
+    # -- protocol callbacks --------------------------------------------------------------------
+
+    def _handle_connect(
+        self,
+        client: paho.Client,
+        _userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        conn = self._current(client)
+        if conn is None:
+            return
+        if reason_code.is_failure:
+            self._last_error = f"broker refused the connection: {reason_code}"
+            if not conn.connack.done():
+                conn.connack.set_result(self._last_error)
+            return
+        self._connections += 1
+        self._session_present = bool(flags.session_present)
+        self._set_connected(True)
+        log.info("mqtt.connected", url=self._url, session_present=flags.session_present)
+        self._subscribe(conn)
+        if not conn.connack.done():
+            conn.connack.set_result(None)
+
+    def _subscribe(self, conn: _Connection) -> None:
+        """Subscribe to every topic in one SUBSCRIBE, also on a resumed session."""
+        if not self._topics:
+            self._subscribed = True
+            log.info("mqtt.subscribed", topics=0)
+            return
+        # retainHandling=1: the retained message only on a new subscription, not on every
+        # resubscription of a resumed session.
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        result, mid = conn.client.subscribe([(topic, options) for topic in self._topics])
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.error("mqtt.subscribe_failed", reason=paho.error_string(result))
+            return
+        conn.subscribe_mid = mid
+
+    def _handle_subscribe(
+        self,
+        client: paho.Client,
+        _userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        conn = self._current(client)
+        if conn is None or mid != conn.subscribe_mid:
+            return
+        granted = 0
+        for topic, code in zip(self._topics, reason_codes, strict=False):
+            if code.value >= 128:
+                log.error(
+                    "mqtt.subscribe_refused",
+                    topic=topic,
+                    reason_code=code.value,
+                    reason=str(code),
+                )
+            else:
+                granted += 1
+                if code.value == 0:
+                    log.warning(
+                        "mqtt.subscribe_downgraded",
+                        topic=topic,
+                        detail="granted QoS 0: messages are not kept while the gateway is away",
+                    )
+        self._subscribed = granted == len(self._topics) == len(reason_codes)
+        log.info("mqtt.subscribed", topics=granted, refused=len(self._topics) - granted)
+
+    def _handle_disconnect(
+        self,
+        client: paho.Client,
+        _userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if self._current(client) is None:
+            return
+        origin = "broker" if flags.is_disconnect_packet_from_server else "client"
+        self._last_error = f"{origin}: {reason_code}"
+
+    def _handle_message(self, client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        """A message through paho's own reader (QoS 2; QoS 0/1 come to ``_handle_raw``)."""
+        conn = self._current(client)
+        if conn is None:
+            return
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # paho decodes lazily; MQTT requires UTF-8 topics
+            topic = bytes(msg._topic).decode("utf-8", "replace")
+        payload = bytes(msg.payload)
+        self._deliver(conn, topic, self._topics.get(topic), payload, mid=msg.mid, qos=msg.qos)
+
+    def _handle_raw(
+        self, client: BufferedClient, topic_bytes: bytes, payload: bytes, mid: int, qos: int
+    ) -> None:
+        """A QoS 0/1 PUBLISH from the buffered reader (the hot path)."""
+        conn = self._conn
+        if conn is None or conn.client is not client:
+            return
+        known = self._by_topic_bytes.get(topic_bytes)
+        if known is not None:
+            self._deliver(conn, known[0], known[1], payload, mid=mid, qos=qos)
+        else:  # MQTT requires UTF-8 topics; show a broken one as best we can
+            topic = topic_bytes.decode("utf-8", "replace")
+            self._deliver(conn, topic, self._topics.get(topic), payload, mid=mid, qos=qos)
+
+    def _deliver(
+        self,
+        conn: _Connection,
+        topic: str,
+        machine: str | None,
+        payload: bytes,
+        *,
+        mid: int,
+        qos: int,
+    ) -> None:
+        arrival_ms = self._clock_ms()
+        self._received += 1
+        self._deliveries += 1
+        token = _new_tuple(AckToken, (mid, qos, self._deliveries))  # AckToken(...), faster
+        if qos > 0:
+            conn.outstanding[mid] = self._deliveries
+        result: Sample | Rejection
+        if machine is None:
+            result = Rejection(UNKNOWN_TOPIC, f"no machine is configured for topic {topic!r}")
+        else:
+            self._last_message_ms[topic] = arrival_ms
+            max_bytes = self._config.max_payload_bytes
+            if len(payload) > max_bytes:
+                result = Rejection(OVERSIZED, f"{len(payload)} bytes > max_payload_bytes")
+            else:
+                result = decode(payload, machine, arrival_ms, max_bytes)
+        try:
+            if isinstance(result, Sample):
+                self._on_sample(result, token)
+            else:
+                self._reject(
+                    result,
+                    token,
+                    topic=topic,
+                    machine=machine,
+                    payload=payload,
+                    arrival_ms=arrival_ms,
+                )
+        except Exception as exc:  # a consumer bug must not stop the collector
+            log.exception("mqtt.callback_failed", topic=topic, error=repr(exc))
+
+    def _reject(
+        self,
+        rejection: Rejection,
+        token: AckToken,
+        *,
+        topic: str,
+        machine: str | None,
+        payload: bytes,
+        arrival_ms: int,
+    ) -> None:
+        count = self._rejected.get(rejection.reason, 0)
+        self._rejected[rejection.reason] = count + 1
+        if count == 0:
+            log.warning(
+                "mqtt.payload_rejected",
+                reason=rejection.reason,
+                detail=rejection.detail,
+                topic=topic,
+                machine=machine,
+                head=payload[:64],
+                note="logged once per reason; later ones are only counted",
+            )
+        self._on_reject(
+            Quarantined(
+                topic=topic,
+                reason=rejection.reason,
+                head=bytes(payload[:QUARANTINE_HEAD_BYTES]),
+                arrival_ms=arrival_ms,
+                machine=machine,
+                detail=rejection.detail,
+            ),
+            token,
+        )
+
+
+def _close_quietly(sock: Any) -> None:
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()

@@ -1,1 +1,0 @@
-"""The shell around the rules core: sinks, storage, wiring, API and CLI."""

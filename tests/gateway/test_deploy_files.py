@@ -1,0 +1,225 @@
+"""The deployment files, checked statically: no Docker engine, Grafana or systemd needed.
+
+The compose file and the Dockerfile parse and reference files that exist, the image runs the
+installed console script as a non-root user with a health check, Grafana's provisioning
+matches the dashboards, the gateway dashboard's metric names exist in a real Gateway's
+/metrics, and the systemd unit has its hardening.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pilotline.collectors.mqtt.collector import AckToken, Quarantined
+from pilotline.gateway.api.metrics import registry
+from pilotline.gateway.config import load_config
+from pilotline.gateway.service import Gateway
+from pilotline.gateway.sinks.influx.writer import MemoryWriter
+from pilotline.rules import Sample
+
+ROOT = Path(__file__).parents[2]
+DEPLOY = ROOT / "deploy"
+GRAFANA = DEPLOY / "grafana"
+
+
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return doc
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of deploy/Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    out = []
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped and not stripped.startswith("#"):
+            instruction, _, args = stripped.partition(" ")
+            out.append((instruction.upper(), args.strip()))
+    return out
+
+
+def test_compose_has_the_stack_and_the_demo_as_a_profile() -> None:
+    services = compose()["services"]
+    assert {"mosquitto", "influxdb", "grafana", "prometheus", "pilotline", "demo"} <= set(services)
+    assert services["demo"]["profiles"] == ["demo"]
+    influx = services["influxdb"]["environment"]
+    assert influx["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
+    for key in ("ORG", "BUCKET", "ADMIN_TOKEN_FILE", "PASSWORD_FILE"):
+        assert f"DOCKER_INFLUXDB_INIT_{key}" in influx
+    # the DBRP mapping through which InfluxQL reads the bucket
+    dbrp = compose()["configs"]["influx_dbrp"]["content"]
+    assert "influx v1 dbrp create" in dbrp
+    assert "--rp autogen" in dbrp
+
+
+def test_compose_references_files_that_exist() -> None:
+    doc = compose()
+    operator_made = {"./site.yaml"}  # the site's own configuration, documented in the header
+    for name, service in doc["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            source = re.sub(r"\$\{[A-Z_]+:-([^}]+)\}", r"\1", source)
+            if source.startswith(".") and source not in operator_made:
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+        build = service.get("build")
+        if build is not None:
+            context = (DEPLOY / build["context"]).resolve()
+            assert context == ROOT
+            assert (context / build["dockerfile"]).is_file()
+        for secret in service.get("secrets", []):
+            assert secret in doc["secrets"], f"{name}: undeclared secret {secret}"
+        for config in service.get("configs", []):
+            assert config["source"] in doc["configs"]
+    # secrets are files the operator creates, in the folder the header tells them to make
+    for secret in doc["secrets"].values():
+        assert secret["file"].startswith("./secrets/")
+
+
+def test_compose_services_wire_up_with_one_another() -> None:
+    doc = compose()
+    services = doc["services"]
+    assert services["pilotline"]["image"] == services["demo"]["image"]
+    prometheus = yaml.safe_load(doc["configs"]["prometheus"]["content"])
+    (job,) = prometheus["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert "pilotline:8080" in job["static_configs"][0]["targets"]
+    grafana = services["grafana"]["environment"]
+    assert grafana["PILOTLINE_INFLUX_URL"] == "http://influxdb:8086"
+    assert grafana["PILOTLINE_PROMETHEUS_URL"] == "http://prometheus:9090"
+    mounts = {v.split(":")[1] for v in services["grafana"]["volumes"]}
+    provider = yaml.safe_load((GRAFANA / "provisioning/dashboards/pilotline.yaml").read_text())
+    assert provider["providers"][0]["options"]["path"] in mounts
+    home = grafana["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (GRAFANA / "dashboards" / Path(home).name).is_file()
+
+
+def test_the_image_runs_the_console_script_as_a_non_root_user() -> None:
+    instructions = dockerfile()
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    entrypoints = [json.loads(args) for ins, args in instructions if ins == "ENTRYPOINT"]
+    assert entrypoints == [["pilotline"]]
+    assert "pilotline" in scripts
+    users = [args for ins, args in instructions if ins == "USER"]
+    assert users
+    assert users[-1] not in {"root", "0"}
+    assert any(ins == "HEALTHCHECK" for ins, _ in instructions)
+    cmd = json.loads(next(args for ins, args in instructions if ins == "CMD"))
+    assert cmd[:2] == ["run", "-c"]
+    # two stages, the second small: only the virtual environment is copied over
+    assert sum(ins == "FROM" for ins, _ in instructions) == 2
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for ins, args in instructions:
+        if ins == "COPY" and not args.startswith("--from"):
+            *sources, _ = shlex.split(args)
+            for source in sources:
+                assert (ROOT / source).exists(), source
+                assert source.rstrip("/") not in ignored, f"{source} is in .dockerignore"
+
+
+def test_the_shipped_broker_keeps_queued_messages() -> None:
+    settings = dict(
+        line.split(None, 1)
+        for line in (DEPLOY / "mosquitto/mosquitto.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert int(settings["max_queued_messages"]) >= 1_000_000
+    assert settings["persistence"] == "true"
+
+
+def unit() -> dict[str, list[str]]:
+    """``Key`` -> values of deploy/systemd/pilotline.service (keys may repeat)."""
+    values: dict[str, list[str]] = {}
+    for line in (DEPLOY / "systemd/pilotline.service").read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            values.setdefault(key.strip(), []).append(value.strip())
+    return values
+
+
+def test_the_systemd_unit_is_hardened_and_takes_secrets_as_credentials() -> None:
+    u = unit()
+    assert u["User"] == ["pilotline"]
+    assert u["Restart"] == ["on-failure"]
+    assert u["ExecStart"][0].endswith("pilotline run -c /etc/pilotline/pilotline.yaml")
+    for key, value in [
+        ("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"), ("PrivateDevices", "yes"), ("RestrictSUIDSGID", "yes"),
+        ("CapabilityBoundingSet", ""),
+    ]:
+        assert u[key] == [value], key
+    assert u["StateDirectory"] == ["pilotline"]
+    assert any(v.startswith("influx_token:") for v in u["LoadCredential"])
+    sysusers = (DEPLOY / "systemd/pilotline.sysusers.conf").read_text()
+    assert re.search(r"^u pilotline ", sysusers, re.MULTILINE)
+
+
+def test_grafana_provisions_the_data_sources_the_dashboards_use() -> None:
+    sources = yaml.safe_load((GRAFANA / "provisioning/datasources/pilotline.yaml").read_text())
+    uids = {s["uid"]: s["type"] for s in sources["datasources"]}
+    influx = next(s for s in sources["datasources"] if s["type"] == "influxdb")
+    # the token comes from the compose secret, never inline
+    header = influx["secureJsonData"]["httpHeaderValue1"]
+    assert header == "Token $__file{/run/secrets/influx_token}"
+    for path in (GRAFANA / "dashboards").glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        used = {p["datasource"]["uid"] for p in dashboard["panels"] if p["type"] != "row"}
+        used |= {v["datasource"]["uid"] for v in dashboard["templating"]["list"]}
+        for uid in used:
+            assert uid in uids, f"{path.name}: data source {uid} is not provisioned"
+    assert {p.name for p in (GRAFANA / "dashboards").glob("*.json")} == {
+        "facility-overview.json", "machine-detail.json", "gateway.json"
+    }
+
+
+CONFIG = """\
+site: unit
+mqtt: {{url: "mqtt://127.0.0.1:1"}}
+influx: {{url: "http://127.0.0.1:1", org: o, bucket: b}}
+store: {store}
+defaults: {{debounce_s: 0, stale_after_s: 60, min_idle_s: 0, publish_interval_s: 60}}
+zones:
+  - id: photonics
+    machines:
+      - id: laser-01
+        owner: acme
+        mqtt: {{topic: t/laser-01}}
+        state: {{signal: state}}
+"""
+
+
+@pytest.fixture
+def exposed(tmp_path: Path) -> set[str]:
+    """Sample names of a real Gateway's /metrics, after a sample and a rejected payload."""
+    path = tmp_path / "site.yaml"
+    path.write_text(CONFIG.format(store=tmp_path / "gw.db"))
+    gateway = Gateway(load_config(path), writer=MemoryWriter())
+    now = gateway.clock_ms()
+    gateway._on_sample(Sample("laser-01", now, {"state": "NotExecuting"}), AckToken(1, 1, 1))
+    gateway._on_reject(
+        Quarantined("t/laser-01", "malformed_json", b"{", now, "laser-01"), AckToken(2, 1, 2)
+    )
+    gateway.commit()
+    text = generate_latest(registry(gateway.metrics, gateway.gauges())).decode()
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_the_gateway_dashboard_queries_metrics_the_gateway_exposes(exposed: set[str]) -> None:
+    dashboard = json.loads((GRAFANA / "dashboards/gateway.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"]]
+    names = {n for e in exprs for n in re.findall(r"\bpilotline_\w+", e)}
+    assert len(names) >= 10
+    missing = names - exposed
+    assert not missing, f"the gateway dashboard queries metrics /metrics lacks: {missing}"
