@@ -21,7 +21,7 @@ shared machine shows as noise rather than as a slower figure):
   (``outbox_peek`` + ``outbox_delete``).
 - ``gateway``: ``Gateway._on_sample`` plus its share of ``commit()`` (no MQTT, no HTTP).
 
-Figures and the choices they decided: ``docs/architecture.md``, "The hot path, by
+Figures and the choices they decided: ``benchmarks/README.md``, "Design choices, by
 measurement".
 """
 
