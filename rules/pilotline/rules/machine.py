@@ -22,9 +22,8 @@ Every change of the confirmed state goes through ``_transition``.
 The common sample keeps the state its machine is in. ``receive`` handles it on a fast path
 (classification inlined for a mapped string and a threshold float, no capacity check, no
 rescheduling) and returns False: only the staleness clock moved, later, and the deadline
-already in the plant's heap is re-armed when it pops (``Plant._advance``). Measured: the
-rules core alone went from 150-295k to 500-790k samples/s (``benchmarks/replay.py
---machines 10 --hours 1``; docs/architecture.md, "The hot path, by measurement").
+already in the plant's heap is re-armed when it pops (``Plant._advance``); what that gains is
+measured in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -139,7 +138,8 @@ class MachineTracker:
         self._holds: dict[State, frozenset[str]] = {}
         if isinstance(rule, MappedState):
             # Shared by every tracker of the same rule object (the configuration gives
-            # machines with the same map one rule): ~3.5 KiB a machine otherwise.
+            # machines with the same map one rule), not copied per machine (measured:
+            # benchmarks/README.md).
             self._mapping, self._holds = _flattened(rule)
         else:
             self._running_above = rule.running_above

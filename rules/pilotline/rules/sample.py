@@ -34,7 +34,7 @@ class Sample(NamedTuple):
     subscription keep-alive), which keeps the machine from going stale.
 
     Immutable, as a NamedTuple rather than a frozen dataclass: one is made per message, and
-    a frozen dataclass costs three times as much to make (``benchmarks/micro_hotpath.py``).
+    a NamedTuple is the cheaper to make (measured: benchmarks/README.md).
     """
 
     machine: str

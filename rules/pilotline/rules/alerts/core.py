@@ -1,265 +1,34 @@
-"""Alert rules over the core's own events: inactive -> pending -> firing -> resolved. No I/O.
-
-Shaped like the plant (and Prometheus' ``alerting.go``): ``observe(events)`` with what the
-plant emitted, ``receive(sample)`` for numeric signal rules, ``collector(name, connected,
-at_ms)`` for collector health, ``handle_timer(now)``, ``next_deadline()``, ``transitions()``;
-``checkpoint()``/``restore()`` carry the current alerts across a restart.
-
-Each (rule, machine) pair -- (rule, collector) for collector rules -- is one *instance* with a
-condition that is true or false. When it becomes true the instance is *pending*; once it has
-held for the rule's ``for:`` the instance *fires* (an ``AlertTransition`` with
-``firing=True``); when it becomes false a firing instance *resolves* (``firing=False``) and a
-pending one goes quietly back to inactive. A condition that stays true never fires twice.
-
-Time: a state is known to the alert core when the plant *decided* it
-(``StateChanged.decided_ms``: the end of the debounce, or the staleness deadline), not at the
-earlier time the state is stamped with. Every input is applied at ``max(its time, now)`` after
-the instance deadlines up to that time have fired, and deadlines due at the same millisecond
-fire in configuration order (rule, then machine, then collector), so the same input gives the
-same transitions in any chunking, as for the plant. The shell advances the plant to an
-input's time before giving it here (``plant.receive`` does that for a sample; call
-``plant.handle_timer(at_ms)`` and ``observe`` its events before ``collector``).
-
-Rule kinds:
-
-- ``StateCondition``: the machine's confirmed state is ``state`` (``state: down for 2m``);
-- ``OfflineCondition``: the machine is ``offline`` (stale). Every machine counts as offline
-  from the core's first input until its first state is confirmed, so a machine that never
-  reports also alerts;
-- ``SignalCondition``: a numeric signal above (or below) a threshold, cleared only once it
-  is back below (above) ``clear`` (hysteresis);
-- ``CapacityCondition``: an offered idle window that has lasted ``idle_for_ms`` (the ``for:``
-  is the window's age, not the time since the condition was seen);
-- ``CollectorCondition``: a collector is disconnected (``collector: disconnected``). One
-  instance per collector (``Alerts(collectors={machine: collector})``); it applies when any
-  of the collector's machines matches the rule's ``machines:``/``zones:``. Its alerts carry
-  ``machine=<collector>``, ``zone=<its machines' zone, or "*" if they differ>``, ``owner=""``
-  and ``value`` = seconds disconnected. A collector counts as connected until told otherwise.
-
-Inhibition (the condition is evaluated as false, or held, while a cause is in effect; when the
-cause ends the condition is evaluated afresh from that moment, so ``for:`` restarts):
-
-- *offline* -> signal rules: do not start or progress (a pending instance goes back to
-  inactive); an instance already firing holds until a value clears it;
-- *maintenance* (the machine's confirmed state) -> signal, capacity and state rules (not a
-  ``state: maintenance`` rule) with ``suppress_in_maintenance`` (the default): they do not
-  start, a pending instance goes back to inactive and a firing one *resolves* -- whoever put
-  the machine into maintenance has it in hand. A signal rule keeps following its values
-  (hysteresis) meanwhile and uses its last answer when maintenance ends;
-- *collector disconnected* -> the offline and state rules of its machines: they do not
-  start, a pending instance goes back to inactive, a firing one holds (no transition). So a
-  collector that drops raises one collector alert, not an ``offline`` alert per machine.
-  On reconnect they are evaluated against the machines' states at that moment: a machine
-  whose staleness the outage caused is ``offline`` until its first sample's state is
-  confirmed, so a held ``down`` alert resolves then and fires again after its ``for:`` if the
-  machine is still down; a machine that stays silent fires ``offline`` ``for:`` after the
-  reconnect. The shell must report a disconnect before the offline rules' ``for:`` runs out
-  (an offline alert already firing holds through the outage).
-
-Checkpoint: ``checkpoint()`` (after draining ``transitions()``) returns plain JSON-able data;
-``restore(data)`` on a fresh ``Alerts`` (one that has seen no input) continues exactly where
-it left off, including pending deadlines, so a firing alert does not fire again. Instances are
-matched by rule name and machine (or collector) name: those of rules, machines and collectors
-no longer configured are ignored, new ones start as at the core's first input, and a rule
-whose condition changed (other than its ``for:``) starts over (a firing instance of it
-resolves at the restore time).
-
-Messages are rendered with ``str.format_map`` over a dict of plain values: ``rule``,
-``machine``, ``zone``, ``owner``, ``severity``, ``value``, ``state`` (for a collector alert:
-``connected``/``disconnected``), ``status``; no attribute or index access
-(``validate_template`` refuses it at load time), no ``eval``.
-"""
+"""The alert core: one instance per (rule, machine) or (rule, collector), driven by the
+plant's events, numeric samples, collector health and deadlines; every change of an
+instance's status goes through ``_set``. The package docstring (``alerts/__init__.py``) is its
+theory of operation."""
 
 from __future__ import annotations
 
-import enum
 import heapq
 import math
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pilotline.rules.alerts.checkpoint import Saved, SavedInstance, from_json, to_json
+from pilotline.rules.alerts.conditions import (
+    AlertRule,
+    CapacityCondition,
+    CollectorCondition,
+    OfflineCondition,
+    SignalCondition,
+    fingerprint,
+    hysteresis,
+    suppressible,
+    validate_rule,
+)
+from pilotline.rules.alerts.templates import render
+from pilotline.rules.alerts.transitions import AlertTransition, AlertView, Status
 from pilotline.rules.errors import RulesConfigError
 from pilotline.rules.events import Capacity, Event, StateChanged
 from pilotline.rules.sample import Quality, Sample
 from pilotline.rules.spec import MachineSpec
 from pilotline.rules.states import State
-
-SEVERITIES = ("info", "warning", "critical")
-
-TEMPLATE_FIELDS = frozenset(
-    {"rule", "machine", "zone", "owner", "severity", "value", "state", "status"}
-)
-"""The placeholders a message template may use."""
-
-
-# -- rules -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StateCondition:
-    state: State
-    for_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class OfflineCondition:
-    for_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class SignalCondition:
-    """``above`` set: true when ``value > above``, false again when ``value < clear``
-    (``clear <= above``). ``below`` set: true when ``value < below``, false again when
-    ``value > clear`` (``clear >= below``). Between the two, the previous answer holds."""
-
-    signal: str
-    above: float | None = None
-    below: float | None = None
-    clear: float | None = None  # defaults to the threshold itself (no hysteresis)
-    for_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CapacityCondition:
-    """An offered idle window older than ``idle_for_ms``."""
-
-    idle_for_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class CollectorCondition:
-    """The collector is disconnected; one instance per collector, not per machine."""
-
-    for_ms: int = 0
-
-
-Condition = (
-    StateCondition | OfflineCondition | SignalCondition | CapacityCondition | CollectorCondition
-)
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRule:
-    name: str
-    severity: str
-    message: str
-    condition: Condition
-    machines: frozenset[str] | None = None  # None (and zones None): every machine
-    zones: frozenset[str] | None = None
-    suppress_in_maintenance: bool = True  # see suppressible(): signal, capacity, state rules
-
-    def applies_to(self, machine: str, zone: str) -> bool:
-        if self.machines is None and self.zones is None:
-            return True
-        return (self.machines is not None and machine in self.machines) or (
-            self.zones is not None and zone in self.zones
-        )
-
-
-def suppressible(condition: Condition) -> bool:
-    """Whether ``suppress_in_maintenance`` applies to rules of this condition."""
-    if isinstance(condition, StateCondition):
-        return condition.state is not State.MAINTENANCE
-    return isinstance(condition, SignalCondition | CapacityCondition)
-
-
-# -- output ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AlertTransition:
-    """``alert``: an instance started firing (``firing``) or resolved (not ``firing``)."""
-
-    rule: str
-    machine: str  # for a collector rule: the collector's name
-    zone: str  # for a collector rule: its machines' zone, or "*" when they differ
-    owner: str  # for a collector rule: ""
-    severity: str
-    firing: bool
-    value: float
-    message: str
-    ts_ms: int
-    since_ms: int  # when the condition became true (for a resolution: of the episode)
-
-
-class Status(enum.Enum):
-    INACTIVE = "inactive"
-    PENDING = "pending"
-    FIRING = "firing"
-
-
-@dataclass(frozen=True, slots=True)
-class AlertView:
-    """One pending or firing instance, for the API."""
-
-    rule: str
-    machine: str
-    zone: str
-    owner: str
-    severity: str
-    status: Status
-    since_ms: int  # condition true since
-    firing_since_ms: int | None
-    value: float
-    message: str
-
-
-# -- templates -------------------------------------------------------------------------------
-
-
-def validate_template(template: str) -> None:
-    """Raise ``ValueError`` for a template that would not render with ``TEMPLATE_FIELDS``."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as e:
-        raise ValueError(f"message template: {e}") from e
-    for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if name not in TEMPLATE_FIELDS:
-            allowed = ", ".join(sorted(TEMPLATE_FIELDS))
-            raise ValueError(
-                f"message template: unknown placeholder {{{name}}} (allowed: {allowed})"
-            )
-        if conversion is not None and conversion not in "rsa":
-            raise ValueError(f"message template: bad conversion !{conversion}")
-        if spec and ("{" in spec):
-            raise ValueError("message template: nested placeholders are not allowed")
-    try:
-        template.format_map(_SafeDict(_SAMPLE_VALUES))
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"message template: {e}") from e
-
-
-class _SafeDict(dict[str, object]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
-_SAMPLE_VALUES: Mapping[str, object] = {
-    "rule": "r",
-    "machine": "m",
-    "zone": "z",
-    "owner": "o",
-    "severity": "warning",
-    "value": 1.5,
-    "state": "down",
-    "status": "firing",
-}
-
-
-def render(template: str, values: Mapping[str, object]) -> str:
-    """``str.format_map`` over plain values; never raises for a validated template."""
-    try:
-        return template.format_map(_SafeDict(values))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return template
-
-
-# -- the core --------------------------------------------------------------------------------
-
-CHECKPOINT_VERSION = 1
 
 
 class _Instance:
@@ -319,7 +88,7 @@ class Alerts:
         without one have no collector: only their own staleness tells)."""
         names: set[str] = set()
         for rule in rules:
-            _validate(rule)
+            validate_rule(rule)
             if rule.name in names:
                 raise RulesConfigError("*", f"alert rule {rule.name!r} configured twice")
             names.add(rule.name)
@@ -404,7 +173,7 @@ class Alerts:
             value = sample.values.get(cond.signal)
             if value is None or isinstance(value, str) or not math.isfinite(value):
                 continue
-            inst.raw = _hysteresis(cond, float(value), inst.raw)
+            inst.raw = hysteresis(cond, float(value), inst.raw)
             inst.value = float(value)
             self._evaluate(inst, at)
 
@@ -478,48 +247,42 @@ class Alerts:
     def checkpoint(self) -> dict[str, object]:
         """Everything ``restore`` needs, as plain JSON-able data. Take it after draining
         ``transitions()`` (undrained transitions are not part of it)."""
-        instances: list[dict[str, object]] = []
+        instances: list[SavedInstance] = []
         for inst in self._instances.values():
             if inst.status is Status.INACTIVE and not inst.raw and math.isnan(inst.value):
                 continue  # the default: nothing to carry
             rule = self._rules[inst.rule]
             instances.append(
-                {
-                    "rule": rule.name,
-                    "target": self._labels(inst)[0],
-                    "condition": _fingerprint(rule.condition),
-                    "status": inst.status.value,
-                    "since": inst.since,
-                    "firing_since": inst.firing_since,
-                    "value": inst.value if math.isfinite(inst.value) else None,
-                    "raw": inst.raw,
-                }
+                SavedInstance(
+                    rule.name,
+                    self._labels(inst)[0],
+                    fingerprint(rule.condition),
+                    inst.status,
+                    inst.since,
+                    inst.firing_since,
+                    inst.value if math.isfinite(inst.value) else None,
+                    inst.raw,
+                )
             )
-        return {
-            "version": CHECKPOINT_VERSION,
-            "now_ms": self._now,
-            "machines": {
-                m.id: {
-                    "state": m.state.value,
-                    "state_since": m.state_since,
-                    "window_start": m.window_start,
-                }
-                for m in self._machines
-            },
-            "collectors": {c.name: {"connected": c.connected} for c in self._collectors},
-            "instances": instances,
-        }
+        return to_json(
+            Saved(
+                self._now,
+                {m.id: (m.state, m.state_since, m.window_start) for m in self._machines},
+                {c.name: c.connected for c in self._collectors},
+                instances,
+            )
+        )
 
     def restore(self, data: Mapping[str, object]) -> None:
         """Continue from ``checkpoint()`` data of an earlier run; call on an ``Alerts`` that
         has seen no input. The machines' states come from the checkpoint (``states`` given
         to ``__init__`` only count for machines it lacks). What no longer matches the
-        configuration is ignored (see the module docstring). Transitions it causes (a rule
+        configuration is ignored (see the package docstring). Transitions it causes (a rule
         whose condition changed) are in ``transitions()``. Raises ``ValueError`` for data that
         is no such checkpoint (and changes nothing then)."""
         if self._now is not None:
             raise RuntimeError("restore() needs an Alerts that has seen no input")
-        cp = _parse_checkpoint(data)
+        cp = from_json(data)
         now = cp.now_ms
         base = len(self._machines)
         for machine in self._machines:
@@ -552,7 +315,7 @@ class Alerts:
             inst.firing_since = saved_inst.firing_since if inst.status is Status.FIRING else None
             inst.value = math.nan if saved_inst.value is None else saved_inst.value
             inst.raw = saved_inst.raw
-            if saved_inst.condition != _fingerprint(cond):
+            if saved_inst.condition != fingerprint(cond):
                 restarted.append(inst)
         for inst in restarted:  # the rule changed: this episode is over, start afresh
             self._set(inst, False, now)
@@ -742,160 +505,3 @@ class Alerts:
                 else ("pending" if status is Status.PENDING else "resolved"),
             },
         )
-
-
-# -- checkpoints -----------------------------------------------------------------------------
-
-
-def _fingerprint(cond: Condition) -> str:
-    """What an instance's episode depends on, ``for:`` aside (a changed ``for:`` keeps it)."""
-    if isinstance(cond, StateCondition):
-        return f"state:{cond.state.value}"
-    if isinstance(cond, OfflineCondition):
-        return "offline"
-    if isinstance(cond, CapacityCondition):
-        return "capacity"
-    if isinstance(cond, CollectorCondition):
-        return "collector"
-    return f"signal:{cond.signal}:{cond.above!r}:{cond.below!r}:{cond.clear!r}"
-
-
-@dataclass(frozen=True, slots=True)
-class _SavedInstance:
-    rule: str
-    target: str
-    condition: str
-    status: Status
-    since: int
-    firing_since: int | None
-    value: float | None
-    raw: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Saved:
-    now_ms: int | None
-    machines: dict[str, tuple[State, int, int | None]]
-    collectors: dict[str, bool]
-    instances: list[_SavedInstance]
-
-
-def _parse_checkpoint(data: Mapping[str, object]) -> _Saved:
-    """Check the shape of checkpoint data (it crossed a store); ``ValueError`` if wrong."""
-    if not isinstance(data, Mapping) or data.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"not an alerts checkpoint of version {CHECKPOINT_VERSION}")
-    try:
-        now = _opt_int(data["now_ms"])
-        machines = {
-            _str(k): (
-                State(_str(_map(m)["state"])),
-                _int(_map(m)["state_since"]),
-                _opt_int(_map(m)["window_start"]),
-            )
-            for k, m in _map(data["machines"]).items()
-        }
-        collectors = {
-            _str(k): _bool(_map(c)["connected"]) for k, c in _map(data["collectors"]).items()
-        }
-        instances = []
-        raw_instances = data["instances"]
-        if not isinstance(raw_instances, list):
-            raise TypeError("instances")
-        for item in raw_instances:
-            i = _map(item)
-            value = i["value"]
-            if value is not None and not (
-                isinstance(value, int | float) and not isinstance(value, bool)
-            ):
-                raise TypeError("value")
-            status = Status(_str(i["status"]))
-            instances.append(
-                _SavedInstance(
-                    _str(i["rule"]),
-                    _str(i["target"]),
-                    _str(i["condition"]),
-                    status,
-                    _int(i["since"]),
-                    _opt_int(i["firing_since"]),
-                    None if value is None else float(value),
-                    _bool(i["raw"]),
-                )
-            )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"a malformed alerts checkpoint: {e!r}") from e
-    return _Saved(now, machines, collectors, instances)
-
-
-def _map(x: object) -> Mapping[str, object]:
-    if not isinstance(x, Mapping):
-        raise TypeError(f"expected a mapping, got {type(x).__name__}")
-    return x
-
-
-def _str(x: object) -> str:
-    if not isinstance(x, str):
-        raise TypeError(f"expected a string, got {type(x).__name__}")
-    return x
-
-
-def _bool(x: object) -> bool:
-    if not isinstance(x, bool):
-        raise TypeError(f"expected a boolean, got {type(x).__name__}")
-    return x
-
-
-def _int(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError(f"expected an integer, got {type(x).__name__}")
-    return x
-
-
-def _opt_int(x: object) -> int | None:
-    return None if x is None else _int(x)
-
-
-def _hysteresis(cond: SignalCondition, value: float, previous: bool) -> bool:
-    if cond.above is not None:
-        clear = cond.above if cond.clear is None else cond.clear
-        if value > cond.above:
-            return True
-        if value < clear or (clear == cond.above and value <= clear):
-            return False
-        return previous
-    assert cond.below is not None
-    clear = cond.below if cond.clear is None else cond.clear
-    if value < cond.below:
-        return True
-    if value > clear or (clear == cond.below and value >= clear):
-        return False
-    return previous
-
-
-def _validate(rule: AlertRule) -> None:
-    where = f"alert rule {rule.name!r}"
-    if not rule.name:
-        raise RulesConfigError("*", "an alert rule has no name")
-    if rule.severity not in SEVERITIES:
-        raise RulesConfigError("*", f"{where}: severity must be one of {', '.join(SEVERITIES)}")
-    try:
-        validate_template(rule.message)
-    except ValueError as e:
-        raise RulesConfigError("*", f"{where}: {e}") from e
-    cond = rule.condition
-    if isinstance(cond, CapacityCondition):
-        if cond.idle_for_ms < 0:
-            raise RulesConfigError("*", f"{where}: idle_for must not be negative")
-        return
-    if cond.for_ms < 0:
-        raise RulesConfigError("*", f"{where}: for must not be negative")
-    if isinstance(cond, SignalCondition):
-        if (cond.above is None) == (cond.below is None):
-            raise RulesConfigError("*", f"{where}: give exactly one of above and below")
-        limits = [x for x in (cond.above, cond.below, cond.clear) if x is not None]
-        if not all(math.isfinite(x) for x in limits):
-            raise RulesConfigError("*", f"{where}: thresholds must be finite numbers")
-        if cond.clear is not None:
-            if cond.above is not None and cond.clear > cond.above:
-                raise RulesConfigError("*", f"{where}: clear must not exceed above")
-            if cond.below is not None and cond.clear < cond.below:
-                raise RulesConfigError("*", f"{where}: clear must not be below below")
