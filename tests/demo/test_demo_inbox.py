@@ -22,8 +22,8 @@ from pilotline.demo.plant import Incident, Plant
 from pilotline.demo.site import ALERT_RULES, AlertChannels, demo_site_yaml
 from pilotline.gateway.config import EmailConfig, load_config
 from pilotline.gateway.notify.email import channel as smtp
-from pilotline.gateway.notify.webhook import channel as webhook
 from pilotline.gateway.notify.payload import notification_payload
+from pilotline.gateway.notify.webhook import channel as webhook
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Notification
 
