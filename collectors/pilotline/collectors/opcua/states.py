@@ -8,7 +8,8 @@ Names (LocalizedText or strings) pass through unchanged: they are already in the
 
 - ``machinery``: OPC 40001-1 MachineryItemState StateNumbers.
 - ``packml``: ISA-TR88.00.02 / OMAC PackML state numbers (PackTags ``StateCurrent``).
-- ``mtconnect``: Execution is a text enumeration; the model only documents it (no codes).
+- ``mtconnect``: Execution is a text enumeration, so no codes: its names (ACTIVE, READY,
+  ...) pass through, and ``DEFAULT_STATE_MAP`` holds them with the states they map to.
 """
 
 from __future__ import annotations
@@ -44,18 +45,6 @@ PACKML: Final[Mapping[int, str]] = MappingProxyType(
     }
 )
 MTCONNECT: Final[Mapping[int, str]] = MappingProxyType({})
-MTCONNECT_VALUES: Final = (
-    "ACTIVE",
-    "INTERRUPTED",
-    "FEED_HOLD",
-    "WAIT",
-    "OPTIONAL_STOP",
-    "READY",
-    "PROGRAM_COMPLETED",
-    "STOPPED",
-    "PROGRAM_STOPPED",
-    "UNAVAILABLE",
-)
 
 STATE_MODELS: Final[Mapping[str, Mapping[int, str]]] = MappingProxyType(
     {"machinery": MACHINERY, "packml": PACKML, "mtconnect": MTCONNECT}
