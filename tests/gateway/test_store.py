@@ -334,10 +334,10 @@ def test_draining_stops_and_resumes_inside_a_batch(store: Store) -> None:
 def test_the_resume_log_is_folded_into_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pilotline.gateway import store as store_module
+    from pilotline.gateway.store import resume as resume_module
     from pilotline.rules.machine import Checkpoint
 
-    monkeypatch.setattr(store_module, "RESUME_COMPACT_ROWS", 3)
+    monkeypatch.setattr(resume_module, "RESUME_COMPACT_ROWS", 3)
 
     def cp(machine: str, ts: int) -> Checkpoint:
         return Checkpoint(machine, State.RUNNING, T0, None, False, ts, None, ts,
