@@ -9,8 +9,9 @@ killed process (it is in the WAL file the OS holds); ``synchronous="FULL"`` also
 power loss, at the price of an fsync per commit. That is what lets the gateway ack an MQTT
 message only after everything it caused is committed.
 
-``Store`` owns the connection (``db``) and the schema (``schema``), and holds one object per
-family of tables, each the only writer of its tables:
+``Store`` owns the connection (db.py: pragmas, ``Transaction``), brings the file's schema up
+to date when it opens (schema.py), and holds one object per family of tables, each the only
+writer of its tables:
 
 - ``outbox``: the outbox batches and dead letters, with the limit (outbox.py);
 - ``plant``: machines, idle windows, capacity, zone capacity, state history (plant.py);

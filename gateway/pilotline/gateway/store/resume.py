@@ -142,7 +142,8 @@ class ResumePoints:
         A machine with a row in ``machines`` but none here (a store written before schema
         version 4) resumes from that row and its open window, with its last sample taken to
         be its last state change: it then goes ``offline`` as soon as that is older than
-        ``stale_after``, which also closes a window a killed older gateway left open."""
+        ``stale_after``, which also closes a window a killed older gateway left open. (It
+        reads the plant's ``machines`` and ``idle_windows``; only ``Plant`` writes them.)"""
         points = {
             row["machine"]: Checkpoint(
                 row["machine"],
