@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pilotline.gateway.sinks.influx.points import PRIORITY_EVENT, PRIORITY_TELEMETRY
-from pilotline.gateway.store import SCHEMA_VERSION, QuarantineRow, Store, StoreError
+from pilotline.gateway.store import SCHEMA_VERSION, QuarantineRow, Store, StoreError, Transaction
 from pilotline.rules.events import (
     Capacity,
     IdleWindowClosed,
@@ -334,10 +334,10 @@ def test_draining_stops_and_resumes_inside_a_batch(store: Store) -> None:
 def test_the_resume_log_is_folded_into_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pilotline.gateway import store as store_module
+    from pilotline.gateway.store import resume as resume_module
     from pilotline.rules.machine import Checkpoint
 
-    monkeypatch.setattr(store_module, "RESUME_COMPACT_ROWS", 3)
+    monkeypatch.setattr(resume_module, "RESUME_COMPACT_ROWS", 3)
 
     def cp(machine: str, ts: int) -> Checkpoint:
         return Checkpoint(machine, State.RUNNING, T0, None, False, ts, None, ts,
@@ -365,3 +365,58 @@ def test_the_resume_log_is_folded_into_resume(
     assert counts() == (0, 3)
     assert reopened.resume_points() == [cp("m1", T0 + 2), cp("m2", T0 + 4), cp("m3", T0 + 3)]
     reopened.close()
+
+
+# -- the transaction helper and the families' composition ---------------------------------------
+
+
+def test_a_transaction_commits_whole_and_reports_only_then(store: Store) -> None:
+    committed: list[str] = []
+    db = store._db
+    with Transaction(db) as tx:
+        db.execute("INSERT INTO reports (kind, period_ms, written_ms) VALUES ('k', 1, 1)")
+        tx.after_commit(lambda: committed.append("one"))
+        assert committed == []
+    assert committed == ["one"]
+
+    def fails() -> None:
+        with Transaction(db) as tx:
+            db.execute("INSERT INTO reports (kind, period_ms, written_ms) VALUES ('k', 2, 1)")
+            tx.after_commit(lambda: committed.append("two"))
+            raise ValueError("in the block")
+
+    with pytest.raises(ValueError, match="in the block"):
+        fails()
+    assert committed == ["one"]
+    assert not db.in_transaction
+    assert store.last_report("k") == 1
+
+
+def test_alert_checkpoints_from_a_commit_and_from_an_operator_action_share_one_row(
+    store: Store,
+) -> None:
+    alerts = store.alert_state()
+    assert alerts is store.alert_state()
+    store.commit(now_ms=NOW, alert_state=[("dispatch", '{"acks":[]}')])
+    assert alerts.load("dispatch") == {"acks": []}
+    alerts.save("dispatch", {"acks": ["a"]}, NOW + 1)
+    assert alerts.load("dispatch") == {"acks": ["a"]}
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit(
+            now_ms=NOW + 2,
+            alert_state=[("dispatch", '{"acks":["b"]}')],
+            quarantined=[_q(1, reason=None)],  # type: ignore[arg-type]
+        )
+    assert alerts.load("dispatch") == {"acks": ["a"]}  # rolled back with the commit
+    rows = store._rows("SELECT core, saved_ms FROM alert_state")
+    assert rows == [{"core": "dispatch", "saved_ms": NOW + 1}]
+
+
+def test_a_report_is_recorded_with_its_lines_or_not_at_all(store: Store) -> None:
+    store.commit_report("utilization", T0, lines=[(PRIORITY_EVENT, "u 1")], now_ms=NOW)
+    assert store.last_report("utilization") == T0
+    assert [text for _, text in store.outbox_peek(10)] == ["u 1"]
+    store.commit_report("utilization", T0 + 1, lines=[(PRIORITY_EVENT, "u 2")], now_ms=NOW,
+                        outbox=False)
+    assert store.last_report("utilization") == T0 + 1
+    assert store.outbox_depth() == 1

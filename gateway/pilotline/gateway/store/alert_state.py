@@ -9,18 +9,21 @@
 - ``alert_acks``: who acknowledged which alert and when (an audit trail; the dispatcher's
   checkpoint holds the acks that are in force).
 
-Same connection and thread as ``Store`` (the event loop's); each write is its own short
-transaction, so an acknowledgement or a silence is durable when the API answers.
+Same connection and thread as ``Store`` (the event loop's). Each write here is one statement,
+committed by itself (db.py), so an acknowledgement or a silence is durable when the API
+answers; ``put`` writes the checkpoints inside the store's commit instead, with everything
+the same batch of work caused. This class is the only writer of the three tables.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pilotline.gateway.store.db import Transaction
 from pilotline.rules.dispatch import Silence
 
 SILENCE_KEEP_MS: Final = 30 * 86_400_000
@@ -52,6 +55,9 @@ ALERT_STATE_SCHEMA: Final = (
 )
 
 
+_SAVE: Final = "INSERT OR REPLACE INTO alert_state (core, data, saved_ms) VALUES (?, ?, ?)"
+
+
 @dataclass(frozen=True, slots=True)
 class StoredSilence:
     silence: Silence
@@ -67,12 +73,13 @@ class AlertStateStore:
     # -- checkpoints -------------------------------------------------------------------------
 
     def save(self, core: str, data: Mapping[str, Any], now_ms: int) -> None:
+        """Keep ``core``'s checkpoint now (an operator action: its own transaction)."""
         text = json.dumps(data, separators=(",", ":"), sort_keys=True)
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO alert_state (core, data, saved_ms) VALUES (?, ?, ?)",
-                (core, text, now_ms),
-            )
+        self._db.execute(_SAVE, (core, text, now_ms))
+
+    def put(self, tx: Transaction, checkpoints: Sequence[tuple[str, str]], now_ms: int) -> None:
+        """Inside ``tx`` (the store's commit): keep ``(core, checkpoint JSON)`` rows."""
+        self._db.executemany(_SAVE, [(core, data, now_ms) for core, data in checkpoints])
 
     def load(self, core: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT data FROM alert_state WHERE core = ?", (core,)).fetchone()
@@ -87,33 +94,30 @@ class AlertStateStore:
     # -- silences ----------------------------------------------------------------------------
 
     def add_silence(self, silence: Silence, created_ms: int) -> None:
-        with self._db:
-            self._db.execute(
-                "INSERT INTO silences (id, matchers, starts_ms, ends_ms, created_by, comment,"
-                " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    silence.id,
-                    json.dumps(dict(silence.matchers), sort_keys=True),
-                    silence.starts_ms,
-                    silence.ends_ms,
-                    silence.created_by,
-                    silence.comment,
-                    created_ms,
-                ),
-            )
+        self._db.execute(
+            "INSERT INTO silences (id, matchers, starts_ms, ends_ms, created_by, comment,"
+            " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                silence.id,
+                json.dumps(dict(silence.matchers), sort_keys=True),
+                silence.starts_ms,
+                silence.ends_ms,
+                silence.created_by,
+                silence.comment,
+                created_ms,
+            ),
+        )
 
     def end_silence(self, silence_id: str, at_ms: int) -> bool:
         """End a silence now (if it has not ended yet); False if there is no such silence."""
-        with self._db:
-            cursor = self._db.execute(
-                "UPDATE silences SET ends_ms = MIN(ends_ms, ?) WHERE id = ?", (at_ms, silence_id)
-            )
+        cursor = self._db.execute(
+            "UPDATE silences SET ends_ms = MIN(ends_ms, ?) WHERE id = ?", (at_ms, silence_id)
+        )
         return cursor.rowcount > 0
 
     def silences(self, now_ms: int) -> list[StoredSilence]:
         """Active, future and recently ended silences, newest first; older ones are deleted."""
-        with self._db:
-            self._db.execute("DELETE FROM silences WHERE ends_ms < ?", (now_ms - SILENCE_KEEP_MS,))
+        self._db.execute("DELETE FROM silences WHERE ends_ms < ?", (now_ms - SILENCE_KEEP_MS,))
         rows = self._db.execute(
             "SELECT id, matchers, starts_ms, ends_ms, created_by, comment, created_ms"
             " FROM silences ORDER BY created_ms DESC, id"
@@ -136,9 +140,8 @@ class AlertStateStore:
     # -- acknowledgements ---------------------------------------------------------------------
 
     def record_ack(self, rule: str, machine: str, by: str, at_ms: int, comment: str) -> None:
-        with self._db:
-            self._db.execute(
-                "INSERT INTO alert_acks (rule, machine, acked_by, acked_ms, comment)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (rule, machine, by, at_ms, comment),
-            )
+        self._db.execute(
+            "INSERT INTO alert_acks (rule, machine, acked_by, acked_ms, comment)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (rule, machine, by, at_ms, comment),
+        )
