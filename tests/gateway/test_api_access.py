@@ -168,7 +168,9 @@ def headers_for(gateway: Gateway) -> dict[str, dict[str, str]]:
 
 
 def api_routes(gateway: Gateway) -> list[APIRoute]:
-    return [r for r in create_app(gateway).routes if isinstance(r, APIRoute)]
+    routes = create_app(gateway).routes
+    assert all(isinstance(r, APIRoute) for r in routes), "routes these checks cannot see"
+    return [r for r in routes if isinstance(r, APIRoute)]
 
 
 def route_keys(route: APIRoute) -> list[str]:
