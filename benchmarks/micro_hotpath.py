@@ -19,7 +19,7 @@ shared machine shows as noise rather than as a slower figure):
 - ``core``: ``Plant.receive`` for a sample that keeps its machine's state (the common case).
 - ``store``: one group commit of N telemetry lines (``Store.commit``), and draining them
   (``outbox_peek`` + ``outbox_delete``).
-- ``gateway``: ``Gateway._on_sample`` plus its share of ``commit()`` (no MQTT, no HTTP).
+- ``gateway``: ``Gateway.ingest.sample`` plus its share of ``commit()`` (no MQTT, no HTTP).
 
 Figures and the choices they decided: ``benchmarks/README.md``, "Design choices, by
 measurement".
@@ -311,7 +311,7 @@ def section_gateway() -> None:
     from pilotline.gateway.service import Gateway
     from pilotline.gateway.sinks.influx.writer import MemoryWriter
 
-    print("gateway: PUBLISH payload -> collector -> _on_sample, commit() every N, then drain")
+    print("gateway: PUBLISH payload -> collector -> ingest.sample, commit() every N, then drain")
     print("  (everything but the sockets, the event loop and the HTTP request)")
     configure_logging("json", "warning")
     machines = 200

@@ -133,13 +133,12 @@ def gateway(tmp_path: Path) -> Gateway:
         for i, state in enumerate(states):
             seq += 1
             values = {**state, "power_w": TELEMETRY[machine]}
-            gw._on_sample(Sample(machine, T0 + i * 60_000, values), AckToken(1, seq, seq))
-    gw._on_reject(Quarantined("t/laser-01", "bad_ts", SECRET_PAYLOAD, T0, "laser-01"),
-                  AckToken(1, 99, 99))
+            gw.ingest.sample(Sample(machine, T0 + i * 60_000, values), AckToken(1, seq, seq))
+    gw.ingest.reject("mqtt", Quarantined("t/laser-01", "bad_ts", SECRET_PAYLOAD, T0, "laser-01"),
+                     AckToken(1, 99, 99))
     gw.commit()
     clock.ms = T0 + 300_000
-    gw.plant.handle_timer(clock.ms)
-    gw._stage_events(gw.plant.events())
+    gw.ingest.advance(clock.ms)
     gw.commit()
     return gw
 
@@ -169,7 +168,9 @@ def headers_for(gateway: Gateway) -> dict[str, dict[str, str]]:
 
 
 def api_routes(gateway: Gateway) -> list[APIRoute]:
-    return [r for r in create_app(gateway).routes if isinstance(r, APIRoute)]
+    routes = create_app(gateway).routes
+    assert all(isinstance(r, APIRoute) for r in routes), "routes these checks cannot see"
+    return [r for r in routes if isinstance(r, APIRoute)]
 
 
 def route_keys(route: APIRoute) -> list[str]:

@@ -206,9 +206,11 @@ def exposed(tmp_path: Path) -> set[str]:
     path.write_text(CONFIG.format(store=tmp_path / "gw.db"))
     gateway = Gateway(load_config(path), writer=MemoryWriter())
     now = gateway.clock_ms()
-    gateway._on_sample(Sample("laser-01", now, {"state": "NotExecuting"}), AckToken(1, 1, 1))
-    gateway._on_reject(
-        Quarantined("t/laser-01", "malformed_json", b"{", now, "laser-01"), AckToken(2, 1, 2)
+    gateway.ingest.sample(Sample("laser-01", now, {"state": "NotExecuting"}), AckToken(1, 1, 1))
+    gateway.ingest.reject(
+        "mqtt",
+        Quarantined("t/laser-01", "malformed_json", b"{", now, "laser-01"),
+        AckToken(2, 1, 2),
     )
     gateway.commit()
     text = generate_latest(registry(gateway.metrics, gateway.gauges())).decode()

@@ -67,7 +67,7 @@ def gateway(tmp_path: Path) -> Gateway:
     gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=Clock())
     # laser-01 was idle for two hours a week ago: the same two hours are forecast free.
     for i, (ts, state) in enumerate([(T0, "NotExecuting"), (T0 + 2 * HOUR_MS, "Executing")]):
-        gw._on_sample(Sample("laser-01", ts, {"state": state}), AckToken(i + 1, 1, i + 1))
+        gw.ingest.sample(Sample("laser-01", ts, {"state": state}), AckToken(i + 1, 1, i + 1))
     gw.commit()
     drain(gw)  # only the forecast's lines from here
     return gw

@@ -93,7 +93,7 @@ SEQ = iter(range(1, 1_000_000))
 
 def send(gateway: Gateway, machine: str, state: str, ts: int) -> None:
     seq = next(SEQ)
-    gateway._on_sample(Sample(machine, ts, {"state": state}), AckToken(1, seq, seq))
+    gateway.ingest.sample(Sample(machine, ts, {"state": state}), AckToken(1, seq, seq))
 
 
 def run_for(gateway: Gateway, clocks: Clocks, ms: int, step: int = 1_000) -> None:

@@ -81,7 +81,7 @@ _delivery = iter(range(1, 1_000_000))
 def mqtt(gateway: Gateway, machine: str, ts: int, state: str = "NotExecuting") -> None:
     n = next(_delivery)
     values = {"state": state, "power_w": 40.0}
-    gateway._on_sample(Sample(machine, ts, values), AckToken(1, n, n))
+    gateway.ingest.sample(Sample(machine, ts, values), AckToken(1, n, n))
 
 
 def rows(gateway: Gateway, table: str) -> list[dict[str, object]]:

@@ -469,12 +469,12 @@ def test_alert_notifications_are_rows_committed_by_the_gateway(tmp_path: Path) -
     assert [n.name for n in gw.notifiers] == ["ops", "chat"]
     for s in range(0, 200, 10):
         clock.ms = T0 + s * 1000
-        gw._on_sample(Sample("laser-01", clock.ms, {"state": "Stopped"}), None)
+        gw.ingest.sample(Sample("laser-01", clock.ms, {"state": "Stopped"}), None)
     assert gw.store.notifications_waiting() == 0  # staged, not yet committed
     gw.commit()
     for s in range(200, 1100, 10):
         clock.ms = T0 + s * 1000
-        gw._on_sample(Sample("laser-01", clock.ms, {"state": "Executing"}), None)
+        gw.ingest.sample(Sample("laser-01", clock.ms, {"state": "Executing"}), None)
         gw.tick()  # the rules timer: grouped notifications are flushed on it
         gw.commit()
     gw.store.close()

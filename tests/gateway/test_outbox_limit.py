@@ -179,7 +179,7 @@ def test_the_gateway_counts_logs_and_reports_drops(tmp_path: Path) -> None:
         for i in range(1500):  # InfluxDB away: nothing drains
             clock.ms = T0 + i * 100
             values = {"state": "Executing", "power_w": 1.0 * i}
-            gateway._on_sample(Sample("laser-01", clock.ms, values), AckToken(i, 1, i))
+            gateway.ingest.sample(Sample("laser-01", clock.ms, values), AckToken(i, 1, i))
             gateway.commit()
     store = gateway.store
     assert store.outbox_depth() == 1000
@@ -209,7 +209,9 @@ def test_the_gateway_counts_logs_and_reports_drops(tmp_path: Path) -> None:
     store.outbox_delete(store.outbox_peek(900)[-1][0])  # InfluxDB back, drained
     clock.ms += DROPPING_UNHEALTHY_MS + 1
     with capture_logs() as later:
-        gateway._on_sample(Sample("laser-01", clock.ms, {"state": "Executing"}), AckToken(1, 1, 1))
+        gateway.ingest.sample(
+            Sample("laser-01", clock.ms, {"state": "Executing"}), AckToken(1, 1, 1)
+        )
         gateway.commit()
     ended = [e for e in later if e["event"] == "outbox.dropped"]
     assert [e["burst"] for e in ended] == ["ended"]

@@ -1,7 +1,7 @@
 """Replay without any network: reading inputs, determinism, and equality with a live run.
 
 The live run is the gateway shell driven as the event loop drives it: samples arrive a little
-after their source time through ``_on_sample`` on a moving clock, and the rules timer ticks
+after their source time through ``Ingest.sample`` on a moving clock, and the rules timer ticks
 on the watermark every second. The replay feeds the same samples with no timer at all.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +103,7 @@ def run_live(config: SiteConfig, samples: list[Sample], end_ms: int) -> int:
     started = clock.ms - lateness
 
     def tick() -> None:
-        gateway.plant.handle_timer(clock.ms - lateness)
-        gateway._stage_events(gateway.plant.events())
+        gateway.ingest.advance(clock.ms - lateness)
 
     tick()
     for sample in samples:  # each arrives 300 ms after its source time
@@ -111,7 +112,7 @@ def run_live(config: SiteConfig, samples: list[Sample], end_ms: int) -> int:
             tick()
             gateway.commit()
         clock.ms = sample.ts_ms + 300
-        gateway._on_sample(sample, None)
+        gateway.ingest.sample(sample, None)
     while clock.ms - lateness < end_ms:
         clock.ms = min(clock.ms + 1000, end_ms + lateness)
         tick()
@@ -256,3 +257,13 @@ def test_line_protocol_loses_string_states_and_says_so(config: SiteConfig, tmp_p
     assert result.stateless == ["laser-01"]
     states = dump(tmp_path / "lp.db")["state_history"]
     assert {r[0] for r in states} == {"cam-02"}  # laser-01 stayed offline: nothing recorded
+
+
+def test_replay_does_not_load_the_http_stack() -> None:
+    """``pilotline replay`` builds a Gateway without its API: FastAPI and uvicorn stay out."""
+    code = (
+        "import sys, pilotline.gateway.cli, pilotline.gateway.replay, pilotline.gateway.timefmt\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -50,8 +50,8 @@ def gateway(tmp_path: Path) -> Gateway:
 
 
 def test_a_sample_is_durable_with_its_events_after_one_commit(gateway: Gateway) -> None:
-    gateway._on_sample(Sample("laser-01", T0, {"state": "NotExecuting", "power_w": 40.0}),
-                       AckToken(1, 1, 1))
+    gateway.ingest.sample(Sample("laser-01", T0, {"state": "NotExecuting", "power_w": 40.0}),
+                          AckToken(1, 1, 1))
     assert gateway.store.outbox_depth() == 0  # staged, not yet committed
     gateway.commit()
     lines = [line for _, line in gateway.store.outbox_peek(100)]
@@ -63,8 +63,8 @@ def test_a_sample_is_durable_with_its_events_after_one_commit(gateway: Gateway) 
 
 
 def test_samples_from_the_future_are_refused_and_quarantined(gateway: Gateway) -> None:
-    gateway._on_sample(Sample("laser-01", T0 + 3_600_000, {"state": "Executing"}),
-                       AckToken(1, 1, 1))
+    gateway.ingest.sample(Sample("laser-01", T0 + 3_600_000, {"state": "Executing"}),
+                          AckToken(1, 1, 1))
     gateway.commit()
     assert gateway.metrics.rejected[("rules", "future")] == 1
     assert gateway.store.machines() == []
@@ -72,9 +72,10 @@ def test_samples_from_the_future_are_refused_and_quarantined(gateway: Gateway) -
 
 
 def test_rules_and_payload_rejections_are_counted_and_quarantined(gateway: Gateway) -> None:
-    gateway._on_sample(Sample("laser-01", T0, {"state": "Dancing", "power_w": 5.0}),
-                       AckToken(1, 1, 1))
-    gateway._on_reject(
+    gateway.ingest.sample(Sample("laser-01", T0, {"state": "Dancing", "power_w": 5.0}),
+                          AckToken(1, 1, 1))
+    gateway.ingest.reject(
+        "mqtt",
         Quarantined("t/laser-01", "malformed_json", b"{not json", T0, "laser-01"),
         AckToken(2, 1, 2),
     )
@@ -96,8 +97,8 @@ def test_without_influx_nothing_goes_to_the_outbox(tmp_path: Path) -> None:
     )
     path.write_text(text)
     gateway = Gateway(load_config(path), clock_ms=Clock())
-    gateway._on_sample(Sample("laser-01", T0, {"state": "NotExecuting", "power_w": 1.0}),
-                       AckToken(1, 1, 1))
+    gateway.ingest.sample(Sample("laser-01", T0, {"state": "NotExecuting", "power_w": 1.0}),
+                          AckToken(1, 1, 1))
     gateway.commit()
     assert gateway.drainer is None
     assert gateway.store.outbox_depth() == 0
@@ -122,7 +123,7 @@ def test_alert_transitions_are_points_in_the_same_commit(tmp_path: Path) -> None
     gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
     for s in range(0, 200, 10):
         clock.ms = T0 + s * 1000
-        gw._on_sample(Sample("laser-01", clock.ms, {"state": "Stopped"}), None)
+        gw.ingest.sample(Sample("laser-01", clock.ms, {"state": "Stopped"}), None)
     gw.commit()
     [view] = gw.alerts.view()
     assert (view.rule, view.status.value, view.firing_since_ms) == (
@@ -130,7 +131,7 @@ def test_alert_transitions_are_points_in_the_same_commit(tmp_path: Path) -> None
     )
     for s in range(200, 230, 10):
         clock.ms = T0 + s * 1000
-        gw._on_sample(Sample("laser-01", clock.ms, {"state": "Executing"}), None)
+        gw.ingest.sample(Sample("laser-01", clock.ms, {"state": "Executing"}), None)
     gw.commit()
     assert gw.alerts.view() == []
     alerts = [line for _, line in gw.store.outbox_peek(1000) if line.startswith("alert,")]
@@ -147,7 +148,7 @@ def test_the_timer_fires_alerts_without_samples(tmp_path: Path) -> None:
     path.write_text(CONFIG.format(store=tmp_path / "gw.db") + ALERTS)
     clock = Clock()
     gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
-    gw._on_sample(Sample("laser-01", T0, {"state": "Stopped"}), None)
+    gw.ingest.sample(Sample("laser-01", T0, {"state": "Stopped"}), None)
     clock.ms = T0 + 50_000  # before staleness (60 s): down for 2 min cannot hold
     gw.tick()
     assert gw.alerts.next_deadline() == T0 + 120_000

@@ -285,10 +285,9 @@ def test_a_gateway_on_a_cut_config_tracks_and_writes_only_its_machines(site: Pat
     assert gw.mqtt._client_id == "pilotline-shard-site-shard-1of2"
     assert gw.store.path == cut.store
     for _, machine in config.machines():
-        gw._on_sample(Sample(machine.id, T0, {"power_w": 300.0}), None)
+        gw.ingest.sample(Sample(machine.id, T0, {"power_w": 300.0}), None)
     clock[0] = T0 + 61_000
-    gw.plant.handle_timer(clock[0])
-    gw._stage_events(gw.plant.events())
+    gw.ingest.advance(clock[0])
     gw.commit()
     lines = [line for _, line in gw.store.outbox_peek(10_000)]
     states = {

@@ -183,9 +183,8 @@ def gateway(tmp_path: Path) -> Gateway:
     for hour in range(31):
         state = "NotExecuting" if 6 <= hour < 24 else "Executing"
         clock.ms = T0 + hour * H
-        gw._on_sample(Sample("laser-01", clock.ms, {"state": state}), None)
-        gw.plant.handle_timer(clock.ms)
-        gw._stage_events(gw.plant.events())
+        gw.ingest.sample(Sample("laser-01", clock.ms, {"state": state}), None)
+        gw.ingest.advance(clock.ms)
     gw.commit()
     return gw
 
@@ -266,7 +265,7 @@ def test_days_are_the_sites_local_days(tmp_path: Path) -> None:
     path.write_text("timezone: Europe/Paris\n" + CONFIG.format(store=tmp_path / "gw.db"))
     clock = Clock()
     gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
-    gw._on_sample(Sample("laser-01", T0, {"state": "Executing"}), None)
+    gw.ingest.sample(Sample("laser-01", T0, {"state": "Executing"}), None)
     clock.ms = T0 + DAY + gw.settle_ms
     # Paris is UTC+1 in November: the local day of T0 began at 23:00 UTC the day before
     assert gw.report_utilization() == [T0 - H]

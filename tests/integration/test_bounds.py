@@ -114,7 +114,7 @@ async def test_a_slow_store_is_absorbed_by_the_broker_not_by_memory(tmp_path: Pa
             deadline = time.monotonic() + 60
             while sum(gateway.metrics.samples.values()) < messages:
                 assert time.monotonic() < deadline, gateway.metrics.samples
-                max_staged = max(max_staged, len(gateway._staged))
+                max_staged = max(max_staged, len(gateway.staged))
                 await asyncio.sleep(0.005)
             assert await asyncio.wait_for(publisher.wait(), 60) == 0
         finally:

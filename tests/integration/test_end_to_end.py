@@ -158,7 +158,7 @@ async def test_scenario_becomes_contracted_points(
     clock.ms = T0 + 600_000
     await until(lambda: gateway.metrics.events["ZoneCapacity"] >= 20 * 5)
     # committed (the committer lingers up to 10 ms after the events), then drained
-    await until(lambda: not len(gateway._staged) and gateway.store.outbox_depth() == 0)
+    await until(lambda: not len(gateway.staged) and gateway.store.outbox_depth() == 0)
 
     at = lambda s: T0 + s * 1000  # noqa: E731
     assert series(vm, "machine_state_state_code", machine="laser-01", owner="acme-optics") == [

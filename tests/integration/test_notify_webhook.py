@@ -164,7 +164,7 @@ async def test_firing_and_resolved_arrive_once_each_after_a_restart(
     for s in range(0, 1100, 10):
         clock.ms = T0 + s * 1000
         state = "Stopped" if s < 200 else "Executing"
-        gw._on_sample(Sample("laser-01", clock.ms, {"state": state}), None)
+        gw.ingest.sample(Sample("laser-01", clock.ms, {"state": state}), None)
         gw.tick()  # the rules timer: grouped notifications are flushed on it
         gw.commit()
     gw.store.close()  # the gateway stops before any delivery

@@ -186,8 +186,7 @@ def _check(path: Path, shard: Shard | None = None) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    import time
-
+    from pilotline.gateway.clock import wall_clock_ms
     from pilotline.gateway.config import ConfigError, load_config
     from pilotline.gateway.store import Store, StoreError
     from pilotline.gateway.store.tokens import Role, TokenError
@@ -201,7 +200,7 @@ def _token(args: argparse.Namespace) -> int:
     config = _cut(whole, args.shard, args.config)  # each shard's gateway has its own store
     if config is None:
         return 1
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
     try:
         store = Store(config.store)
     except (StoreError, OSError) as exc:
@@ -277,7 +276,6 @@ def _replay(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from pilotline.gateway.api.app import iso
     from pilotline.gateway.config import ConfigError, load_config
     from pilotline.gateway.logs import configure_logging
     from pilotline.gateway.replay import (
@@ -288,21 +286,17 @@ def _replay(args: argparse.Namespace) -> int:
         replay,
     )
     from pilotline.gateway.store import StoreError
+    from pilotline.gateway.timefmt import NoTimeZoneError, TimeFormatError, iso, parse_time
 
     def parse(text: str | None, name: str) -> int | None:
         if text is None:
             return None
-        from datetime import datetime
-
-        if text.lstrip("-").isdigit():
-            return int(text)
         try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
+            return parse_time(text)
+        except NoTimeZoneError:
+            raise ReplayError(f"{name} {text!r} has no time zone: add Z or an offset") from None
+        except TimeFormatError:
             raise ReplayError(f"{name} {text!r} is not epoch ms or ISO 8601") from None
-        if parsed.tzinfo is None:
-            raise ReplayError(f"{name} {text!r} has no time zone: add Z or an offset")
-        return int(parsed.timestamp() * 1000)
 
     try:
         whole = load_config(args.config, check_files=args.influx)

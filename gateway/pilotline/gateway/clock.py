@@ -23,6 +23,11 @@ log = structlog.get_logger("pilotline.gateway.clock")
 Clock = Callable[[], int]
 
 
+def wall_clock_ms() -> int:
+    """The wall clock in epoch milliseconds: the gateway's default ``clock_ms``."""
+    return time.time_ns() // 1_000_000
+
+
 def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 

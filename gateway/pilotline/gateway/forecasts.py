@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import structlog
 
@@ -35,10 +35,7 @@ from pilotline.rules.forecast import (
     first_hour_ms,
 )
 from pilotline.rules.policy import OfferingPolicy
-from pilotline.rules.spec import MachineSpec
-
-if TYPE_CHECKING:
-    from pilotline.gateway.service import Gateway
+from pilotline.rules.spec import MachineSpec, PlantSpec
 
 log = structlog.get_logger("pilotline.gateway.forecasts")
 
@@ -49,6 +46,40 @@ CHUNK = 100
 """Machines per turn of the event loop (about 5,000 lines on a first run)."""
 
 Figures = tuple[float, ...]
+
+
+class WindowHistory(Protocol):
+    def windows(
+        self, since_ms: int, machine: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Idle windows that started at or after ``since_ms``, or are still open."""
+        ...
+
+
+class Site(Protocol):
+    @property
+    def site(self) -> str: ...
+
+
+class ForecastSource(Protocol):
+    """What the forecasts read from the gateway, and where they leave their results."""
+
+    forecasts: Mapping[str, Sequence[HourForecast]]
+    """The latest run's forecasts, for ``/api/forecast``."""
+
+    @property
+    def config(self) -> Site: ...
+    @property
+    def plant_spec(self) -> PlantSpec: ...
+    @property
+    def store(self) -> WindowHistory: ...
+    @property
+    def points(self) -> bool:
+        """Whether points go to InfluxDB: without, no lines are computed."""
+        ...
+
+    def clock_ms(self) -> int: ...
+    def stage_lines(self, lines: list[tuple[int, str]]) -> None: ...
 
 
 class Forecasts(Mapping[str, Sequence[HourForecast]]):
@@ -137,18 +168,10 @@ class _Run:
         self.result.set(spec.id, self._intern(expected), offered)
 
 
-def _windows(gateway: Gateway, spec: MachineSpec, now_ms: int) -> list[tuple[int, int]]:
+def _windows(source: ForecastSource, spec: MachineSpec, now_ms: int) -> list[tuple[int, int]]:
     since = now_ms - WEEKS * WEEK_MS - HOUR_MS
-    rows = gateway.store.windows(since, machine=spec.id, limit=100_000)
+    rows = source.store.windows(since, machine=spec.id, limit=100_000)
     return [(r["start_ms"], r["end_ms"] or now_ms) for r in rows]
-
-
-def machine_forecasts(gateway: Gateway, now_ms: int) -> Forecasts:
-    """Every machine's forecast at ``now_ms``, in one go (``run_forecasts`` does it in chunks)."""
-    run = _Run(now_ms)
-    for spec in gateway.plant_spec.machines:
-        run.machine(spec, _windows(gateway, spec, now_ms))
-    return run.result
 
 
 def forecast_lines(
@@ -191,35 +214,35 @@ def forecast_lines(
 
 
 async def update_forecasts(
-    gateway: Gateway, now_ms: int, previous: Forecasts | None, *, chunk: int = CHUNK
+    source: ForecastSource, now_ms: int, previous: Forecasts | None, *, chunk: int = CHUNK
 ) -> tuple[Forecasts, int]:
     """One run: compute ``chunk`` machines at a time, stage their changed lines, and let the
     event loop run in between. Returns the forecasts and the number of lines staged."""
     run = _Run(now_ms)
-    specs = gateway.plant_spec.machines
+    specs = source.plant_spec.machines
     zones = {s.id: s.zone for s in specs}
     staged = 0
     for begin in range(0, len(specs), chunk):
         part = specs[begin : begin + chunk]
         for spec in part:
-            run.machine(spec, _windows(gateway, spec, now_ms))
-        if gateway.drainer is not None:
+            run.machine(spec, _windows(source, spec, now_ms))
+        if source.points:
             lines = forecast_lines(
-                gateway.config.site, zones, run.result, previous, [s.id for s in part]
+                source.config.site, zones, run.result, previous, [s.id for s in part]
             )
             if lines:
-                gateway.stage_lines(lines)
+                source.stage_lines(lines)
                 staged += len(lines)
         await asyncio.sleep(0)
     return run.result, staged
 
 
-async def run_forecasts(gateway: Gateway) -> None:
+async def run_forecasts(source: ForecastSource) -> None:
     """Recompute at start and a second after every hour, staging the lines as it goes."""
     previous: Forecasts | None = None
     while True:
-        now = gateway.clock_ms()
-        current, lines = await update_forecasts(gateway, now, previous)
-        gateway.forecasts = previous = current
+        now = source.clock_ms()
+        current, lines = await update_forecasts(source, now, previous)
+        source.forecasts = previous = current
         log.info("forecast.updated", machines=len(current), hours=HOURS, lines=lines)
         await asyncio.sleep((HOUR_MS - now % HOUR_MS + 1000) / 1000)

@@ -3,7 +3,7 @@
 Theory of operation. Samples are read whole (a JSON-lines file, a line-protocol file of
 ``telemetry`` points, or the ``telemetry`` measurement of an InfluxDB 1.x time range), sorted
 by event time (stably: samples of one millisecond keep their input order) and fed, one by
-one, to an ordinary ``Gateway`` built without collectors, through the very ``_on_sample``
+one, to an ordinary ``Gateway`` built without collectors, through the very ``Ingest.sample``
 the collectors call. No timer runs during the replay: each sample advances the core's time
 to its own timestamp, which the core's chunking invariance (tests/rules/test_rules.py) makes
 equal to a live run with its timer; one final ``handle_timer(end)`` fires what was due by
@@ -447,21 +447,19 @@ def replay(
     )
     flushed: bool | None = None
     try:
-        plant = gateway.plant
+        ingest = gateway.ingest
         if start is not None:
-            plant.handle_timer(start)  # the core's time starts here, as a gateway started then
-            gateway._stage_events(plant.events())
+            ingest.advance(start)  # the core's time starts here, as a gateway started then
         total = len(chosen)
-        on_sample = gateway._on_sample
+        on_sample = ingest.sample
         for done, sample in enumerate(chosen, 1):
             clock.ms = sample.ts_ms
-            on_sample(sample, None)
+            on_sample(sample)
             if progress is not None and done % PROGRESS_EVERY == 0:
                 progress(done, total)
         if end is not None:
             clock.ms = max(clock.ms, end)
-            plant.handle_timer(end)
-            gateway._stage_events(plant.events())
+            ingest.advance(end)
         gateway.commit()
         if progress is not None:
             progress(total, total)

@@ -236,6 +236,49 @@ class MqttCollector:
             session_present=self._connected and self._session_present,
         )
 
+    # -- what the gateway reads (its Collector protocol) ----------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def health_report(self, now_ms: int) -> dict[str, Any]:
+        """This collector's part of the gateway's ``/health``."""
+        h = self.health()
+        why = None
+        if not h.connected:
+            why = f"disconnected: {h.last_error or 'connecting'}"
+        elif not h.subscribed and not h.session_present:
+            # A resumed session keeps its subscriptions: the broker delivers the backlog it
+            # queued before it answers the new SUBSCRIBE, which may take a while and is not
+            # a fault.
+            why = "subscriptions not confirmed by the broker"
+        return {
+            "healthy": why is None,
+            "why": why,
+            "connected": h.connected,
+            "session_resumed": h.session_present,
+            "subscribed": h.subscribed,
+            "since_ms": h.since_ms,
+            "reconnects": h.reconnects,
+            "received": h.received,
+            "unacked": h.unacked,
+            "read_pauses": h.pauses,
+            "rejected": dict(h.rejected),
+            "subscriptions": {
+                topic: {
+                    "last_message_ms": last,
+                    "silent_for_s": None if last is None else round((now_ms - last) / 1000, 1),
+                }
+                for topic, last in h.topics.items()
+            },
+        }
+
+    def gauges(self) -> tuple[bool, int, int, int]:
+        """connected, reconnects, values with a Bad status (none in MQTT), messages received."""
+        h = self.health()
+        return h.connected, h.reconnects, 0, h.received
+
     # -- connection lifecycle ------------------------------------------------------------------
 
     def _backoff(self, failures: int) -> float:

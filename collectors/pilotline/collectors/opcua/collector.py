@@ -283,6 +283,45 @@ class OpcuaCollector:
             rejected=dict(self._rejected),
         )
 
+    # -- what the gateway reads (its Collector protocol) ----------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def health_report(self, now_ms: int) -> dict[str, Any]:
+        """This collector's part of the gateway's ``/health``."""
+        o = self.health()
+        why = None
+        if not o.connected:
+            down_s = None if o.down_since_ms is None else (now_ms - o.down_since_ms) // 1000
+            since = "" if down_s is None else f" for {down_s} s"
+            why = f"{o.endpoint} unreachable{since}: {o.last_error or 'connecting'}"
+        elif o.missing_nodes:
+            why = f"{len(o.missing_nodes)} node(s) missing: {'; '.join(o.missing_nodes[:5])}"
+        return {
+            "healthy": why is None,
+            "why": why,
+            "connected": o.connected,
+            "since_ms": o.since_ms,
+            "down_since_ms": o.down_since_ms,
+            "reconnects": o.reconnects,
+            "machines": o.machines,
+            "monitored_items": o.monitored_items,
+            "missing_nodes": o.missing_nodes,
+            "bad_values": o.bad_values,
+            "notifications": o.notifications,
+            "last_heartbeat_ms": o.last_heartbeat_ms,
+            "heartbeat_silent_for_s": None
+            if o.last_heartbeat_ms is None
+            else round((now_ms - o.last_heartbeat_ms) / 1000, 1),
+        }
+
+    def gauges(self) -> tuple[bool, int, int, int]:
+        """connected, reconnects, values with a Bad status, data-change notifications."""
+        o = self.health()
+        return o.connected, o.reconnects, o.bad_values, o.notifications
+
     # -- set-up -------------------------------------------------------------------------------
 
     def _build_items(self) -> None:

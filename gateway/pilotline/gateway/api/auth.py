@@ -49,7 +49,6 @@ log = structlog.get_logger("pilotline.gateway.auth")
 
 MAX_BODY_BYTES: Final = 64 * 1024
 PRINCIPAL_KEY: Final = "pilotline.principal"
-ROUTE_KEY: Final = "pilotline.route"
 
 _bearer = HTTPBearer(
     auto_error=False,

@@ -23,19 +23,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
+from pilotline.gateway.timefmt import iso
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Notification
 
 MAX_TEXT_ALERTS = 100
 """Alert lines in a text rendering (Slack, mail); the rest is summarised in one line. Chat
 services refuse very long messages; the JSON payload always carries every alert."""
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _number(value: float) -> float | None:

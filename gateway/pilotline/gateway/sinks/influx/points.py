@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from pilotline.gateway.sinks.influx.lineproto import field_key, line_from_key, series_key
 from pilotline.rules.alerts import AlertTransition
@@ -56,23 +55,6 @@ CAPACITY = "capacity"
 ZONE_CAPACITY = "zone_capacity"
 UTILIZATION = "utilization"
 ALERT = "alert"
-
-
-@dataclass(frozen=True, slots=True)
-class Tags:
-    """What the gateway knows to tag a machine's points with."""
-
-    site: str
-    zone: str
-    machine: str
-    owner: str = ""
-
-    def base(self) -> dict[str, str]:
-        """site, zone, machine: the tags of every machine-level point."""
-        return {"site": self.site, "zone": self.zone, "machine": self.machine}
-
-    def with_owner(self) -> dict[str, str]:
-        return {**self.base(), "owner": self.owner}
 
 
 # Series keys repeat for every point of a machine: format each once. Bounded, so a stream

@@ -1,0 +1,187 @@
+"""Alerts and what operators do about them: acknowledge, silence.
+
+Owners see the alerts of their own machines; only operators acknowledge and silence.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from pilotline.gateway.api.auth import OPERATORS, OWNERS, Principal
+from pilotline.gateway.api.ports import AlertsPort
+from pilotline.gateway.config import duration_ms
+from pilotline.gateway.timefmt import iso
+from pilotline.rules.alerts import AlertView
+from pilotline.rules.dispatch import Silence
+
+DAY_MS = 86_400_000
+MAX_SILENCE_MS = 90 * DAY_MS
+"""The longest silence the API sets: a forgotten silence must not mute a site for ever."""
+SilenceLabel = Literal["rule", "zone", "severity", "machine", "owner"]
+
+
+class AlertOut(BaseModel):
+    rule: str
+    machine: str
+    zone: str
+    owner: str
+    severity: str
+    status: str  # pending or firing
+    since: str | None  # the condition has held since
+    firing_since: str | None
+    value: float | None
+    message: str
+    acked_by: str | None = None  # who acknowledged it (firing alerts; cleared on resolve)
+    acked_at: str | None = None
+    silenced_by: list[str] = Field(default_factory=list)  # ids of the silences muting it
+
+
+class AckIn(BaseModel):
+    """Acknowledge a firing alert: its repeats stop until it resolves."""
+
+    rule: str = Field(min_length=1, max_length=200)
+    machine: str = Field(min_length=1, max_length=400)  # a machine id, or a collector's name
+    comment: str = Field(default="", max_length=1000)
+
+
+class AckOut(BaseModel):
+    rule: str
+    machine: str
+    acked_by: str
+    acked_at: str | None
+
+
+class SilenceIn(BaseModel):
+    """Mute the notifications of every alert whose labels equal all ``matchers`` (labels:
+    rule, zone, severity, machine, owner) from ``starts_at`` (default now) until ``ends_at``,
+    or for ``duration`` (``30m``, ``2h``, ``1d``)."""
+
+    matchers: dict[SilenceLabel, Annotated[str, Field(min_length=1, max_length=400)]] = Field(
+        min_length=1
+    )
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    duration: str | None = None
+    comment: str = Field(default="", max_length=1000)
+
+
+class SilenceOut(BaseModel):
+    id: str
+    matchers: dict[str, str]
+    starts_at: str | None
+    ends_at: str | None
+    created_by: str
+    created_at: str | None
+    comment: str
+    active: bool
+
+
+def add_routes(routes: APIRouter, gateway: AlertsPort) -> None:
+    """Adds this group's routes to the app's router."""
+
+    @routes.get(
+        "/api/alerts",
+        summary="Pending and firing alerts. Operators; owners: their own machines.",
+    )
+    async def alerts(who: Annotated[Principal, OWNERS]) -> list[AlertOut]:
+        return [
+            AlertOut(
+                rule=a.rule,
+                machine=a.machine,
+                zone=a.zone,
+                owner=a.owner,
+                severity=a.severity,
+                status=a.status.value,
+                since=iso(a.since_ms),
+                firing_since=iso(a.firing_since_ms),
+                value=a.value if math.isfinite(a.value) else None,
+                message=a.message,
+                **_marks(gateway, a),
+            )
+            for a in gateway.alerts.view()
+            if who.sees_owner(a.owner)
+        ]
+
+    @routes.post(
+        "/api/alerts/ack",
+        summary="Acknowledge a firing alert (who and when are kept); it stops repeating. "
+        "Operators.",
+    )
+    async def acknowledge(body: AckIn, who: Annotated[Principal, OPERATORS]) -> AckOut:
+        at_ms = gateway.acknowledge(body.rule, body.machine, who.name, body.comment)
+        if at_ms is None:
+            raise HTTPException(404, f"no firing alert {body.rule!r} on {body.machine!r}")
+        return AckOut(rule=body.rule, machine=body.machine, acked_by=who.name, acked_at=iso(at_ms))
+
+    @routes.get("/api/silences", summary="Active, future and recent silences. Operators.",
+                dependencies=[OPERATORS])
+    async def silences() -> list[SilenceOut]:
+        now_ms = gateway.clock_ms()
+        return [_silence(s.silence, s.created_ms, now_ms) for s in gateway.silences()]
+
+    @routes.post("/api/silences", status_code=201,
+                 summary="Mute matching alerts' notifications until an end time. Operators.")
+    async def add_silence(body: SilenceIn, who: Annotated[Principal, OPERATORS]) -> SilenceOut:
+        now_ms = gateway.clock_ms()
+        starts_ms = now_ms if body.starts_at is None else _aware_ms(body.starts_at, "starts_at")
+        if (body.ends_at is None) == (body.duration is None):
+            raise HTTPException(422, "give exactly one of ends_at and duration")
+        if body.ends_at is not None:
+            ends_ms = _aware_ms(body.ends_at, "ends_at")
+        else:
+            assert body.duration is not None
+            try:
+                ends_ms = starts_ms + duration_ms(body.duration)
+            except ValueError as e:
+                raise HTTPException(422, f"duration: {e}") from None
+        if ends_ms <= max(starts_ms, now_ms):
+            raise HTTPException(422, "the silence would end before it starts or in the past")
+        if ends_ms - starts_ms > MAX_SILENCE_MS:
+            raise HTTPException(422, "a silence lasts at most 90 days")
+        silence = gateway.add_silence(
+            {str(k): v for k, v in body.matchers.items()}, starts_ms, ends_ms, who.name,
+            body.comment,
+        )
+        return _silence(silence, now_ms, now_ms)
+
+    @routes.delete("/api/silences/{silence_id}", summary="End a silence now. Operators.",
+                   dependencies=[OPERATORS])
+    async def end_silence(silence_id: str) -> SilenceOut:
+        ended = gateway.end_silence(silence_id)
+        if ended is None:
+            raise HTTPException(404, f"no silence {silence_id!r}")
+        return _silence(ended.silence, ended.created_ms, gateway.clock_ms())
+
+
+
+def _marks(gateway: AlertsPort, view: AlertView) -> dict[str, Any]:
+    mark = gateway.alert_marks(view)
+    return {
+        "acked_by": mark.acked_by,
+        "acked_at": iso(mark.acked_ms),
+        "silenced_by": list(mark.silenced_by),
+    }
+
+
+def _silence(silence: Silence, created_ms: int, now_ms: int) -> SilenceOut:
+    return SilenceOut(
+        id=silence.id,
+        matchers=dict(silence.matchers),
+        starts_at=iso(silence.starts_ms),
+        ends_at=iso(silence.ends_ms),
+        created_by=silence.created_by,
+        created_at=iso(created_ms),
+        comment=silence.comment,
+        active=silence.starts_ms <= now_ms < silence.ends_ms,
+    )
+
+
+def _aware_ms(moment: datetime, name: str) -> int:
+    if moment.tzinfo is None:
+        raise HTTPException(422, f"{name} has no time zone; add Z or an offset")
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,182 @@
+"""What is free now and what is expected to be: machines, capacity and forecasts.
+
+An owner sees only its own machines; a tenant only offered capacity, with owner names only
+where ``owners.<id>.show_to_tenants`` allows.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from pilotline.gateway.api.auth import EVERYONE, OWNERS, Principal, Role
+from pilotline.gateway.api.ports import CapacityPort
+from pilotline.gateway.timefmt import iso
+from pilotline.rules import State
+
+
+class MachineOut(BaseModel):
+    id: str
+    zone: str
+    owner: str
+    capabilities: list[str]
+    state: str
+    state_code: int
+    since: str | None
+    pending: str | None
+    last_seen: str | None
+    idle_since: str | None
+    idle_for_s: float
+    available: bool
+
+
+class CapacityOut(BaseModel):
+    machine: str
+    zone: str
+    owner: str | None  # None for tenants unless the owner shows its name (show_to_tenants)
+    capabilities: list[str]
+    idle_since: str | None
+    available_since: str | None  # when it had been idle min_idle_s
+    idle_for_s: float
+    available: bool  # idle for min_idle_s
+    offered: bool  # available, and inside its owner's offering policy: bookable
+    offered_until: str | None  # when the policy stops offering it (None: open-ended)
+
+
+class CapacityAnswer(BaseModel):
+    at: str | None
+    available: list[CapacityOut]  # bookable now: offered, longest idle first
+    idle_not_yet_available: list[CapacityOut]  # idle, but too briefly or outside the policy
+    machines: int
+
+
+class ForecastHour(BaseModel):
+    start: str | None
+    start_ms: int
+    expected_free_min: float
+    offered_min: float
+
+
+class ForecastOut(BaseModel):
+    machine: str
+    zone: str
+    owner: str | None  # None for tenants unless the owner shows its name
+    capabilities: list[str]
+    hours: list[ForecastHour]
+
+
+def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
+    """Adds this group's routes to the app's router."""
+    min_idle_ms = {m.id: m.min_idle_ms for m in gateway.plant_spec.machines}
+    shown_to_tenants = {o for o, policy in gateway.config.owners.items() if policy.show_to_tenants}
+
+    @routes.get("/api/machines", summary="Machines' current states. Operators; owners: their own.")
+    async def machines(who: Annotated[Principal, OWNERS]) -> list[MachineOut]:
+        return [
+            MachineOut(
+                id=v.id,
+                zone=v.zone,
+                owner=v.owner,
+                capabilities=list(v.capabilities),
+                state=v.state.value,
+                state_code=v.state.code,
+                since=iso(v.since_ms),
+                pending=v.pending.value if v.pending else None,
+                last_seen=iso(v.last_seen_ms),
+                idle_since=iso(v.window_start_ms),
+                idle_for_s=v.idle_for_s,
+                available=v.available,
+            )
+            for v in gateway.plant.view()
+            if who.sees_owner(v.owner)
+        ]
+
+    @routes.get(
+        "/api/capacity",
+        summary="What is free now, by zone and capability. Operators; owners: their own "
+        "machines; tenants: offered capacity, owner names only where the owner allows.",
+    )
+    async def capacity(
+        who: Annotated[Principal, EVERYONE],
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+        capability: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> CapacityAnswer:
+        available: list[CapacityOut] = []
+        waiting: list[CapacityOut] = []
+        count = 0
+        tenant = who.role is Role.TENANT
+        for v in gateway.plant.view():
+            if not tenant and not who.sees_owner(v.owner):
+                continue
+            if zone is not None and v.zone != zone:
+                continue
+            if capability is not None and capability not in v.capabilities:
+                continue
+            count += 1
+            if v.state is not State.IDLE or v.window_start_ms is None:
+                continue
+            if tenant and not v.offered:
+                continue  # idle but not offered is the owner's business, not a tenant's
+            item = CapacityOut(
+                machine=v.id,
+                zone=v.zone,
+                owner=v.owner if not tenant or v.owner in shown_to_tenants else None,
+                capabilities=list(v.capabilities),
+                idle_since=iso(v.window_start_ms),
+                available_since=iso(v.window_start_ms + min_idle_ms[v.id]),
+                idle_for_s=v.idle_for_s,
+                available=v.available,
+                offered=v.offered,
+                offered_until=iso(v.offered_until_ms),
+            )
+            (available if v.offered else waiting).append(item)
+        available.sort(key=lambda c: -c.idle_for_s)
+        return CapacityAnswer(
+            at=iso(gateway.plant.now_ms),
+            available=available,
+            idle_not_yet_available=waiting,
+            machines=count,
+        )
+
+    @routes.get(
+        "/api/forecast",
+        summary="Expected offered free minutes per hour, next 48 h. Everyone; owners: their own.",
+    )
+    async def forecast(
+        who: Annotated[Principal, EVERYONE],
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+        capability: Annotated[str | None, Query(max_length=64)] = None,
+        machine: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> list[ForecastOut]:
+        tenant = who.role is Role.TENANT
+        out = []
+        for spec in gateway.plant_spec.machines:
+            if not tenant and not who.sees_owner(spec.owner):
+                continue
+            if zone is not None and spec.zone != zone:
+                continue
+            if capability is not None and capability not in spec.capabilities:
+                continue
+            if machine is not None and spec.id != machine:
+                continue
+            out.append(
+                ForecastOut(
+                    machine=spec.id,
+                    zone=spec.zone,
+                    owner=spec.owner if not tenant or spec.owner in shown_to_tenants else None,
+                    capabilities=list(spec.capabilities),
+                    hours=[
+                        ForecastHour(
+                            start=iso(h.start_ms),
+                            start_ms=h.start_ms,
+                            expected_free_min=h.expected_free_min,
+                            offered_min=h.offered_min,
+                        )
+                        for h in gateway.forecasts.get(spec.id, [])
+                    ],
+                )
+            )
+        return out
+

@@ -1,0 +1,166 @@
+"""What happened: idle windows and utilization, from the embedded store's history.
+
+Operators see every machine, owners their own; at most ``MAX_HISTORY_DAYS`` back (older
+history is InfluxDB's).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from pilotline.gateway.api.auth import OWNERS, Principal, Role
+from pilotline.gateway.api.ports import HistoryPort
+from pilotline.gateway.timefmt import NoTimeZoneError, TimeFormatError, iso, parse_time
+from pilotline.rules.utilization import STATES as UTILIZATION_STATES
+from pilotline.rules.utilization import Usage
+
+DAY_MS = 86_400_000
+MAX_HISTORY_DAYS = 366
+"""How far back ``/api/windows?since=`` may reach (older history: query InfluxDB)."""
+
+
+class WindowOut(BaseModel):
+    machine: str
+    zone: str
+    start: str | None
+    end: str | None
+    start_ms: int
+    end_ms: int | None
+    duration_s: float | None
+    offered: bool | None
+    open: bool
+
+
+class UsageOut(BaseModel):
+    """Shares (0..1) and seconds per state; for a zone, machine-seconds of its machines."""
+
+    shares: dict[str, float]
+    seconds: dict[str, float]
+    period_s: float
+
+
+class MachineUsageOut(UsageOut):
+    machine: str
+    zone: str
+
+
+class ZoneUsageOut(UsageOut):
+    zone: str
+    machines: int
+
+
+class UtilizationAnswer(BaseModel):
+    from_: str | None = Field(serialization_alias="from")
+    to: str | None
+    until: str | None  # the end of what was measured: `to`, or now if `to` is later
+    machines: list[MachineUsageOut]
+    zones: list[ZoneUsageOut]
+
+
+def query_time(text: str) -> int:
+    """A time in a query (epoch ms or ISO 8601 with a zone), or 422."""
+    try:
+        return parse_time(text)
+    except NoTimeZoneError:
+        raise HTTPException(422, f"{text!r} has no time zone; add Z or an offset") from None
+    except TimeFormatError:
+        raise HTTPException(422, f"not a time: {text!r} (epoch ms or ISO 8601)") from None
+
+
+def add_routes(routes: APIRouter, gateway: HistoryPort) -> None:
+    """Adds this group's routes to the app's router."""
+    owned: dict[str, list[str]] = {}
+    for m in gateway.plant_spec.machines:
+        owned.setdefault(m.owner, []).append(m.id)
+
+    @routes.get(
+        "/api/windows",
+        summary="Idle windows since a time, newest first. Operators; owners: their own.",
+    )
+    async def windows(
+        who: Annotated[Principal, OWNERS],
+        since: Annotated[
+            str | None,
+            Query(max_length=40, description=f"epoch ms or ISO 8601; at most {MAX_HISTORY_DAYS}"
+                  " days back (default: 24 h)"),
+        ] = None,
+        machine: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> list[WindowOut]:
+        now = gateway.clock_ms()
+        since_ms = query_time(since) if since else now - DAY_MS
+        if since_ms < now - MAX_HISTORY_DAYS * DAY_MS:
+            raise HTTPException(
+                422, f"since reaches more than {MAX_HISTORY_DAYS} days back: query InfluxDB"
+            )
+        among = None if who.role is Role.OPERATOR else owned.get(who.subject or "", [])
+        rows = gateway.store.windows(since_ms, machine=machine, limit=limit, among=among)
+        return [_window(row) for row in rows]
+
+    @routes.get(
+        "/api/utilization",
+        summary="Share of time running, idle, down, in maintenance and offline per machine "
+        "and zone over [from, to). Operators; owners: their own machines.",
+        response_model_by_alias=True,
+    )
+    async def utilization(
+        who: Annotated[Principal, OWNERS],
+        from_: Annotated[
+            str | None,
+            Query(alias="from", max_length=40, description="epoch ms or ISO 8601 (default: "
+                  "24 h before `to`)"),
+        ] = None,
+        to: Annotated[
+            str | None,
+            Query(max_length=40, description=f"epoch ms or ISO 8601 (default: now); at most "
+                  f"{MAX_HISTORY_DAYS} days after `from`"),
+        ] = None,
+    ) -> UtilizationAnswer:
+        to_ms = query_time(to) if to else gateway.clock_ms()
+        from_ms = query_time(from_) if from_ else to_ms - DAY_MS
+        if to_ms <= from_ms:
+            raise HTTPException(422, "`to` must be after `from`")
+        if to_ms - from_ms > MAX_HISTORY_DAYS * DAY_MS:
+            raise HTTPException(422, f"the period is longer than {MAX_HISTORY_DAYS} days")
+        among = None if who.role is Role.OPERATOR else owned.get(who.subject or "", [])
+        report = gateway.utilization(from_ms, to_ms, among=among)
+        return UtilizationAnswer(
+            from_=iso(report.from_ms),
+            to=iso(report.to_ms),
+            until=iso(report.until_ms),
+            machines=[
+                MachineUsageOut(machine=m.machine, zone=m.zone, **_usage(m.usage))
+                for m in report.machines
+            ],
+            zones=[
+                ZoneUsageOut(zone=z.zone, machines=z.machines, **_usage(z.usage))
+                for z in report.zones
+            ],
+        )
+
+
+
+def _usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "shares": {state.value: round(usage.share(state), 6) for state in UTILIZATION_STATES},
+        "seconds": {state.value: usage.seconds(state) for state in UTILIZATION_STATES},
+        "period_s": usage.period_ms / 1000.0,
+    }
+
+
+def _window(row: dict[str, Any]) -> WindowOut:
+    end = row.get("end_ms")
+    return WindowOut(
+        machine=row["machine"],
+        zone=row["zone"],
+        start=iso(row["start_ms"]),
+        end=iso(end),
+        start_ms=row["start_ms"],
+        end_ms=end,
+        duration_s=row.get("duration_s"),
+        offered=None if row.get("offered") is None else bool(row["offered"]),
+        open=end is None,
+    )

@@ -1,0 +1,145 @@
+"""What the API reads and calls, one protocol per group of routes.
+
+The routes depend on these, not on the gateway's class: a route group names the few members
+it uses, the running ``Gateway`` satisfies them all (``Api``), and a test can hand a route
+group anything else that does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Protocol
+
+from pilotline.gateway.api.metrics import Gauges, Metrics
+from pilotline.gateway.notify.alerting import Marks
+from pilotline.gateway.store.alert_state import StoredSilence
+from pilotline.gateway.store.tokens import TokenRegistry
+from pilotline.rules import MachineView
+from pilotline.rules.alerts import AlertView
+from pilotline.rules.dispatch import Silence
+from pilotline.rules.forecast import HourForecast
+from pilotline.rules.spec import PlantSpec
+from pilotline.rules.utilization import Utilization
+
+# -- the parts of the gateway the routes read ---------------------------------------------
+
+
+class Owner(Protocol):
+    @property
+    def show_to_tenants(self) -> bool: ...
+
+
+class ApiSettings(Protocol):
+    """The site configuration's part the API reads."""
+
+    @property
+    def api(self) -> str:
+        """host:port to listen on."""
+        ...
+
+    @property
+    def owners(self) -> Mapping[str, Owner]: ...
+
+
+class PlantView(Protocol):
+    @property
+    def now_ms(self) -> int | None: ...
+    def view(self) -> list[MachineView]: ...
+
+
+class AlertList(Protocol):
+    def view(self) -> list[AlertView]: ...
+
+
+class TokenStore(Protocol):
+    def tokens(self) -> TokenRegistry: ...
+
+
+class WindowStore(Protocol):
+    def windows(
+        self,
+        since_ms: int,
+        machine: str | None = None,
+        limit: int = 1000,
+        *,
+        among: Collection[str] | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+
+class QuarantineStore(Protocol):
+    def quarantine(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+
+class ApiStore(TokenStore, WindowStore, QuarantineStore, Protocol):
+    pass
+
+
+# -- one port per group of routes ---------------------------------------------------------
+
+
+class ServicePort(Protocol):
+    """``/health``, ``/metrics``, access control and the listening socket (app.py)."""
+
+    @property
+    def config(self) -> ApiSettings: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def store(self) -> TokenStore: ...
+    def health(self) -> dict[str, Any]: ...
+    def gauges(self) -> Gauges: ...
+
+
+class CapacityPort(Protocol):
+    """``/api/machines``, ``/api/capacity``, ``/api/forecast`` (capacity.py)."""
+
+    @property
+    def config(self) -> ApiSettings: ...
+    @property
+    def plant(self) -> PlantView: ...
+    @property
+    def plant_spec(self) -> PlantSpec: ...
+    @property
+    def forecasts(self) -> Mapping[str, Sequence[HourForecast]]: ...
+
+
+class HistoryPort(Protocol):
+    """``/api/windows``, ``/api/utilization`` (history.py)."""
+
+    @property
+    def plant_spec(self) -> PlantSpec: ...
+    @property
+    def store(self) -> WindowStore: ...
+    def clock_ms(self) -> int: ...
+    def utilization(
+        self, from_ms: int, to_ms: int, *, among: Collection[str] | None = None
+    ) -> Utilization: ...
+
+
+class AlertsPort(Protocol):
+    """``/api/alerts``, ``/api/alerts/ack``, ``/api/silences`` (alerts.py)."""
+
+    @property
+    def alerts(self) -> AlertList: ...
+    def clock_ms(self) -> int: ...
+    def acknowledge(self, rule: str, machine: str, by: str, comment: str = "") -> int | None: ...
+    def add_silence(
+        self, matchers: dict[str, str], starts_ms: int, ends_ms: int, by: str, comment: str = ""
+    ) -> Silence: ...
+    def end_silence(self, silence_id: str) -> StoredSilence | None: ...
+    def silences(self) -> list[StoredSilence]: ...
+    def alert_marks(self, view: AlertView) -> Marks: ...
+
+
+class QuarantinePort(Protocol):
+    """``/api/quarantine`` (quarantine.py)."""
+
+    @property
+    def store(self) -> QuarantineStore: ...
+
+
+class Api(ServicePort, CapacityPort, HistoryPort, AlertsPort, QuarantinePort, Protocol):
+    """Everything the API needs: what ``create_app`` and ``serve_api`` take."""
+
+    @property
+    def store(self) -> ApiStore: ...

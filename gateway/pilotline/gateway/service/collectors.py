@@ -1,0 +1,115 @@
+"""The collectors: what they hand in, what the gateway reads of them, how a site gets them.
+
+A collector turns a transport (MQTT, OPC UA) into calls of ``Intake.sample`` and
+``Intake.reject`` (the gateway's ``Ingest``). The gateway runs each as a named task and stops
+it by cancelling that task; it reads each one's ``/health`` part and gauges through
+``Collector`` alone, so a new kind of collector needs no change in health.py or the metrics.
+The collectors satisfy these protocols structurally: they never import the gateway.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pilotline.collectors.mqtt.collector import AckToken, MqttCollector
+from pilotline.gateway.clock import Clock
+from pilotline.gateway.config import SiteConfig
+from pilotline.rules import Sample
+
+if TYPE_CHECKING:  # asyncua is imported only for a site with OPC UA machines (see below)
+    from pilotline.collectors.opcua.collector import OpcuaCollector
+
+
+class Refused(Protocol):
+    """An input a collector refused (MQTT and OPC UA ``Quarantined`` alike)."""
+
+    @property
+    def arrival_ms(self) -> int: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def machine(self) -> str | None: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def head(self) -> bytes: ...
+
+
+class Intake(Protocol):
+    """Where collectors hand what they receive (``Ingest``)."""
+
+    def sample(self, sample: Sample, ack: AckToken | None = None) -> None: ...
+    def reject(self, source: str, item: Refused, ack: AckToken | None = None) -> None: ...
+
+
+class Collector(Protocol):
+    @property
+    def name(self) -> str:
+        """``mqtt``, ``opcua:<endpoint>``: its key in /health, its label in /metrics."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Up now (the alert rules' collector state)."""
+        ...
+
+    async def run(self) -> None:
+        """Connect and reconnect forever; stopped by cancellation."""
+        ...
+
+    def health_report(self, now_ms: int) -> dict[str, Any]:
+        """Its part of ``/health``: ``healthy``, ``why`` (None when healthy), then details."""
+        ...
+
+    def gauges(self) -> tuple[bool, int, int, int]:
+        """For /metrics: connected, reconnects, values with a Bad status, received."""
+        ...
+
+
+def mqtt_topics(config: SiteConfig) -> dict[str, str]:
+    """Topic -> machine id of the machines that publish over MQTT."""
+    return {m.mqtt.topic: m.id for _, m in config.machines() if m.mqtt is not None}
+
+
+def mqtt_collector(config: SiteConfig, intake: Intake, clock_ms: Clock) -> MqttCollector:
+    """The site's MQTT collector (its ``mqtt:`` broker, one topic per machine)."""
+    assert config.mqtt is not None
+    return MqttCollector(
+        config.mqtt,
+        mqtt_topics(config),
+        intake.sample,
+        functools.partial(intake.reject, "mqtt"),
+        client_id=config.mqtt.client_id or f"pilotline-{config.site}",
+        clock_ms=clock_ms,
+    )
+
+
+def opcua_collectors(config: SiteConfig, intake: Intake, clock_ms: Clock) -> list[OpcuaCollector]:
+    """One collector per endpoint, shared by its machines."""
+    machines = [
+        (m.id, m.opcua, m.state.signal) for _, m in config.machines() if m.opcua is not None
+    ]
+    if not machines:
+        return []
+    # Imported here: asyncua costs memory and start-up time (measured: benchmarks/README.md),
+    # for nothing on an MQTT-only site.
+    from pilotline.collectors.opcua.collector import (  # noqa: PLC0415
+        OpcuaCollector,
+        machines_by_endpoint,
+    )
+
+    # The client certificate lives beside the store so the servers' trust in it survives
+    # restarts.
+    pki_dir = config.store.parent / "opcua-pki"
+    return [
+        OpcuaCollector(
+            endpoint,
+            by_id,
+            intake.sample,  # OPC UA has nothing to acknowledge
+            functools.partial(intake.reject, "opcua"),
+            pki_dir=pki_dir,
+            clock_ms=clock_ms,
+        )
+        for endpoint, by_id in machines_by_endpoint(machines).items()
+    ]

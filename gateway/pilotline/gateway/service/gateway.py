@@ -1,0 +1,368 @@
+"""The running gateway: collectors in, rules core, durable store and outbox, API.
+
+A thin asyncio shell around the pure core, wired here from parts that each hold one job:
+``Ingest`` (the way in, ingest.py), the event handlers (handlers.py), the ``Committer``
+(commit.py), the ``RulesTimer`` and ``CatchUp`` (timer.py), the utilization reports
+(reports.py), operators' alert actions (actions.py) and ``/health`` with the gauges
+(health.py), the collectors (collectors.py). ``Gateway`` builds them from the site's
+configuration, runs their tasks, and offers the API (api/ports.py) and the forecasts the few
+members they read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Collection, Mapping, Sequence
+from datetime import tzinfo
+from typing import Any
+
+import structlog
+
+from pilotline.gateway.api.metrics import Gauges, Metrics
+from pilotline.gateway.clock import Clock, SteadyClock, wall_clock_ms
+from pilotline.gateway.clock import monotonic_ms as steady_monotonic_ms
+from pilotline.gateway.config import SiteConfig
+from pilotline.gateway.forecasts import run_forecasts
+from pilotline.gateway.notify import make_senders
+from pilotline.gateway.notify.alerting import Alerting, Marks
+from pilotline.gateway.service.actions import AlertActions
+from pilotline.gateway.service.collectors import (
+    Collector,
+    mqtt_collector,
+    mqtt_topics,
+    opcua_collectors,
+)
+from pilotline.gateway.service.commit import Committer
+from pilotline.gateway.service.handlers import AlertOutput, EventPipeline, event_handlers
+from pilotline.gateway.service.health import Health
+from pilotline.gateway.service.ingest import Ingest
+from pilotline.gateway.service.options import ServiceOptions
+from pilotline.gateway.service.reports import UtilizationReports
+from pilotline.gateway.service.staged import Staged
+from pilotline.gateway.service.timer import CatchUp, RulesTimer
+from pilotline.gateway.sinks.influx.drain import OutboxDrainer
+from pilotline.gateway.sinks.influx.writer import InfluxClientWriter, InfluxWriter
+from pilotline.gateway.store import Store
+from pilotline.gateway.store.alert_state import StoredSilence
+from pilotline.rules import Plant
+from pilotline.rules.alerts import AlertView
+from pilotline.rules.dispatch import Silence
+from pilotline.rules.forecast import HourForecast
+from pilotline.rules.utilization import Utilization
+
+log = structlog.get_logger("pilotline.gateway")
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: SiteConfig,
+        *,
+        writer: InfluxWriter | None = None,
+        clock_ms: Clock = wall_clock_ms,
+        options: ServiceOptions | None = None,
+        collectors: bool = True,
+        telemetry: bool = True,
+        monotonic_ms: Clock | None = None,
+    ) -> None:
+        """``collectors=False`` builds the gateway without MQTT and OPC UA collectors (replay
+        feeds ``ingest`` itself); ``telemetry=False`` writes no ``telemetry`` points.
+        ``monotonic_ms`` pairs an injected ``clock_ms`` with a monotonic clock to detect its
+        steps (see clock.py); the real wall clock gets ``time.monotonic``."""
+        self.config = config
+        self.options = options = options or ServiceOptions()
+        self.clock_ms = clock_ms
+        if monotonic_ms is None and clock_ms is wall_clock_ms:
+            monotonic_ms = steady_monotonic_ms
+        self.steady = SteadyClock(clock_ms, monotonic_ms)
+        self.metrics = Metrics()
+        self.plant_spec = config.plant_spec()
+        self.plant = Plant(self.plant_spec)
+        self._zone_of = {m.id: z.id for z, m in config.machines()}
+        self.store = Store(
+            config.store,
+            outbox_max_points=config.influx.outbox_max_points if config.influx else None,
+        )
+        if writer is None and config.influx is not None:
+            writer = InfluxClientWriter(
+                config.influx.url,
+                config.influx.org,
+                config.influx.bucket,
+                config.influx.token(),
+                timeout_s=config.influx.timeout_s,
+                ca_file=str(config.influx.ca_file) if config.influx.ca_file else None,
+            )
+        self.writer = writer
+        self.drainer = (
+            OutboxDrainer(
+                self.store,
+                writer,
+                batch_size=config.influx.batch_size if config.influx else 5000,
+                flush_interval_s=config.influx.flush_interval_s if config.influx else 1.0,
+            )
+            if writer is not None
+            else None
+        )
+        points = self.drainer is not None
+        self.telemetry = telemetry
+        # One sender per alert channel (webhook, e-mail, MQTT), each draining its own rows of
+        # ``notifications``.
+        self.notifiers = make_senders(config, self.store, self.metrics.notifications)
+        # kept current by run_forecasts (a compact forecasts.Forecasts)
+        self.forecasts: Mapping[str, Sequence[HourForecast]] = {}
+        self.resumed, redelivery_below = self._resume()
+        # Alert rules run on the plant's events; a resumed machine starts in its restored state,
+        # and the alert cores continue from their checkpoints (alerting.py).
+        self.alerting = Alerting(
+            config,
+            self.plant_spec.machines,
+            self.store.alert_state(),
+            states={v.id: v.state for v in self.plant.view()},
+            now_ms=clock_ms(),
+        )
+        self.alerts = self.alerting.alerts
+
+        # What the next commit makes durable, and the parts that stage and commit it.
+        self.staged = staged = Staged()
+        stage_alerts = AlertOutput(
+            self.alerting, staged, self.metrics, site=config.site, points=points
+        )
+        self.committer = committer = Committer(
+            staged=staged,
+            store=self.store,
+            plant=self.plant,
+            alerting=self.alerting,
+            stage_alerts=stage_alerts,
+            metrics=self.metrics,
+            options=options,
+            clock_ms=clock_ms,
+            notifiers=self.notifiers,
+            drainer=self.drainer,
+        )
+        handlers = event_handlers(
+            self.metrics,
+            self.alerting,
+            clock_ms,
+            site=config.site,
+            shard_tag=config.shard_tag,
+            points=points,
+        )
+        # Until the MQTT backlog the broker kept for us is in, time moves only with the
+        # samples' source times (timer.CatchUp).
+        wants_mqtt = collectors and config.mqtt is not None and bool(mqtt_topics(config))
+        self.catch_up = CatchUp(options, self.steady, self.metrics, caught_up=not wants_mqtt)
+        self.ingest = ingest = Ingest(
+            staged=staged,
+            plant=self.plant,
+            alerting=self.alerting,
+            metrics=self.metrics,
+            steady=self.steady,
+            catch_up=self.catch_up,
+            stage_events=EventPipeline(handlers, staged),
+            request_commit=committer.request,
+            zone_of=self._zone_of,
+            site=config.site,
+            telemetry=points and telemetry,
+            max_future_s=options.max_future_s,
+            redelivery_below=redelivery_below,
+        )
+
+        self.mqtt = mqtt_collector(config, ingest, clock_ms) if wants_mqtt else None
+        self.opcua = opcua_collectors(config, ingest, clock_ms) if collectors else []
+        for collector in self.opcua:
+            for machine, ts_ms in redelivery_below.items():
+                collector.resume(machine, ts_ms)
+        self.collectors: list[Collector] = []
+        mqtt = self.mqtt
+        if mqtt is not None:
+            self.collectors.append(mqtt)
+            committer.acknowledge = mqtt.ack
+        self.collectors.extend(self.opcua)
+
+        self.timer = RulesTimer(
+            catch_up=self.catch_up,
+            subscribed=None if mqtt is None else lambda: mqtt.health().subscribed,
+            steady=self.steady,
+            clock_ms=clock_ms,
+            lateness_ms=options.lateness_ms,
+            plant=self.plant,
+            alerting=self.alerting,
+            collectors=self.collectors,
+            advance=ingest.advance,
+            stage_alerts=stage_alerts,
+            staged=staged,
+            request_commit=committer.request,
+        )
+        self.reports = UtilizationReports(
+            config=config,
+            store=self.store,
+            machines=self.plant_spec.machines,
+            zone_of=self._zone_of,
+            lateness_ms=options.lateness_ms,
+            clock_ms=clock_ms,
+            commit=committer.commit,
+            drainer=self.drainer,
+        )
+        self.actions = AlertActions(
+            self.alerting,
+            steady=self.steady,
+            clock_ms=clock_ms,
+            lateness_ms=options.lateness_ms,
+            commit=committer.commit,
+        )
+        self._health = Health(
+            collectors=self.collectors,
+            drainer=self.drainer,
+            store=self.store,
+            store_path=config.store,
+            clock_ms=clock_ms,
+            started_ms=clock_ms(),
+        )
+
+    def _resume(self) -> tuple[int, dict[str, int]]:
+        """Resume every machine from the checkpoints the previous run kept in the store:
+        state, open idle window, pending change and staleness clock (see Plant.restore).
+        Returns how many were restored and, per machine, the source time of the last sample
+        the previous run applied."""
+        last_ts: dict[str, int] = {}
+        restored = 0
+        for cp in self.store.resume_points():
+            if not self.plant.restore(cp):
+                continue
+            restored += 1
+            if cp.last_ts_ms is not None:
+                last_ts[cp.machine] = cp.last_ts_ms
+        if restored:
+            log.info(
+                "gateway.resumed",
+                machines=restored,
+                states={v.id: v.state.value for v in self.plant.view()},
+                open_windows=sum(v.window_start_ms is not None for v in self.plant.view()),
+            )
+        return restored, last_ts
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, *, api: bool = True, ready: asyncio.Event | None = None) -> None:
+        """Run until cancelled; on cancellation commit, flush the outbox and close."""
+        log.info(
+            "gateway.started",
+            site=self.config.site,
+            machines=len(self._zone_of),
+            mqtt=self.mqtt is not None,
+            opcua_endpoints=len(self.opcua),
+            influx=self.drainer is not None,
+            store=str(self.config.store),
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.committer.run(), name="committer")
+                tasks.create_task(self.timer.run(), name="rules-timer")
+                tasks.create_task(run_forecasts(self), name="forecasts")
+                for collector in self.collectors:
+                    tasks.create_task(collector.run(), name=f"collector-{collector.name}")
+                if self.drainer is not None:
+                    tasks.create_task(self.drainer.run(), name="outbox-drainer")
+                    tasks.create_task(self.reports.run(), name="utilization-daily")
+                for notifier in self.notifiers:
+                    tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
+                if api:
+                    # Imported here: replay and the CLI's other commands build a Gateway
+                    # without the HTTP stack.
+                    from pilotline.gateway.api.app import serve_api  # noqa: PLC0415
+
+                    tasks.create_task(serve_api(self), name="http-api")
+                if ready is not None:
+                    ready.set()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self.commit()
+        now = self.clock_ms()
+        self.store.commit(now_ms=now, alert_state=self.alerting.save_now(now))
+        if self.drainer is not None:
+            depth = self.store.outbox_depth()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.shield(self.drainer.flush(self.options.stop_timeout_s)),
+                    self.options.stop_timeout_s,
+                )
+            log.info(
+                "outbox.flushed_on_stop",
+                before=depth,
+                left=self.store.outbox_depth(),
+            )
+        if self.writer is not None:
+            self.writer.close()
+        self.store.close()
+        log.info("gateway.stopped")
+
+    # -- what tests, replay, the forecasts and the API call ---------------------------------
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the rules timer runs (see timer.CatchUp); tests without a broker set it."""
+        return self.catch_up.caught_up
+
+    @caught_up.setter
+    def caught_up(self, value: bool) -> None:
+        self.catch_up.caught_up = value
+
+    def commit(self) -> None:
+        """Make everything staged durable, then acknowledge the messages behind it."""
+        self.committer.commit()
+
+    def tick(self) -> float:
+        """One turn of the rules timer; returns how long to sleep before the next."""
+        return self.timer.tick()
+
+    def stage_lines(self, lines: list[tuple[int, str]]) -> None:
+        """Points computed outside the sample path (forecasts) join a commit."""
+        self.ingest.lines(lines)
+
+    @property
+    def points(self) -> bool:
+        """Whether points go to InfluxDB (through the outbox)."""
+        return self.drainer is not None
+
+    def health(self) -> dict[str, Any]:
+        return self._health.report()
+
+    def gauges(self) -> Gauges:
+        return self._health.gauges()
+
+    @property
+    def report_tz(self) -> tzinfo:
+        return self.reports.tz
+
+    @property
+    def settle_ms(self) -> int:
+        return self.reports.settle_ms
+
+    def utilization(
+        self, from_ms: int, to_ms: int, *, among: Collection[str] | None = None
+    ) -> Utilization:
+        return self.reports.utilization(from_ms, to_ms, among=among)
+
+    def report_utilization(self) -> list[int]:
+        return self.reports.report()
+
+    def acknowledge(self, rule: str, machine: str, by: str, comment: str = "") -> int | None:
+        return self.actions.acknowledge(rule, machine, by, comment)
+
+    def add_silence(
+        self, matchers: dict[str, str], starts_ms: int, ends_ms: int, by: str, comment: str = ""
+    ) -> Silence:
+        return self.actions.add_silence(matchers, starts_ms, ends_ms, by, comment)
+
+    def end_silence(self, silence_id: str) -> StoredSilence | None:
+        return self.actions.end_silence(silence_id)
+
+    def silences(self) -> list[StoredSilence]:
+        return self.actions.silences()
+
+    def alert_marks(self, view: AlertView) -> Marks:
+        return self.actions.marks(view)
+
