@@ -1,4 +1,4 @@
-"""Field types that every component's configuration shares: ids, signals, durations, secrets.
+"""Field types that every component's configuration shares: ids, signals, seconds, secrets.
 
 They sit here, in the lowest part that has a configuration, because both sides need them:
 the collectors may import nothing of the gateway, and the gateway's own components (the
