@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,17 +15,24 @@ from pydantic import ValidationError
 
 from pilotline.gateway.config import (
     INFLUX_TOKEN_ENV,
+    AlertMqttConfig,
     ConfigError,
     ConfigIssue,
+    EmailConfig,
     InfluxConfig,
+    MqttBrokerConfig,
+    MqttMachineSource,
+    OpcuaSource,
     SiteConfig,
+    WebhookConfig,
     load_config,
     summarize,
 )
 from pilotline.rules.spec import MappedState, ThresholdState
 from pilotline.rules.states import DEFAULT_STATE_MAP, State
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 
 # Copied verbatim from ../shared/DESIGN.md, "Configuration and command line".
 DESIGN_EXAMPLE = """\
@@ -127,6 +136,68 @@ def test_design_example_names_secret_files_that_must_exist(tmp_path: Path) -> No
 def test_deploy_examples_validate(name: str) -> None:
     config = load_config(DEPLOY / name, check_files=False)
     assert config.plant_spec().machines
+
+
+# Each component's sample.yaml, beside its code: the sections it holds and the model of each
+# ("*": every item of a list).
+COMPONENT_SAMPLES: dict[str, list[tuple[tuple[str, ...], type[Any]]]] = {
+    "collectors/pilotline/collectors/mqtt/sample.yaml": [
+        (("mqtt",), MqttBrokerConfig),
+        (("zones", "*", "machines", "*", "mqtt"), MqttMachineSource),
+    ],
+    "collectors/pilotline/collectors/opcua/sample.yaml": [
+        (("zones", "*", "machines", "*", "opcua"), OpcuaSource),
+    ],
+    "gateway/pilotline/gateway/sinks/influx/sample.yaml": [(("influx",), InfluxConfig)],
+    "gateway/pilotline/gateway/notify/webhook/sample.yaml": [
+        (("alerts", "webhooks", "*"), WebhookConfig),
+    ],
+    "gateway/pilotline/gateway/notify/email/sample.yaml": [(("alerts", "email", "*"), EmailConfig)],
+    "gateway/pilotline/gateway/notify/mqtt/sample.yaml": [
+        (("alerts", "mqtt", "*"), AlertMqttConfig),
+    ],
+}
+# What a sample without zones is completed with (its channels may name the zone).
+SAMPLE_ZONES = [
+    {
+        "id": "photonics",
+        "machines": [
+            {
+                "id": "laser-01",
+                "owner": "acme-optics",
+                "opcua": {"endpoint": "opc.tcp://10.1.0.21:4840", "nodes": {"state": "i=2258"}},
+                "state": {"signal": "state"},
+            }
+        ],
+    }
+]
+
+
+def sections(data: Any, path: tuple[str, ...]) -> Iterator[Any]:
+    if not path:
+        yield data
+        return
+    head, rest = path[0], path[1:]
+    for item in data if head == "*" else [data[head]]:
+        yield from sections(item, rest)
+
+
+def test_every_component_has_its_sample() -> None:
+    found = {str(p.relative_to(ROOT)) for p in ROOT.glob("*/pilotline/*/**/sample.yaml")}
+    assert found == set(COMPONENT_SAMPLES)
+
+
+@pytest.mark.parametrize("sample", sorted(COMPONENT_SAMPLES))
+def test_component_samples_validate(sample: str, tmp_path: Path) -> None:
+    """Through each section's own model, then as part of a site file."""
+    data = yaml.safe_load((ROOT / sample).read_text())
+    for path, model in COMPONENT_SAMPLES[sample]:
+        found = list(sections(data, path))
+        assert found, path
+        for section in found:
+            model.model_validate(section)
+    site = write(tmp_path, yaml.safe_dump({"site": "sample", "zones": SAMPLE_ZONES, **data}))
+    assert load_config(site, check_files=False).machines()
 
 
 def test_mqtt_deploy_example_needs_no_secret_files() -> None:

@@ -10,8 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pilotline.gateway import config as config_module
-from pilotline.gateway.config import ConfigError, _compose, _quick_data, load_config
+from pilotline.gateway.config import ConfigError, load_config, yamlfile
 
 pytestmark = pytest.mark.skipif(
     getattr(yaml, "CSafeLoader", None) is None, reason="PyYAML without libyaml"
@@ -58,9 +57,9 @@ NOT_PLAIN = [
 
 
 def test_plain_yaml_reads_the_same_without_the_node_tree() -> None:
-    quick = _quick_data(PLAIN)
+    quick = yamlfile.quick_data(PLAIN)
     assert quick is not None
-    full = _compose(PLAIN, "t")[1]
+    full = yamlfile.compose(PLAIN, "t")[1]
     assert quick == full
     assert [type(v) for v in quick["bools"]] == [bool] * 6  # not 1 == True
     assert repr(quick) == repr(full)
@@ -68,7 +67,7 @@ def test_plain_yaml_reads_the_same_without_the_node_tree() -> None:
 
 @pytest.mark.parametrize("text", NOT_PLAIN)
 def test_anything_else_takes_the_full_path(text: str) -> None:
-    assert _quick_data(text) is None
+    assert yamlfile.quick_data(text) is None
 
 
 _scalars = (
@@ -91,8 +90,8 @@ _values = st.recursive(
 @given(st.dictionaries(st.text(max_size=8), _values, max_size=5), st.booleans())
 def test_dumped_data_reads_back_the_same_both_ways(data: dict[str, Any], flow: bool) -> None:
     text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
-    quick = _quick_data(text)
-    full = _compose(text, "t")[1]
+    quick = yamlfile.quick_data(text)
+    full = yamlfile.compose(text, "t")[1]
     assert quick is None or repr(quick) == repr(full)
     assert quick == full or quick is None
 
@@ -137,13 +136,13 @@ def test_a_good_file_is_never_composed_and_a_bad_one_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    compose = config_module._compose
+    compose = yamlfile.compose
 
     def counted(text: str, source: str) -> Any:
         calls.append(source)
         return compose(text, source)
 
-    monkeypatch.setattr(config_module, "_compose", counted)
+    monkeypatch.setattr(yamlfile, "compose", counted)
     path = tmp_path / "site.yaml"
     path.write_text(GOOD.format(store=tmp_path / "gw.db"))
     assert load_config(path).site == "s"

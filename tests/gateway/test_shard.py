@@ -15,16 +15,14 @@ import pytest
 
 from pilotline.gateway.cli import main
 from pilotline.gateway.config import ConfigError, SiteConfig, load_config
+from pilotline.gateway.config.sharding import distribution, owned_machines, restrict
 from pilotline.gateway.service import Gateway
 from pilotline.gateway.shard import (
     MAX_SHARDS,
     Shard,
     ShardError,
     client_id,
-    distribution,
-    owned_machines,
     parse_shard,
-    restrict,
     shard_of,
     store_path,
     weight,

@@ -33,7 +33,8 @@ from tests.process import pilotline_command, until
 from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, free_port
 from pilotline.demo.publisher import publish_timeline
 from pilotline.gateway.config import SiteConfig, load_config
-from pilotline.gateway.shard import Shard, owned_machines
+from pilotline.gateway.config.sharding import owned_machines
+from pilotline.gateway.shard import Shard
 from pilotline.gateway.sinks.influx.points import event_lines
 from pilotline.rules.events import ZoneCapacity
 

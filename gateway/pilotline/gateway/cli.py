@@ -156,7 +156,7 @@ def _shard_arg(text: str) -> Shard:
 def _cut(config: SiteConfig, shard: Shard | None, path: Path) -> SiteConfig | None:
     """``config`` restricted to ``shard`` (else its ``shard:`` key); None after saying why
     it cannot be (a shard that owns no machine)."""
-    from pilotline.gateway.shard import restrict
+    from pilotline.gateway.config.sharding import restrict
 
     try:
         return restrict(config, shard)
@@ -167,7 +167,7 @@ def _cut(config: SiteConfig, shard: Shard | None, path: Path) -> SiteConfig | No
 
 def _check(path: Path, shard: Shard | None = None) -> int:
     from pilotline.gateway.config import ConfigError, load_config, summarize
-    from pilotline.gateway.shard import describe
+    from pilotline.gateway.config.sharding import describe
 
     try:
         config = load_config(path)

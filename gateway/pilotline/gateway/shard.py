@@ -14,12 +14,14 @@ the shard ``k`` in ``1..N`` whose ``weight(key, k)`` is the largest. Hence:
 - a key's shard does not depend on the other keys: adding a machine to the file moves no
   other machine.
 
-``restrict`` applies a shard to a loaded configuration: the zones keep only their owned
-machines (a zone with none left is dropped), and the parts that must differ between
-gateways started from one file are derived from the shard: the MQTT client id (the broker
-keys the persistent session on it, so two shards sharing one would take it from each other)
-and the store file (each gateway keeps its own outbox, resume points and tokens). The rest
-of the gateway runs unchanged on the smaller configuration.
+``restrict`` (``pilotline.gateway.config.sharding``) applies a shard to a loaded
+configuration: the zones keep only their owned machines (a zone with none left is dropped),
+and the parts that must differ between gateways started from one file are derived from the
+shard here: the MQTT client id (``client_id``: the broker keys the persistent session on it,
+so two shards sharing one would take it from each other) and the store file (``store_path``:
+each gateway keeps its own outbox, resume points and tokens). The rest of the gateway runs
+unchanged on the smaller configuration. This module knows nothing of the configuration's
+models, which import it to check the ``shard:`` key.
 
 ``shard_by: machine`` (the default) spreads machines evenly, even when a site has a few
 large zones (the usual case: a site outgrows a gateway by machines, not by zones). A zone's
@@ -33,13 +35,9 @@ answers for a zone, at the price of an uneven spread when zones are few or unequ
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
-
-if TYPE_CHECKING:
-    from pilotline.gateway.config import SiteConfig
+from typing import Final, Literal
 
 __all__ = [
     "MAX_SHARDS",
@@ -48,11 +46,8 @@ __all__ = [
     "ShardError",
     "check_shard_text",
     "client_id",
-    "describe",
-    "distribution",
-    "owned_machines",
+    "key_of",
     "parse_shard",
-    "restrict",
     "shard_of",
     "store_path",
     "weight",
@@ -132,25 +127,9 @@ def shard_of(key: str, count: int) -> int:
     return best
 
 
-def _key(zone: str, machine: str, by: ShardBy) -> str:
+def key_of(zone: str, machine: str, by: ShardBy) -> str:
+    """What a machine is sharded by: its zone's id or its own."""
     return zone if by == "zone" else machine
-
-
-def owned_machines(config: SiteConfig, shard: Shard) -> list[str]:
-    """Ids of the machines of ``config`` that ``shard`` owns, in file order."""
-    return [
-        m.id
-        for zone, m in config.machines()
-        if shard_of(_key(zone.id, m.id, config.shard_by), shard.count) == shard.index
-    ]
-
-
-def distribution(config: SiteConfig, count: int) -> list[int]:
-    """How many machines each of ``count`` shards would own (index 0 is shard 1)."""
-    sizes = [0] * count
-    for zone, m in config.machines():
-        sizes[shard_of(_key(zone.id, m.id, config.shard_by), count) - 1] += 1
-    return sizes
 
 
 def store_path(path: Path, shard: Shard) -> Path:
@@ -175,70 +154,3 @@ def zone_shard_tag(applied: str, by: ShardBy) -> str:
     if not applied or by != "machine":
         return ""
     return "" if parse_shard(applied).count == 1 else applied
-
-
-def restrict(config: SiteConfig, shard: Shard | None = None) -> SiteConfig:
-    """``config`` cut down to the machines of ``shard`` (default: its ``shard:`` key), with
-    the store file and MQTT client id of that shard; ``config`` itself when neither is set.
-
-    Raises ``ShardError`` when the shard owns no machine (a gateway with nothing to do is a
-    layout mistake: fewer shards, or ``shard_by: machine``), or when ``config`` was already
-    cut to another shard. Applying the same shard twice returns it unchanged.
-    """
-    if shard is None:
-        if config.shard is None:
-            return config
-        shard = parse_shard(config.shard)
-    applied = config.applied_shard
-    if applied:
-        if applied == str(shard):
-            return config
-        raise ShardError(f"this configuration is already cut to shard {applied}, not {shard}")
-    owned = set(owned_machines(config, shard))
-    if not owned:
-        sizes = distribution(config, shard.count)
-        empty = sum(1 for size in sizes if size == 0)
-        hint = (
-            f"with shard_by: zone the site's {len(config.zones)} zone(s) fill only "
-            f"{shard.count - empty} of {shard.count} shards: use fewer shards or "
-            "shard_by: machine"
-            if config.shard_by == "zone"
-            else f"{empty} of {shard.count} shards would be empty: use fewer shards"
-        )
-        raise ShardError(
-            f"shard {shard} owns none of the site's {len(config.machines())} machines: {hint}"
-        )
-    zones = [
-        zone.model_copy(update={"machines": [m for m in zone.machines if m.id in owned]})
-        for zone in config.zones
-        if any(m.id in owned for m in zone.machines)
-    ]
-    update: dict[str, object] = {
-        "zones": zones,
-        "shard": str(shard),
-        "store": store_path(config.store, shard),
-    }
-    if config.mqtt is not None:
-        base = config.mqtt.client_id or f"pilotline-{config.site}"
-        update["mqtt"] = config.mqtt.model_copy(update={"client_id": client_id(base, shard)})
-    cut = config.model_copy(update=update)
-    cut._applied_shard = str(shard)  # what marks it cut (zone tag, idempotence)
-    return cut
-
-
-def describe(config: SiteConfig, shard: Shard, full: SiteConfig) -> Iterable[str]:
-    """Lines for ``pilotline check --shard``: what the shard owns, and the whole layout."""
-    total = len(full.machines())
-    mine = len(config.machines())
-    yield (
-        f"shard {shard} (by {full.shard_by}) of site {full.site}: {mine} of {total} machines, "
-        f"{len(config.zones)} of {len(full.zones)} zones"
-    )
-    if config.mqtt is not None:
-        yield f"  mqtt client id {config.mqtt.client_id}"
-    tag = config.shard_tag
-    if tag:
-        yield f"  zone-level points tagged shard={tag}: sum them over the shard tag"
-    sizes = distribution(full, shard.count)
-    layout = ", ".join(f"{i}/{shard.count}: {n}" for i, n in enumerate(sizes, 1))
-    yield f"  machines per shard: {layout}"

@@ -1,23 +1,20 @@
 """Configuration of the MQTT collector: the broker connection and one machine's source.
 
 Secrets never sit in the configuration file: the password comes from ``password_file`` or
-from the environment variable ``PILOTLINE_MQTT_PASSWORD``.
+from the environment variable ``PILOTLINE_MQTT_PASSWORD`` (``pilotline.collectors.fields``).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from pilotline.collectors.fields import Connection, Model, ReadFile, Secret, SecretFile
 
 PASSWORD_ENV = "PILOTLINE_MQTT_PASSWORD"  # noqa: S105 (a variable's name) # nosec B105
-INLINE_SECRET_MESSAGE = (
-    "secrets are not accepted inline: put the password in a file and set password_file, "
-    f"or set {PASSWORD_ENV}"
-)
+PASSWORD = Secret("password", env=PASSWORD_ENV)
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
@@ -28,7 +25,7 @@ def _split_url(url: str) -> tuple[str, str, int]:
     if scheme not in _DEFAULT_PORTS:
         raise ValueError(f"url must start with mqtt:// or mqtts://, got {url!r}")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"url must not carry credentials: {INLINE_SECRET_MESSAGE}")
+        raise ValueError(f"url must not carry credentials: {PASSWORD.refusal}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"url must be {scheme}://host[:port] without a path or query")
     host = parts.hostname
@@ -43,14 +40,12 @@ def _split_url(url: str) -> tuple[str, str, int]:
     return scheme, host, port or _DEFAULT_PORTS[scheme]
 
 
-class MqttBrokerConfig(BaseModel):
+class MqttBrokerConfig(Connection):
     """The ``mqtt:`` section of the site configuration."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str
     username: str | None = None
-    password_file: Path | None = None
+    password_file: SecretFile = None
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
     keepalive_s: int = Field(default=30, ge=5, le=600)
     session_expiry_s: int = Field(default=86_400, ge=0, le=0xFFFFFFFF)
@@ -60,19 +55,18 @@ class MqttBrokerConfig(BaseModel):
     unacknowledged. It bounds what the gateway holds in memory; the broker keeps the rest
     (flow control, not loss)."""
     reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
-    ca_file: Path | None = None
+    ca_file: ReadFile = None
     """CA certificate(s) (PEM) the broker's certificate must chain to; default: the system's."""
-    cert_file: Path | None = None
+    cert_file: ReadFile = None
     """This gateway's client certificate (PEM), for a broker that requires one."""
-    key_file: Path | None = None
+    key_file: ReadFile = None
     """The client certificate's private key (PEM, unencrypted; keep it mode 0600)."""
 
     @model_validator(mode="before")
     @classmethod
     def _refuse_inline_secrets(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "password" in data:
-            raise ValueError(INLINE_SECRET_MESSAGE)
-        return data
+        # Before anything else: a section with an inline password is reported for that alone.
+        return PASSWORD.refuse_in(data)
 
     @field_validator("url")
     @classmethod
@@ -109,16 +103,11 @@ class MqttBrokerConfig(BaseModel):
         Read at every connection attempt, so a rotated secret is picked up without a restart.
         Raises OSError if the file cannot be read.
         """
-        if self.password_file is not None:
-            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        env = os.environ.get(PASSWORD_ENV)
-        return env.rstrip("\r\n") if env is not None else None
+        return PASSWORD.read(self.password_file)
 
 
-class MqttMachineSource(BaseModel):
+class MqttMachineSource(Model):
     """A machine's ``mqtt:`` section: the one topic its JSON payloads arrive on."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     topic: str = Field(min_length=1)
     qos: Literal[1] = 1

@@ -11,21 +11,21 @@ from the environment variable ``PILOTLINE_OPCUA_PASSWORD``; private keys from fi
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from pilotline.collectors.fields import (
+    Connection,
+    ReadFile,
+    Secret,
+    SecretFile,
+    Signal,
+    reject_bool,
 )
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 PASSWORD_ENV: Final = "PILOTLINE_OPCUA_PASSWORD"  # noqa: S105 - the variable's name
+PASSWORD: Final = Secret("password", env=PASSWORD_ENV)
 NODE_ID_RE: Final = re.compile(r"(?:ns=\d+;|nsu=[^;]+;)?[isgb]=.+", re.DOTALL)
 StateModel = Literal["machinery", "packml", "mtconnect"]
 
@@ -53,33 +54,11 @@ CONNECTION_FIELDS: Final = (
 )
 
 
-def _check_signal(value: str) -> str:
-    if not value or any(ch.isspace() for ch in value):
-        raise ValueError(f"{value!r} is not a valid signal name: non-empty, without spaces")
-    return value
+Deadband = Annotated[float, BeforeValidator(reject_bool), Field(gt=0, allow_inf_nan=False)]
 
 
-def _refuse_inline_password(_value: Any) -> Any:
-    raise ValueError(
-        "secrets are not accepted inline: put the password in a file and set password_file, "
-        f"or set {PASSWORD_ENV}"
-    )
-
-
-def _reject_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {str(value).lower()}")
-    return value
-
-
-Signal = Annotated[str, AfterValidator(_check_signal)]
-Deadband = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0, allow_inf_nan=False)]
-
-
-class OpcuaSource(BaseModel):
+class OpcuaSource(Connection):
     """A machine's ``opcua:`` section: the server and which node feeds which signal."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     endpoint: str
     nodes: dict[Signal, str] = Field(min_length=1)
@@ -87,13 +66,13 @@ class OpcuaSource(BaseModel):
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     # Client certificate (DER or PEM) and its private key (PEM or DER); without them a
     # certificate is generated once in the gateway's PKI directory and kept there.
-    certificate_file: Path | None = None
-    private_key_file: Path | None = None
+    certificate_file: ReadFile = None
+    private_key_file: ReadFile = None
     # Trust for the server's certificate: pin one file, and/or a directory of trusted ones.
-    server_certificate_file: Path | None = None
+    server_certificate_file: ReadFile = None
     trust_dir: Path | None = None
     username: str | None = Field(default=None, min_length=1)
-    password_file: Path | None = None
+    password_file: SecretFile = None
     publishing_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
     sampling_interval_ms: int = Field(default=500, ge=0, le=3_600_000)
     # Absolute deadband per numeric signal: a change smaller than this is not reported.
@@ -101,7 +80,7 @@ class OpcuaSource(BaseModel):
     # Translate numeric state codes of ``state_signal`` into the model's state names.
     state_model: StateModel | None = None
     state_signal: Signal = "state"
-    inline_password: Annotated[None, BeforeValidator(_refuse_inline_password)] = Field(
+    inline_password: Annotated[None, BeforeValidator(PASSWORD.refuse)] = Field(
         default=None, alias="password", exclude=True, repr=False
     )
 
@@ -113,8 +92,8 @@ class OpcuaSource(BaseModel):
             raise ValueError(f"endpoint must start with opc.tcp://, got {endpoint!r}")
         if parts.username is not None or parts.password is not None:
             raise ValueError(
-                "endpoint must not carry credentials: set username, and password_file or "
-                f"{PASSWORD_ENV}"
+                f"endpoint must not carry credentials: set username, and {PASSWORD.file_key} "
+                f"or {PASSWORD_ENV}"
             )
         if not parts.hostname:
             raise ValueError(f"endpoint has no host: {endpoint!r}")
@@ -172,10 +151,7 @@ class OpcuaSource(BaseModel):
 
         Raises OSError if the file cannot be read.
         """
-        if self.password_file is not None:
-            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        env = os.environ.get(PASSWORD_ENV)
-        return env.rstrip("\r\n") if env is not None else None
+        return PASSWORD.read(self.password_file)
 
 
 def connection_conflicts(sources: Iterable[tuple[str, OpcuaSource]]) -> list[str]:

@@ -4,24 +4,41 @@ whatever its kind, each with the channel object that speaks its protocol."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from pilotline.gateway.config import (
-    AlertChannelConfig,
-    AlertMqttConfig,
-    EmailConfig,
-    SiteConfig,
-    WebhookConfig,
-)
+from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.gateway.notify.channel import Channel
+from pilotline.gateway.notify.config import ChannelConfig
 from pilotline.gateway.notify.email.channel import EmailChannel
+from pilotline.gateway.notify.email.config import EmailConfig
 from pilotline.gateway.notify.mqtt.channel import MqttChannel
+from pilotline.gateway.notify.mqtt.config import AlertMqttConfig
 from pilotline.gateway.notify.sender import NotificationSender
 from pilotline.gateway.notify.webhook.channel import WebhookChannel
+from pilotline.gateway.notify.webhook.config import WebhookConfig
 from pilotline.gateway.store import Store
 
 
-def make_channel(config: SiteConfig, entry: AlertChannelConfig) -> Channel:
+class _Channels(Protocol):
+    def channels(self) -> Sequence[ChannelConfig]: ...
+
+
+class Site(Protocol):
+    """What the registry reads of the site configuration (a ``SiteConfig``). Narrow, because
+    the site model imports each channel's configuration from this package."""
+
+    @property
+    def site(self) -> str: ...
+
+    @property
+    def mqtt(self) -> MqttBrokerConfig | None: ...
+
+    @property
+    def alerts(self) -> _Channels: ...
+
+
+def make_channel(config: Site, entry: ChannelConfig) -> Channel:
     if isinstance(entry, WebhookConfig):
         return WebhookChannel(entry)
     if isinstance(entry, EmailConfig):
@@ -33,7 +50,7 @@ def make_channel(config: SiteConfig, entry: AlertChannelConfig) -> Channel:
 
 
 def make_senders(
-    config: SiteConfig,
+    config: Site,
     store: Store,
     counts: Counter[tuple[str, str]] | None = None,
     **options: Any,

@@ -25,8 +25,8 @@ from typing import Any
 
 import structlog
 
-from pilotline.gateway.config import EmailConfig
 from pilotline.gateway.notify.channel import DeliveryError
+from pilotline.gateway.notify.email.config import EmailConfig
 from pilotline.gateway.notify.payload import alert_lines, dumps, group_label, status_label, title
 
 log = structlog.get_logger("pilotline.gateway.notify")

@@ -33,8 +33,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
-from pilotline.gateway.config import AlertMqttConfig
 from pilotline.gateway.notify.channel import DeliveryError
+from pilotline.gateway.notify.mqtt.config import AlertMqttConfig
 from pilotline.gateway.notify.payload import dumps
 
 QOS = 1

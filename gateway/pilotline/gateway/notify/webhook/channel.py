@@ -14,9 +14,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from pilotline.gateway.config import WebhookConfig
 from pilotline.gateway.notify.channel import DeliveryError
 from pilotline.gateway.notify.payload import alert_lines, dumps, title
+from pilotline.gateway.notify.webhook.config import WebhookConfig
 
 RETRYABLE_4XX = frozenset({408, 429})
 """Request Timeout and Too Many Requests: the receiver asks to try again later."""

@@ -1,0 +1,183 @@
+"""Field types that every component's configuration shares: ids, signals, seconds, secrets.
+
+They sit here, in the lowest part that has a configuration, because both sides need them:
+the collectors may import nothing of the gateway, and the gateway's own components (the
+InfluxDB sink, the notification channels) are imported by the site model, so they cannot
+take them from ``pilotline.gateway.config`` either. The site's own types (capabilities,
+state names, durations with units) are in ``pilotline.gateway.config.fields``.
+
+Secrets. A secret never sits in the configuration file: the key that would hold it inline
+(``password``, ``token``) is refused with a message saying where it goes instead, and the
+secret is read when it is needed, from its ``<key>_file`` or an environment variable, so a
+rotated secret is picked up without a restart. ``Secret`` describes one such secret and
+reads it; ``SecretFile`` and ``ReadFile`` mark the files a running gateway reads (secrets,
+certificates, keys) in a ``Connection``'s section, which ``pilotline check`` checks exist and
+are readable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, NoReturn
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+__all__ = [
+    "MAX_SECONDS",
+    "Connection",
+    "FileToRead",
+    "Id",
+    "Model",
+    "PositiveSeconds",
+    "ReadFile",
+    "Seconds",
+    "Secret",
+    "SecretFile",
+    "Signal",
+    "Threshold",
+    "reject_bool",
+]
+
+MAX_SECONDS: Final = 10 * 365 * 86_400.0
+
+
+class Model(BaseModel):
+    """A configuration section: a misspelt key is an error, and a loaded section never
+    changes (so sections can be shared between machines)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Connection(Model):
+    """The section of a peer the gateway connects to (a broker, a server, a receiver of
+    notifications), where the files such a connection needs (secrets, certificates) are
+    named. ``pilotline check`` checks every file key of any connection in each of them, so
+    one misplaced from another section (``token_file`` under ``mqtt:``) is found missing
+    as well as unknown."""
+
+
+_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid id: use lowercase letters, digits, '.', '_' and '-', "
+            "starting with a letter or a digit (ids become tag values and MQTT topic levels)"
+        )
+    return value
+
+
+def _check_signal(value: str) -> str:
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"{value!r} is not a valid signal name: non-empty, without spaces")
+    return value
+
+
+def reject_bool(value: Any) -> Any:
+    """pydantic's lax mode reads True as 1.0; in YAML that is `yes`/`on`, always a slip."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Signal = Annotated[str, AfterValidator(_check_signal)]
+Seconds = Annotated[
+    float, BeforeValidator(reject_bool), Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+]
+# At least a millisecond: these become positive integer milliseconds in the core.
+PositiveSeconds = Annotated[
+    float, BeforeValidator(reject_bool), Field(ge=0.001, le=MAX_SECONDS, allow_inf_nan=False)
+]
+Threshold = Annotated[float, BeforeValidator(reject_bool), Field(allow_inf_nan=False)]
+
+
+# --------------------------------------------------------------------------- files and secrets
+
+
+@dataclass(frozen=True, slots=True)
+class FileToRead:
+    """Marks a ``Path`` field whose file the running gateway reads; ``credential``: it holds
+    a password or a token (checked first, then the other files)."""
+
+    credential: bool = False
+
+
+SecretFile = Annotated[Path | None, FileToRead(credential=True)]
+"""A file a credential is read from (``password_file``, ``token_file``)."""
+ReadFile = Annotated[Path | None, FileToRead()]
+"""Any other file the gateway reads: certificates and keys (``ca_file``, ``key_file``...),
+a webhook's ``url_file``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """One secret of a component: never inline under ``key``, read from ``<key>_file`` or,
+    when that is not set, from the environment variable ``env`` (None: a file only).
+
+    ``strip``: a token or a URL is stripped of surrounding whitespace; a password keeps it
+    (only the line end is cut: a password may begin or end with a space).
+    """
+
+    key: str
+    env: str | None = None
+    strip: bool = False
+
+    @property
+    def file_key(self) -> str:
+        return f"{self.key}_file"
+
+    @property
+    def advice(self) -> str:
+        """Where the secret goes instead: ``put the token in a file and set token_file...``."""
+        alternative = f", or set {self.env}" if self.env else ""
+        return f"put the {self.key} in a file and set {self.file_key}{alternative}"
+
+    @property
+    def refusal(self) -> str:
+        return f"secrets are not accepted inline: {self.advice}"
+
+    def refuse(self, _value: object) -> NoReturn:
+        """A validator for the inline key's field: ``BeforeValidator(SECRET.refuse)``."""
+        raise ValueError(self.refusal)
+
+    def refuse_in(self, data: Any) -> Any:
+        """A model's ``mode="before"`` validator that refuses the whole section when it holds
+        the secret inline (nothing else of it is checked), located at the inline key."""
+        if isinstance(data, dict) and self.key in data:
+            # The message and type a ValueError would give, at the inline key's location.
+            error = PydanticCustomError(
+                "value_error", "Value error, {error}", {"error": self.refusal}
+            )
+            raise ValidationError.from_exception_data(
+                "secret", [InitErrorDetails(type=error, loc=(self.key,), input=data)]
+            )
+        return data
+
+    def read(self, file: Path | None, environ: Mapping[str, str] | None = None) -> str | None:
+        """The secret from ``file`` (preferred) or the environment; None when neither is set.
+
+        Raises OSError if the file cannot be read. An empty variable is no token (a token or
+        URL is then None), while an empty password is still a password.
+        """
+        if file is not None:
+            return self.read_file(file)
+        if self.env is None:
+            return None
+        value = (os.environ if environ is None else environ).get(self.env)
+        if value is None or (self.strip and not value):
+            return None
+        return self._clean(value)
+
+    def read_file(self, file: Path) -> str:
+        """The secret in ``file``; raises OSError if it cannot be read."""
+        return self._clean(file.read_text(encoding="utf-8"))
+
+    def _clean(self, text: str) -> str:
+        return text.strip() if self.strip else text.rstrip("\r\n")

@@ -1,0 +1,120 @@
+"""Checks across objects of the site: ids and topics unique, each machine with one source
+that has what it needs, machines on one OPC UA endpoint agreeing on its connection, owners
+that exist, alert rules and channels that name what exists (``alerts.alert_checks``).
+
+They run on the file's plain data, which may be partly wrong (those parts are skipped), so
+that they are reported with their lines and alongside the models' own errors.
+"""
+
+from __future__ import annotations
+
+from pilotline.collectors.opcua.config import CONNECTION_FIELDS
+from pilotline.gateway.config.alerts import alert_checks
+from pilotline.gateway.config.locate import Loc, format_loc
+
+__all__ = ["cross_checks"]
+
+
+def cross_checks(data: object) -> list[tuple[Loc, str]]:
+    """Checks across objects, on plain data that may be partly wrong (those parts are skipped)."""
+    found: list[tuple[Loc, str]] = []
+    if not isinstance(data, dict):
+        return found
+    has_broker = data.get("mqtt") is not None
+    zone_ids: dict[str, Loc] = {}
+    machine_ids: dict[str, Loc] = {}
+    topics: dict[str, tuple[Loc, str]] = {}
+    endpoints: dict[str, tuple[str, dict[str, object]]] = {}
+    zones = data.get("zones")
+    for zi, zone in enumerate(zones if isinstance(zones, list) else []):
+        if not isinstance(zone, dict):
+            continue
+        _unique(zone.get("id"), ("zones", zi), zone_ids, "zone id", found)
+        machines = zone.get("machines")
+        for mi, machine in enumerate(machines if isinstance(machines, list) else []):
+            if not isinstance(machine, dict):
+                continue
+            here: Loc = ("zones", zi, "machines", mi)
+            _unique(machine.get("id"), here, machine_ids, "machine id", found)
+            mqtt, opcua = machine.get("mqtt"), machine.get("opcua")
+            if mqtt is None and opcua is None:
+                found.append((here, "no source: give the machine an mqtt: or an opcua: section"))
+            elif mqtt is not None and opcua is not None:
+                found.append((here, "both mqtt: and opcua: are set: a machine has one source"))
+            if mqtt is not None and not has_broker:
+                found.append(
+                    ((*here, "mqtt"), "an MQTT machine needs the site's mqtt: broker section")
+                )
+            if isinstance(mqtt, dict):
+                topic = mqtt.get("topic")
+                if isinstance(topic, str):
+                    if topic in topics:
+                        other, other_id = topics[topic]
+                        found.append(
+                            (
+                                (*here, "mqtt", "topic"),
+                                f"topic {topic!r} is already the topic of {other_id} "
+                                f"({format_loc(other)}): one topic per machine",
+                            )
+                        )
+                    else:
+                        topics[topic] = (here, str(machine.get("id")))
+            if isinstance(opcua, dict) and isinstance(opcua.get("endpoint"), str):
+                # Machines on one endpoint share one connection, so one set of its settings.
+                first_id, first = endpoints.setdefault(
+                    opcua["endpoint"], (str(machine.get("id")), opcua)
+                )
+                for key in CONNECTION_FIELDS:
+                    if first is not opcua and opcua.get(key) != first.get(key):
+                        found.append(
+                            (
+                                (*here, "opcua", key),
+                                f"{opcua.get(key)!r} differs from {first.get(key)!r} of "
+                                f"{first_id} on the same endpoint: machines on one endpoint "
+                                "share its connection and its settings",
+                            )
+                        )
+            state = machine.get("state")
+            if isinstance(opcua, dict) and isinstance(state, dict):
+                nodes, signal = opcua.get("nodes"), state.get("signal")
+                if (
+                    isinstance(nodes, dict)
+                    and nodes
+                    and isinstance(signal, str)
+                    and (signal not in nodes)
+                ):
+                    found.append(
+                        (
+                            (*here, "state", "signal"),
+                            f"{signal!r} is not one of opcua.nodes "
+                            f"({', '.join(str(k) for k in nodes)})",
+                        )
+                    )
+    alert_checks(data, zone_ids, machine_ids, found)
+    owners = data.get("owners")
+    for owner in owners if isinstance(owners, dict) else {}:
+        machine_owners = {
+            m.get("owner")
+            for z in (zones if isinstance(zones, list) else [])
+            if isinstance(z, dict) and isinstance(z.get("machines"), list)
+            for m in z["machines"]
+            if isinstance(m, dict)
+        }
+        if isinstance(owner, str) and owner not in machine_owners:
+            found.append(
+                (("owners", owner), f"no machine has the owner {owner!r}: a typo? "
+                 f"owners of machines: {', '.join(sorted(str(o) for o in machine_owners))}")
+            )
+    return found
+
+
+def _unique(
+    value: object, here: Loc, seen: dict[str, Loc], what: str, found: list[tuple[Loc, str]]
+) -> None:
+    if not isinstance(value, str):
+        return
+    if value in seen:
+        also = format_loc(seen[value])
+        found.append(((*here, "id"), f"duplicate {what} {value!r}: also {also}"))
+    else:
+        seen[value] = here

@@ -1,0 +1,150 @@
+"""A machine of the site: its source (a collector's section), how its state is read, and
+its timings; the zones that group machines; the defaults machines fall back on."""
+
+from __future__ import annotations
+
+import functools
+import types
+from datetime import UTC, tzinfo
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from pilotline.collectors.fields import Id, Model, PositiveSeconds, Seconds, Signal, Threshold
+from pilotline.collectors.mqtt.config import MqttMachineSource
+from pilotline.collectors.opcua.config import OpcuaSource
+from pilotline.gateway.config.fields import Capability, StateName, dedupe, ms
+from pilotline.gateway.config.offering import Offering
+from pilotline.rules.policy import ALWAYS
+from pilotline.rules.spec import MachineSpec, MappedState, StateRule, ThresholdState
+from pilotline.rules.states import DEFAULT_STATE_MAP, State
+
+__all__ = ["Defaults", "Machine", "StateConfig", "Zone"]
+
+
+class StateConfig(Model):
+    """``state:``: which signal gives the state, through a map or thresholds.
+
+    Without ``map`` or thresholds, the signal goes through the default map alone (OPC
+    40001-1, PackML, MTConnect and SEMI E10 names); a ``map`` is laid over those defaults.
+    """
+
+    signal: Signal
+    map: dict[str, StateName] | None = None
+    running_above: Threshold | None = None
+    idle_below: Threshold | None = None
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _map_keys(cls, value: Any) -> Any:
+        # OPC UA and PackML enumerations arrive as integers, which the core looks up as text.
+        if not isinstance(value, dict):
+            return value
+        out: dict[Any, Any] = {}
+        for key, state in value.items():
+            if isinstance(key, bool):
+                raise ValueError(
+                    f"key {str(key).lower()!r} is a boolean to YAML (yes/no/on/off/true/false "
+                    "are): quote it, e.g. 'on': running"
+                )
+            out[str(key) if isinstance(key, int) else key] = state
+        return out
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> StateConfig:
+        thresholds = (self.running_above, self.idle_below)
+        if self.map is not None and thresholds != (None, None):
+            raise ValueError("use either map or running_above/idle_below, not both")
+        if (self.running_above is None) != (self.idle_below is None):
+            raise ValueError("running_above and idle_below go together: set both")
+        if (
+            self.running_above is not None
+            and self.idle_below is not None
+            and self.idle_below > self.running_above
+        ):
+            raise ValueError(
+                f"idle_below ({self.idle_below:g}) must not exceed running_above "
+                f"({self.running_above:g})"
+            )
+        return self
+
+    def rule(self) -> StateRule:
+        """The core's rule: thresholds, or this map laid over ``DEFAULT_STATE_MAP``."""
+        if self.running_above is not None and self.idle_below is not None:
+            return ThresholdState(self.signal, self.running_above, self.idle_below)
+        return _mapped_state(self.signal, tuple((self.map or {}).items()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _mapped_state(signal: str, overrides: tuple[tuple[str, str], ...]) -> MappedState:
+    """One (immutable) rule for every machine with the same signal and map, rather than a
+    copy of the default map per machine (measured: benchmarks/README.md)."""
+    mapping: dict[str, State] = dict(DEFAULT_STATE_MAP)
+    mapping.update({key: State(name) for key, name in overrides})
+    return MappedState(signal, types.MappingProxyType(mapping))
+
+
+class Defaults(Model):
+    """``defaults:``: timings every machine gets unless it sets its own."""
+
+    debounce_s: Seconds = 20.0
+    stale_after_s: PositiveSeconds = 60.0
+    min_idle_s: Seconds = 900.0
+    publish_interval_s: PositiveSeconds = 60.0
+
+
+class Machine(Model):
+    id: Id
+    owner: Id
+    capabilities: Annotated[list[Capability], AfterValidator(dedupe)] = Field(default_factory=list)
+    mqtt: MqttMachineSource | None = None
+    opcua: OpcuaSource | None = None
+    state: StateConfig
+    debounce_s: Seconds | None = None
+    stale_after_s: PositiveSeconds | None = None
+    min_idle_s: Seconds | None = None
+    publish_interval_s: PositiveSeconds | None = None
+    offering: Offering | None = None
+    """This machine's own offering policy, replacing its owner's."""
+
+    @property
+    def source(self) -> Literal["mqtt", "opcua"]:
+        return "mqtt" if self.mqtt is not None else "opcua"
+
+    def signals(self) -> tuple[str, ...]:
+        """Signals this machine is known to deliver: its OPC UA nodes, or its state signal."""
+        if self.opcua is not None:
+            return tuple(self.opcua.nodes)
+        return (self.state.signal,)
+
+    def spec(
+        self,
+        zone: str,
+        defaults: Defaults,
+        owner_offering: Offering | None = None,
+        tz: tzinfo = UTC,
+    ) -> MachineSpec:
+        def pick(own: float | None, default: float) -> int:
+            return ms(default if own is None else own)
+
+        offering = self.offering or owner_offering
+        min_idle_s = self.min_idle_s
+        if min_idle_s is None and offering is not None:
+            min_idle_s = offering.min_idle_s
+        return MachineSpec(
+            id=self.id,
+            zone=zone,
+            owner=self.owner,
+            state=self.state.rule(),
+            capabilities=tuple(self.capabilities),
+            debounce_ms=pick(self.debounce_s, defaults.debounce_s),
+            stale_after_ms=pick(self.stale_after_s, defaults.stale_after_s),
+            min_idle_ms=pick(min_idle_s, defaults.min_idle_s),
+            publish_interval_ms=pick(self.publish_interval_s, defaults.publish_interval_s),
+            policy=offering.policy(tz) if offering is not None else ALWAYS,
+        )
+
+
+class Zone(Model):
+    id: Id
+    machines: list[Machine] = Field(min_length=1)

@@ -1,0 +1,114 @@
+"""When idle time may be offered: an owner's (or one machine's) weekly hours and blackouts,
+and what an owner lets tenants see."""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from datetime import time as dt_time
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from pilotline.collectors.fields import Model, Seconds
+from pilotline.gateway.config.fields import ms
+from pilotline.rules.policy import OfferingPolicy, WeeklySlot
+
+__all__ = ["Blackout", "DayName", "Offering", "OwnerPolicy", "WeeklyHours"]
+
+_DAY_NAMES: Final = {
+    "mon": (0,), "tue": (1,), "wed": (2,), "thu": (3,), "fri": (4,), "sat": (5,), "sun": (6,),
+    "weekdays": (0, 1, 2, 3, 4), "weekend": (5, 6), "daily": (0, 1, 2, 3, 4, 5, 6),
+}
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun", "weekdays", "weekend", "daily"]
+
+
+def _clock_time(value: Any) -> Any:
+    """``"18:00"``; YAML 1.1 reads an unquoted 18:00 as the base-60 number 1080."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        value = f"{value // 60:02d}:{value % 60:02d}"
+    if isinstance(value, str):
+        hours, sep, minutes = value.partition(":")
+        if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+            raise ValueError(f"a time of day is HH:MM, like \"18:00\", got {value!r}")
+        if not (0 <= int(hours) <= 24 and int(minutes) < 60) or (
+            int(hours) == 24 and int(minutes) != 0
+        ):
+            raise ValueError(f"{value!r} is not a time of day (00:00 to 24:00)")
+        return f"{int(hours):02d}:{minutes}"
+    return value
+
+
+ClockTime = Annotated[str, BeforeValidator(_clock_time)]
+
+
+class WeeklyHours(Model):
+    """``{days: [weekdays], from: "18:00", to: "06:00"}``: ``to`` at or before ``from`` runs
+    into the next day; ``to: "24:00"`` is the end of the day."""
+
+    days: list[DayName] = Field(min_length=1)
+    from_: ClockTime = Field(alias="from")
+    to: ClockTime
+
+    def slot(self) -> WeeklySlot:
+        days = frozenset(d for name in self.days for d in _DAY_NAMES[name])
+        start = _time_of(self.from_)
+        end = None if self.to == "24:00" else _time_of(self.to)
+        return WeeklySlot(days, start if start is not None else dt_time(0), end)
+
+
+def _time_of(text: str) -> dt_time | None:
+    hours, minutes = (int(part) for part in text.split(":"))
+    return None if hours == 24 else dt_time(hours, minutes)
+
+
+class Blackout(Model):
+    """A period when nothing is offered (planned production, holidays); a time without an
+    offset is the facility's local time."""
+
+    from_: datetime = Field(alias="from")
+    to: datetime
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Blackout:
+        if self.to <= self.from_:
+            raise ValueError("a blackout's `to` must come after its `from`")
+        return self
+
+    def interval(self, tz: tzinfo) -> tuple[int, int]:
+        def epoch_ms(moment: datetime) -> int:
+            local = moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
+            return round(local.timestamp() * 1000)
+
+        return epoch_ms(self.from_), epoch_ms(self.to)
+
+
+class Offering(Model):
+    """``offering:``: when an owner (or one machine) lets available idle time be offered."""
+
+    weekly: list[WeeklyHours] = Field(default_factory=list)
+    """Hours of the week when idle time may be offered; none listed: any time."""
+    blackouts: list[Blackout] = Field(default_factory=list)
+    min_idle_s: Seconds | None = None
+    """Idle this long before it is offered (overrides defaults.min_idle_s)."""
+    min_window_s: Seconds = 0.0
+    """Offer only while the allowed hours still have this long to run."""
+
+    def policy(self, tz: tzinfo) -> OfferingPolicy:
+        return OfferingPolicy(
+            tz=tz,
+            weekly=tuple(hours.slot() for hours in self.weekly),
+            blackouts=tuple(b.interval(tz) for b in self.blackouts),
+            min_window_ms=ms(self.min_window_s),
+        )
+
+
+class OwnerPolicy(Model):
+    """``owners: {acme-optics: {...}}``: what an owner lets tenants see of its machines."""
+
+    show_to_tenants: bool = False
+    """Tenants see this owner's name beside its offered capacity (default: hidden)."""
+    offering: Offering | None = None
+    """When this owner's machines may be offered (default: whenever they are available)."""

@@ -1,0 +1,173 @@
+"""The site model: the whole file, assembling the sections each component owns (the MQTT
+and OPC UA collectors', the InfluxDB sink's, the alert channels') with the site's own
+(zones and machines, owners, defaults, the API, logs, sharding)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pilotline.collectors.fields import Id, Model
+from pilotline.collectors.mqtt.config import MqttBrokerConfig
+from pilotline.gateway.config.alerts import AlertsConfig
+from pilotline.gateway.config.checks import cross_checks
+from pilotline.gateway.config.fields import ms
+from pilotline.gateway.config.locate import format_loc
+from pilotline.gateway.config.machine import Defaults, Machine, Zone
+from pilotline.gateway.config.offering import Offering, OwnerPolicy
+from pilotline.gateway.shard import ShardBy, check_shard_text, zone_shard_tag
+from pilotline.gateway.sinks.influx.config import InfluxConfig
+from pilotline.rules.alerts import AlertRule
+from pilotline.rules.spec import PlantSpec
+
+__all__ = ["CROSS_CHECKED", "LogConfig", "SiteConfig"]
+
+CROSS_CHECKED: Final = "pilotline.config.cross_checked"
+"""Validation context key: the caller runs ``cross_checks`` itself (``load_config`` does, to
+report them with their lines)."""
+
+
+def _zone_name(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name like Europe/Paris or UTC"
+            ) from None
+    return value
+
+
+class LogConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+def _check_api(value: str) -> str:
+    host, port = _split_api(value)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_HOSTNAME_RE: Final = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _split_api(value: str) -> tuple[str, int]:
+    shape = "api must be host:port, like 127.0.0.1:8080 or [::1]:8080"
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{shape}, got {value!r}")
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"api port must be 1-65535, got {port_text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{shape}: {host!r} is not an IPv6 address") from None
+    elif re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{shape}: {host!r} is not an IPv4 address") from None
+    elif not _HOSTNAME_RE.fullmatch(host):
+        raise ValueError(f"{shape}: {host!r} is not a host name or an address")
+    return host, int(port_text)
+
+
+class SiteConfig(Model):
+    """The whole file."""
+
+    site: Id
+    mqtt: MqttBrokerConfig | None = None
+    influx: InfluxConfig | None = None
+    store: Path = Path("./var/pilotline.db")
+    api: Annotated[str, AfterValidator(_check_api)] = "127.0.0.1:8080"
+    defaults: Defaults = Field(default_factory=Defaults)
+    zones: list[Zone] = Field(min_length=1)
+    log: LogConfig = Field(default_factory=LogConfig)
+    owners: dict[Id, OwnerPolicy] = Field(default_factory=dict)
+    timezone: Annotated[str, BeforeValidator(_zone_name)] = "UTC"
+    """The facility's IANA time zone: offering hours and blackouts are in it."""
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    shard: Annotated[str | None, BeforeValidator(check_shard_text)] = None
+    """``K/N``: this gateway owns the K-th of N shares of the machines (gateway/shard.py,
+    docs/scaling.md); ``pilotline run --shard K/N`` overrides it."""
+    shard_by: ShardBy = "machine"
+    """What a share is made of: machines (an even spread, even in one large zone; zone-level
+    points then carry a ``shard`` tag), or whole zones (zone-level points stay whole)."""
+    _applied_shard: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _site_checks(self, info: ValidationInfo) -> SiteConfig:
+        # load_config runs these on the raw data itself, to report them with their lines
+        # and alongside field errors; here they guard configurations built in code.
+        if isinstance(info.context, dict) and info.context.get(CROSS_CHECKED):
+            return self
+        found = cross_checks(self.model_dump(by_alias=True))
+        if found:
+            raise ValueError("; ".join(f"{format_loc(loc)}: {msg}" for loc, msg in found))
+        return self
+
+    @property
+    def api_host(self) -> str:
+        return _split_api(self.api)[0]
+
+    @property
+    def api_port(self) -> int:
+        return _split_api(self.api)[1]
+
+    @property
+    def applied_shard(self) -> str:
+        """``"K/N"`` once ``config.sharding.restrict`` cut this configuration to one shard."""
+        return self._applied_shard
+
+    @property
+    def shard_tag(self) -> str:
+        """The ``shard`` tag of this gateway's zone-level points, ``""`` for none."""
+        return zone_shard_tag(self._applied_shard, self.shard_by)
+
+    def machines(self) -> list[tuple[Zone, Machine]]:
+        return [(zone, machine) for zone in self.zones for machine in zone.machines]
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def plant_spec(self) -> PlantSpec:
+        tz = self.tz
+
+        def offering_of(owner: str) -> Offering | None:
+            policy = self.owners.get(owner)
+            return policy.offering if policy is not None else None
+
+        return PlantSpec(
+            machines=tuple(
+                m.spec(zone.id, self.defaults, offering_of(m.owner), tz)
+                for zone, m in self.machines()
+            ),
+            publish_interval_ms=ms(self.defaults.publish_interval_s),
+        )
+
+    def alert_rules(self) -> tuple[AlertRule, ...]:
+        return tuple(r.rule() for r in self.alerts.rules)

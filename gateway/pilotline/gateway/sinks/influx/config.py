@@ -1,0 +1,71 @@
+"""Configuration of the InfluxDB sink: the site's ``influx:`` section.
+
+The token never sits in the file: it comes from ``token_file`` or from the environment
+variable ``PILOTLINE_INFLUX_TOKEN``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Final
+from urllib.parse import urlsplit
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from pilotline.collectors.fields import Connection, PositiveSeconds, ReadFile, Secret, SecretFile
+
+__all__ = ["INFLUX_TOKEN_ENV", "InfluxConfig"]
+
+INFLUX_TOKEN_ENV: Final = "PILOTLINE_INFLUX_TOKEN"  # noqa: S105 (a variable name, not a secret)
+TOKEN: Final = Secret("token", env=INFLUX_TOKEN_ENV, strip=True)
+
+
+class InfluxConfig(Connection):
+    """``influx:``: where points go besides the embedded store. The token never sits here."""
+
+    url: str
+    org: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)
+    token_file: SecretFile = None
+    ca_file: ReadFile = None
+    """CA certificate(s) (PEM) an https:// server's certificate must chain to."""
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    flush_interval_s: PositiveSeconds = 1.0
+    timeout_s: PositiveSeconds = 10.0
+    outbox_max_points: int = Field(default=5_000_000, ge=1_000)
+    """Most lines the durable outbox keeps while InfluxDB is away (their size on disk:
+    benchmarks/README.md); beyond it raw telemetry is dropped first, oldest first, then
+    events."""
+    inline_token: Annotated[None, BeforeValidator(TOKEN.refuse)] = Field(
+        default=None, alias="token", exclude=True, repr=False
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(f"url must not carry credentials: {TOKEN.advice}")
+        if not parts.hostname:
+            raise ValueError(f"url has no host: {url!r}")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"url has an invalid port: {url!r}") from None
+        return url
+
+    @model_validator(mode="after")
+    def _ca_needs_https(self) -> InfluxConfig:
+        if self.ca_file is not None and urlsplit(self.url).scheme != "https":
+            raise ValueError("ca_file is set but the url is http:// (no TLS): use https://")
+        return self
+
+    def token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The token from ``token_file`` (preferred) or ``PILOTLINE_INFLUX_TOKEN``.
+
+        None when neither is set (a store without authentication). Raises OSError if the
+        file cannot be read; read on each call, so a rotated token is picked up.
+        """
+        return TOKEN.read(self.token_file, environ)
