@@ -165,15 +165,10 @@ def test_the_checker_sees_a_wrong_import(tmp_path: Path) -> None:
     assert not _third_party("sqlite3")
 
 
-# The split of gateway/config/ (issue 13, another branch) removes this one: config imports
-# shard, and shard names SiteConfig in a type hint. Delete the entry when that lands.
-KNOWN_CYCLES = [["pilotline.gateway.config", "pilotline.gateway.shard"]]
-
-
 def test_no_module_imports_itself_back() -> None:
     modules = {name: path for part in PARTS for name, path in _modules(part)}
     cycles = _cycles(_import_graph(modules))
-    assert [c for c in cycles if c not in KNOWN_CYCLES] == []
+    assert cycles == []
 
 
 def test_the_cycle_check_sees_a_cycle(tmp_path: Path) -> None:
