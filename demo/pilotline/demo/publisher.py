@@ -21,6 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.demo.plant import Plant
+from pilotline.gateway.clock import wall_clock_ms
 
 __all__ = ["PublishError", "publish_plant", "publish_timeline"]
 
@@ -36,11 +37,6 @@ class PublishError(RuntimeError):
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(f"{message} ({url})")
         self.url = url
-
-
-def wall_clock_ms() -> int:
-    """Epoch milliseconds from the wall clock (the default ``clock_ms``)."""
-    return time.time_ns() // 1_000_000
 
 
 def _client(mqtt_url: str, client_id: str) -> tuple[mqtt.Client, str, int]:

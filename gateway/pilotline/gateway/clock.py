@@ -18,14 +18,13 @@ from collections.abc import Callable
 
 import structlog
 
+from pilotline.collectors.clock import wall_clock_ms
+
 log = structlog.get_logger("pilotline.gateway.clock")
 
 Clock = Callable[[], int]
 
-
-def wall_clock_ms() -> int:
-    """The wall clock in epoch milliseconds: the gateway's default ``clock_ms``."""
-    return time.time_ns() // 1_000_000
+__all__ = ["Clock", "SteadyClock", "monotonic_ms", "wall_clock_ms"]
 
 
 def monotonic_ms() -> int:

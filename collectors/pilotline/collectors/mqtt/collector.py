@@ -32,7 +32,6 @@ import contextlib
 import functools
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -46,6 +45,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pilotline.collectors.backoff import equal_jitter
+from pilotline.collectors.clock import wall_clock_ms
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.collectors.mqtt.parse import OVERSIZED, UNKNOWN_TOPIC, Rejection, decode
 from pilotline.collectors.mqtt.reader import BufferedClient
@@ -61,10 +61,6 @@ MISC_INTERVAL_S = 1.0
 _FIRST_BACKOFF_S = 1.0
 _MAX_PACKETS_PER_READ = 1000
 _new_tuple = tuple.__new__
-
-
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class AckToken(NamedTuple):
@@ -135,7 +131,7 @@ class MqttCollector:
         on_reject: Callable[[Quarantined, AckToken], None],
         *,
         client_id: str,
-        clock_ms: Callable[[], int] = _wall_clock_ms,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         if not client_id:
             raise ValueError("client_id must not be empty: the persistent session depends on it")

@@ -52,6 +52,7 @@ from asyncua.common.subscription import (
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 from pilotline.collectors.backoff import equal_jitter
+from pilotline.collectors.clock import wall_clock_ms
 from pilotline.collectors.opcua.config import OpcuaSource, connection_conflicts
 from pilotline.collectors.opcua.errors import OpcuaError, UntrustedServerError
 from pilotline.collectors.opcua.parse import Rejection, Stamper, read_data_value
@@ -77,10 +78,6 @@ _HEARTBEAT_HANDLE_BASE: Final = 1  # handles 1..n: one heartbeat per subscriptio
 _ITEM_HANDLE_BASE: Final = 1_000
 _WATCH_INTERVAL_S: Final = 0.25
 _CLOSE_TIMEOUT_S: Final = 2.0
-
-
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +161,7 @@ class OpcuaCollector:
         on_reject: Callable[[Quarantined], None] | None = None,
         *,
         pki_dir: Path,
-        clock_ms: Callable[[], int] = _wall_clock_ms,
+        clock_ms: Callable[[], int] = wall_clock_ms,
         reconnect_max_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         request_timeout_s: float = 10.0,

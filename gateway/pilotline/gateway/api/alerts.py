@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
@@ -17,12 +17,11 @@ from pilotline.gateway.api.ports import AlertsPort
 from pilotline.gateway.config import duration_ms
 from pilotline.gateway.timefmt import iso
 from pilotline.rules.alerts import AlertView
-from pilotline.rules.dispatch import Silence
+from pilotline.rules.dispatch import Label, Silence
 
 DAY_MS = 86_400_000
 MAX_SILENCE_MS = 90 * DAY_MS
 """The longest silence the API sets: a forgotten silence must not mute a site for ever."""
-SilenceLabel = Literal["rule", "zone", "severity", "machine", "owner"]
 
 
 class AlertOut(BaseModel):
@@ -61,7 +60,7 @@ class SilenceIn(BaseModel):
     rule, zone, severity, machine, owner) from ``starts_at`` (default now) until ``ends_at``,
     or for ``duration`` (``30m``, ``2h``, ``1d``)."""
 
-    matchers: dict[SilenceLabel, Annotated[str, Field(min_length=1, max_length=400)]] = Field(
+    matchers: dict[Label, Annotated[str, Field(min_length=1, max_length=400)]] = Field(
         min_length=1
     )
     starts_at: datetime | None = None
