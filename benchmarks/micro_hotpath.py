@@ -49,6 +49,7 @@ import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from pilotline.collectors.mqtt.collector import AckToken  # noqa: E402
+from pilotline.collectors.mqtt.packets import encode_publish  # noqa: E402
 from pilotline.collectors.mqtt.parse import decode, from_object  # noqa: E402
 from pilotline.rules import MachineSpec, MappedState, Plant, PlantSpec, Sample  # noqa: E402
 from pilotline.rules.states import DEFAULT_STATE_MAP  # noqa: E402
@@ -76,16 +77,7 @@ def show(label: str, seconds: float, note: str = "") -> None:
 
 def publish_packet(topic: str, mid: int, payload: bytes) -> bytes:
     """One MQTT 5 QoS 1 PUBLISH (no properties)."""
-    t = topic.encode()
-    body = len(t).to_bytes(2, "big") + t + mid.to_bytes(2, "big") + b"\x00" + payload
-    n = len(body)
-    length = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            break
-    return bytes([0x32]) + bytes(length) + body
+    return encode_publish(topic.encode(), payload, qos=1, mid=mid)
 
 
 def _more_to_read(sock: socket.socket) -> bool:
