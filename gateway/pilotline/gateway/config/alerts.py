@@ -1,6 +1,6 @@
-"""``alerts:``: the alert rules (their lifecycle is the core's, rules/alerts.py), the
+"""``alerts:``: the alert rules (their lifecycle is the core's, rules/alerts/), the
 notification channels (each channel's configuration is its own, in notify/<channel>/config.py)
-and the notification policy (rules/dispatch.py)."""
+and the notification policy (rules/dispatch/)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class AlertRuleConfig(Model):
     ``below``), ``offered_idle_for`` and ``collector: disconnected`` (one alert per collector,
     which holds back its machines' offline and state alerts while it is down).
     ``suppress_in_maintenance`` (default true): a signal, capacity or state rule is silent
-    while the machine is in maintenance (see rules/alerts.py)."""
+    while the machine is in maintenance (see rules/alerts/)."""
 
     name: Id
     severity: Severity = "warning"
@@ -152,14 +152,14 @@ def _default_group_by() -> list[GroupLabel]:
 
 
 class AlertsConfig(Model):
-    """``alerts:``: the rules (see rules/alerts.py for their lifecycle) and the channels that
+    """``alerts:``: the rules (see rules/alerts/ for their lifecycle) and the channels that
     are notified of them (webhooks, e-mail, MQTT: see gateway/notify/)."""
 
     rules: list[AlertRuleConfig] = Field(default_factory=list)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     email: list[EmailConfig] = Field(default_factory=list)
     mqtt: list[AlertMqttConfig] = Field(default_factory=list)
-    # Notification policy (rules/dispatch.py): alerts of the same group_by values make one
+    # Notification policy (rules/dispatch/): alerts of the same group_by values make one
     # notification per channel, first group_wait after the group's first alert, then at most
     # once per group_interval; a firing alert not acknowledged is sent again every
     # repeat_interval.

@@ -1,7 +1,7 @@
 """The gateway's alerting: the two pure cores wired together, with their state kept.
 
-``Alerts`` (rules/alerts.py) decides when an alert fires and resolves; ``Dispatcher``
-(rules/dispatch.py) decides who is told and when (routes, groups, repeats, silences,
+``Alerts`` (rules/alerts/) decides when an alert fires and resolves; ``Dispatcher``
+(rules/dispatch/) decides who is told and when (routes, groups, repeats, silences,
 acknowledgements). This class feeds one into the other and keeps what must survive a restart
 (``alert_state.py``):
 

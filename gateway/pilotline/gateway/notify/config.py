@@ -32,6 +32,6 @@ class ChannelConfig(Connection):
     zones: list[Id] | None = None
 
     def route(self) -> Route:
-        """What the dispatcher (rules/dispatch.py) sends to this channel."""
+        """What the dispatcher (rules/dispatch/) sends to this channel."""
         zones = frozenset(self.zones) if self.zones is not None else None
         return Route(self.name, self.min_severity, zones)
