@@ -297,7 +297,7 @@ def section_store() -> None:
 def section_gateway() -> None:
     import asyncio
 
-    from pilotline.collectors.mqtt import collector as mqtt_collector
+    from pilotline.collectors.mqtt.connection import Connection
     from pilotline.gateway.config import load_config
     from pilotline.gateway.logs import configure_logging
     from pilotline.gateway.service import Gateway
@@ -341,11 +341,14 @@ def section_gateway() -> None:
             assert collector is not None
             assert gateway.drainer is not None
             client = collector._make_client()
-            collector._conn = mqtt_collector._Connection(
+            collector._conn = Connection(
                 client=client,
                 generation=1,
                 connack=loop.create_future(),
                 closed=loop.create_future(),
+                loop=loop,
+                receive_maximum=config.mqtt.receive_maximum,
+                on_pause=lambda: None,
             )
             warm_up = 2_000
             total = 24_000

@@ -2,39 +2,32 @@
 
 Theory of operation
 -------------------
-paho does the protocol; this module does the I/O scheduling, like aiomqtt 2.x: paho tells us
-when its socket opens and closes and when it has something to write (``on_socket_*``
-callbacks), and we register the socket with the event loop (``add_reader``/``add_writer``),
-calling ``loop_read()``/``loop_write()`` when it is ready, plus ``loop_misc()`` once a second
-for keep-alives. No paho thread: every callback, and so every ``on_sample``/``on_reject``,
-runs synchronously in the event loop.
-
-The blocking part of a connection attempt (DNS, TCP connect, TLS handshake) runs in a worker
-thread; the socket callbacks paho makes from that thread are queued and replayed in the loop
-once ``connect()`` has returned, so paho is never used from two threads at once.
+paho does the protocol; this package does the I/O scheduling, like aiomqtt 2.x: each
+connection's socket is registered with the event loop (``connection.py``), so there is no
+paho thread and every callback, and so every ``on_sample``/``on_reject``, runs
+synchronously in the event loop. Only the blocking part of a connection attempt (DNS, TCP
+connect, TLS handshake) runs in a worker thread.
 
 Each connection is a fresh paho client with the same client id, MQTT v5,
-``clean_start=False`` and a Session Expiry Interval: the broker keeps our subscriptions and
-queues QoS 1 messages while we are away. Acknowledgement is manual: a PUBACK goes out only
-when the gateway calls ``ack()`` after the sample is durable. Packet ids restart per
-connection and are reused as soon as a message is acknowledged, so each ``AckToken`` also
-carries a delivery number, unique for the collector's lifetime, and ``ack()`` sends a PUBACK
-only for a delivery still outstanding on the current connection. A token of an earlier
-connection, or one acked twice, is dropped: it can never acknowledge another message. The
-broker redelivers the messages of a lost connection on the next one anyway.
+``clean_start=False`` and a Session Expiry Interval: the broker keeps our subscriptions
+(``topics.py``) and queues QoS 1 messages while we are away. Acknowledgement is manual: a
+PUBACK goes out only when the gateway calls ``ack()`` after the sample is durable
+(``acks.py``: why each ``AckToken`` carries a delivery number).
+
+This module holds the collector: the reconnect loop, paho's protocol callbacks, and the
+per-message path from a PUBLISH to ``on_sample``/``on_reject`` (the hot path).
+``health.py`` holds what it reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import functools
 import ssl
-import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as paho
 import structlog
@@ -42,35 +35,28 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pilotline.collectors.backoff import equal_jitter
 from pilotline.collectors.clock import wall_clock_ms
+from pilotline.collectors.mqtt.acks import AckToken, acknowledge
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
+from pilotline.collectors.mqtt.connection import Connection, close_quietly
+from pilotline.collectors.mqtt.health import MqttHealth, health_report
 from pilotline.collectors.mqtt.parse import OVERSIZED, UNKNOWN_TOPIC, Rejection, decode
 from pilotline.collectors.mqtt.reader import BufferedClient
+from pilotline.collectors.mqtt.topics import TopicMap
 from pilotline.rules.sample import Sample
 
+# AckToken and MqttHealth live in their own modules and stay importable from here, where
+# the gateway and the tests import them.
 __all__ = ["AckToken", "MqttCollector", "MqttHealth", "Quarantined"]
 
 log = structlog.get_logger("pilotline.collectors.mqtt")
 
 QUARANTINE_HEAD_BYTES = 256
 CONNACK_TIMEOUT_S = 15.0
-MISC_INTERVAL_S = 1.0
 _FIRST_BACKOFF_S = 1.0
-_MAX_PACKETS_PER_READ = 1000
 _new_tuple = tuple.__new__
-
-
-class AckToken(NamedTuple):
-    """Identifies a received message for ``MqttCollector.ack``; opaque to the gateway.
-
-    A NamedTuple, not a frozen dataclass: one is made per message, and it costs a third."""
-
-    mid: int
-    qos: int
-    delivery: int = 0  # unique per received message; guards against reused packet ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,39 +69,6 @@ class Quarantined:
     arrival_ms: int
     machine: str | None
     detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class MqttHealth:
-    connected: bool
-    since_ms: int | None  # when ``connected`` last changed (None: never tried yet)
-    last_error: str | None
-    reconnects: int  # successful connections after the first
-    subscribed: bool  # every topic granted on the current connection
-    topics: dict[str, int | None]  # topic -> arrival time of its last message
-    received: int
-    rejected: dict[str, int]
-    unacked: int = 0  # QoS 1 messages handed out and not yet acknowledged on this connection
-    dropped_acks: int = 0  # tokens of an earlier connection, or acknowledged twice
-    pauses: int = 0  # times reading stopped because receive_maximum messages were unacked
-    session_present: bool = False  # the broker resumed our session (and its subscriptions)
-
-
-@dataclass(slots=True)
-class _Connection:
-    """One paho client, from its connection attempt to its socket closing."""
-
-    client: BufferedClient
-    generation: int
-    connack: asyncio.Future[str | None]  # None: accepted; else why not
-    closed: asyncio.Future[None]
-    sock: Any = None
-    misc_task: asyncio.Task[None] | None = None
-    subscribe_mid: int | None = None
-    deferred: list[Callable[[], None]] = field(default_factory=list)
-    outstanding: dict[int, int] = field(default_factory=dict)  # mid -> delivery, unacked
-    in_connect: bool = True  # paho callbacks may come from the connect thread
-    paused: bool = False  # reader removed: ``receive_maximum`` messages await their ack
 
 
 class MqttCollector:
@@ -136,9 +89,9 @@ class MqttCollector:
         if not client_id:
             raise ValueError("client_id must not be empty: the persistent session depends on it")
         self._config = config
-        self._topics = dict(topics)
-        # The buffered reader hands topics over as bytes: look them up without decoding.
-        self._by_topic_bytes = {t.encode(): (t, m) for t, m in self._topics.items()}
+        self._topic_map = TopicMap(topics)
+        self._topics = self._topic_map.machines  # the per-message path reads these two
+        self._by_topic_bytes = self._topic_map.by_bytes
         self._on_sample = on_sample
         self._on_reject = on_reject
         self._client_id = config.client_id or client_id
@@ -146,8 +99,7 @@ class MqttCollector:
         self._url = f"{'mqtts' if config.tls else 'mqtt'}://{config.host}:{config.port}"
 
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         self._generation = 0
 
         self._connected = False
@@ -168,7 +120,6 @@ class MqttCollector:
     async def run(self) -> None:
         """Connect, subscribe and reconnect forever; returns only by cancellation."""
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="pilotline-mqtt-connect"
         )
@@ -198,23 +149,9 @@ class MqttCollector:
         conn = self._conn
         if conn is None:
             return
-        outstanding = conn.outstanding
-        pubacks: list[int] = []
-        for token in tokens:
-            if token.qos == 0:
-                continue
-            if outstanding.get(token.mid) != token.delivery or conn.sock is None:
-                self._dropped_acks += 1
-                continue
-            del outstanding[token.mid]
-            if token.qos == 1:
-                pubacks.append(token.mid)
-            else:
-                conn.client.ack(token.mid, token.qos)
-        if pubacks:
-            conn.client.ack_many(pubacks)  # one write for the whole commit
-        if conn.paused and len(outstanding) < self._config.receive_maximum:
-            self._resume(conn)
+        self._dropped_acks += acknowledge(conn, tokens)
+        if conn.paused and len(conn.outstanding) < self._config.receive_maximum:
+            conn.resume()
 
     def health(self) -> MqttHealth:
         return MqttHealth(
@@ -240,35 +177,7 @@ class MqttCollector:
 
     def health_report(self, now_ms: int) -> dict[str, Any]:
         """This collector's part of the gateway's ``/health``."""
-        h = self.health()
-        why = None
-        if not h.connected:
-            why = f"disconnected: {h.last_error or 'connecting'}"
-        elif not h.subscribed and not h.session_present:
-            # A resumed session keeps its subscriptions: the broker delivers the backlog it
-            # queued before it answers the new SUBSCRIBE, which may take a while and is not
-            # a fault.
-            why = "subscriptions not confirmed by the broker"
-        return {
-            "healthy": why is None,
-            "why": why,
-            "connected": h.connected,
-            "session_resumed": h.session_present,
-            "subscribed": h.subscribed,
-            "since_ms": h.since_ms,
-            "reconnects": h.reconnects,
-            "received": h.received,
-            "unacked": h.unacked,
-            "read_pauses": h.pauses,
-            "rejected": dict(h.rejected),
-            "subscriptions": {
-                topic: {
-                    "last_message_ms": last,
-                    "silent_for_s": None if last is None else round((now_ms - last) / 1000, 1),
-                }
-                for topic, last in h.topics.items()
-            },
-        }
+        return health_report(self.health(), now_ms)
 
     def gauges(self) -> tuple[bool, int, int, int]:
         """connected, reconnects, values with a Bad status (none in MQTT), messages received."""
@@ -316,18 +225,21 @@ class MqttCollector:
         except (OSError, ValueError) as exc:
             self._last_error = f"client setup failed: {exc}"
             return False
-        conn = _Connection(
+        conn = Connection(
             client=client,
             generation=self._generation,
             connack=self._loop.create_future(),
             closed=self._loop.create_future(),
+            loop=self._loop,
+            receive_maximum=self._config.receive_maximum,
+            on_pause=self._count_pause,
         )
         self._conn = conn
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._config.session_expiry_s
         # Flow control: the broker should send at most this many QoS 1 messages without a
         # PUBACK, and PUBACKs go out only once samples are durable. Mosquitto 2.0 does not
-        # hold to it under a steady stream, so _readable also stops reading at that many.
+        # hold to it under a steady stream, so the connection also stops reading at that many.
         props.ReceiveMaximum = self._config.receive_maximum
         cfuture = executor.submit(
             client.connect,
@@ -342,17 +254,14 @@ class MqttCollector:
         except asyncio.CancelledError:
             # The thread cannot be interrupted: close whatever socket it opens, and leave
             # paho alone until then (its deferred socket callbacks are never replayed).
-            cfuture.add_done_callback(lambda _f: _close_quietly(conn.sock))
+            cfuture.add_done_callback(lambda _f: close_quietly(conn.sock))
             raise
         except (OSError, ValueError) as exc:  # ssl.SSLError and socket errors are OSErrors
             self._last_error = f"connect to {self._url} failed: {exc}"
-            self._teardown(conn)
+            conn.teardown()
             return False
         try:
-            conn.in_connect = False
-            for callback in conn.deferred:
-                callback()
-            conn.deferred.clear()
+            conn.connect_returned()
 
             try:
                 refused = await asyncio.wait_for(asyncio.shield(conn.connack), CONNACK_TIMEOUT_S)
@@ -360,36 +269,17 @@ class MqttCollector:
                 refused = f"no CONNACK within {CONNACK_TIMEOUT_S:g} s"
             if refused is not None:
                 self._last_error = refused
-                self._teardown(conn)
+                conn.teardown()
                 return False
 
             await asyncio.shield(conn.closed)
             return True
         except asyncio.CancelledError:
-            self._disconnect(conn)
+            conn.disconnect()
+            log.info("mqtt.disconnected", url=self._url)
             raise
         finally:
             self._set_connected(False)
-
-    def _disconnect(self, conn: _Connection) -> None:
-        """Send DISCONNECT (the session stays on the broker) and close; used on cancel."""
-        if conn.sock is not None and not conn.closed.done():
-            with contextlib.suppress(OSError, ValueError):
-                conn.client.disconnect()
-                conn.client.loop_write()  # paho closes the socket once DISCONNECT is out
-        self._teardown(conn)
-        log.info("mqtt.disconnected", url=self._url)
-
-    def _teardown(self, conn: _Connection) -> None:
-        """Forget the socket and stop its tasks, whatever state paho is in."""
-        if conn.sock is not None:
-            self._detach(conn, conn.sock)
-            _close_quietly(conn.sock)
-            conn.sock = None
-        if not conn.connack.done():
-            conn.connack.set_result("connection closed")
-        if not conn.closed.done():
-            conn.closed.set_result(None)
 
     def _set_connected(self, connected: bool) -> None:
         if connected != self._connected or self._since_ms is None:
@@ -398,130 +288,39 @@ class MqttCollector:
         if not connected:
             self._subscribed = False
 
-    # -- socket callbacks (paho -> event loop) -------------------------------------------------
+    def _count_pause(self) -> None:
+        self._pauses += 1
 
-    def _current(self, client: paho.Client) -> _Connection | None:
+    # -- socket callbacks (paho -> the connection, in the event loop) -------------------------
+
+    def _current(self, client: paho.Client) -> Connection | None:
         conn = self._conn
         return conn if conn is not None and conn.client is client else None
-
-    def _in_loop(self, conn: _Connection, callback: Callable[[], None]) -> None:
-        if conn.in_connect and threading.get_ident() != self._loop_thread:
-            conn.deferred.append(callback)
-        else:
-            callback()
 
     def _handle_socket_open(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
         conn = self._current(client)
         if conn is None:
             return
         conn.sock = sock
-        self._in_loop(conn, lambda: self._attach(conn, sock))
+        conn.in_loop(lambda: conn.attach(sock))
 
     def _handle_socket_close(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
         conn = self._current(client)
         if conn is None:
             return
-        self._in_loop(conn, lambda: self._on_closed(conn, sock))
+        conn.in_loop(lambda: conn.socket_closed(sock))
 
     def _handle_register_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
         conn = self._current(client)
         if conn is None:
             return
-        self._in_loop(conn, lambda: self._add_writer(conn, sock))
+        conn.in_loop(lambda: conn.add_writer(sock))
 
     def _handle_unregister_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
         conn = self._current(client)
         if conn is None:
             return
-        self._in_loop(conn, lambda: self._remove_writer(sock))
-
-    def _attach(self, conn: _Connection, sock: Any) -> None:
-        assert self._loop is not None
-        if conn.closed.done() or sock.fileno() < 0:
-            return
-        self._loop.add_reader(sock, self._readable, conn, sock)
-        conn.misc_task = self._loop.create_task(
-            self._misc_loop(conn), name=f"mqtt-misc-{conn.generation}"
-        )
-
-    def _add_writer(self, conn: _Connection, sock: Any) -> None:
-        assert self._loop is not None
-        if conn.closed.done() or sock.fileno() < 0:
-            return
-        self._loop.add_writer(sock, self._writable, conn)
-
-    def _remove_writer(self, sock: Any) -> None:
-        assert self._loop is not None
-        if sock.fileno() >= 0:
-            self._loop.remove_writer(sock)
-
-    def _detach(self, conn: _Connection, sock: Any) -> None:
-        assert self._loop is not None
-        if sock.fileno() >= 0:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-        if conn.misc_task is not None:
-            conn.misc_task.cancel()
-            conn.misc_task = None
-
-    def _on_closed(self, conn: _Connection, sock: Any) -> None:
-        self._detach(conn, sock)
-        conn.sock = None
-        if not conn.connack.done():
-            conn.connack.set_result("connection closed before CONNACK")
-        if not conn.closed.done():
-            conn.closed.set_result(None)
-
-    def _readable(self, conn: _Connection, sock: Any) -> None:
-        # One readable event hands the gateway the whole burst the socket holds (bounded),
-        # so one group commit covers many messages (measured: 2.5x the samples/s of one
-        # per turn); the buffered reader parses it without a syscall per packet.
-        if conn.sock is not sock or conn.paused:
-            return  # a read scheduled by _resume after the connection closed or paused again
-        assert self._loop is not None
-        limit = self._config.receive_maximum
-        room = limit - len(conn.outstanding)
-        if room <= 0:
-            self._pause(conn, sock)
-            return
-        client = conn.client
-        client.loop_read(min(room, _MAX_PACKETS_PER_READ))
-        if conn.sock is sock and client.buffered_packet():
-            # Stopped at a bound with whole packets read off the socket, which will not
-            # signal them again: pause (``_resume`` reads them) or come back next turn.
-            if len(conn.outstanding) >= limit:
-                self._pause(conn, sock)
-            else:
-                self._loop.call_soon(self._readable, conn, sock)
-
-    def _pause(self, conn: _Connection, sock: Any) -> None:
-        """Backpressure: ``receive_maximum`` messages are not yet durable, so stop reading
-        the socket (TCP then holds the broker, which keeps the messages) until acks free
-        room. Keep-alive is safe: acks follow each commit, milliseconds later."""
-        assert self._loop is not None
-        if not conn.paused and sock.fileno() >= 0:
-            self._loop.remove_reader(sock)
-            conn.paused = True
-            self._pauses += 1
-
-    def _resume(self, conn: _Connection) -> None:
-        assert self._loop is not None
-        conn.paused = False
-        sock = conn.sock
-        if sock is None or conn.closed.done() or sock.fileno() < 0:
-            return
-        self._loop.add_reader(sock, self._readable, conn, sock)
-        # Bytes paho or TLS already buffered make no readable event: read them now.
-        self._loop.call_soon(self._readable, conn, sock)
-
-    def _writable(self, conn: _Connection) -> None:
-        conn.client.loop_write()
-
-    async def _misc_loop(self, conn: _Connection) -> None:
-        while True:
-            await asyncio.sleep(MISC_INTERVAL_S)
-            if conn.client.loop_misc() == MQTTErrorCode.MQTT_ERR_NO_CONN:
-                return
+        conn.in_loop(lambda: conn.remove_writer(sock))
 
     # -- protocol callbacks --------------------------------------------------------------------
 
@@ -549,16 +348,13 @@ class MqttCollector:
         if not conn.connack.done():
             conn.connack.set_result(None)
 
-    def _subscribe(self, conn: _Connection) -> None:
+    def _subscribe(self, conn: Connection) -> None:
         """Subscribe to every topic in one SUBSCRIBE, also on a resumed session."""
         if not self._topics:
             self._subscribed = True
             log.info("mqtt.subscribed", topics=0)
             return
-        # retainHandling=1: the retained message only on a new subscription, not on every
-        # resubscription of a resumed session.
-        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        result, mid = conn.client.subscribe([(topic, options) for topic in self._topics])
+        result, mid = conn.client.subscribe(self._topic_map.subscription())
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("mqtt.subscribe_failed", reason=paho.error_string(result))
             return
@@ -575,25 +371,7 @@ class MqttCollector:
         conn = self._current(client)
         if conn is None or mid != conn.subscribe_mid:
             return
-        granted = 0
-        for topic, code in zip(self._topics, reason_codes, strict=False):
-            if code.value >= 128:
-                log.error(
-                    "mqtt.subscribe_refused",
-                    topic=topic,
-                    reason_code=code.value,
-                    reason=str(code),
-                )
-            else:
-                granted += 1
-                if code.value == 0:
-                    log.warning(
-                        "mqtt.subscribe_downgraded",
-                        topic=topic,
-                        detail="granted QoS 0: messages are not kept while the gateway is away",
-                    )
-        self._subscribed = granted == len(self._topics) == len(reason_codes)
-        log.info("mqtt.subscribed", topics=granted, refused=len(self._topics) - granted)
+        self._subscribed = self._topic_map.granted(reason_codes)
 
     def _handle_disconnect(
         self,
@@ -607,6 +385,8 @@ class MqttCollector:
             return
         origin = "broker" if flags.is_disconnect_packet_from_server else "client"
         self._last_error = f"{origin}: {reason_code}"
+
+    # -- messages (the hot path) ---------------------------------------------------------------
 
     def _handle_message(self, client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         """A message through paho's own reader (QoS 2; QoS 0/1 come to ``_handle_raw``)."""
@@ -636,7 +416,7 @@ class MqttCollector:
 
     def _deliver(
         self,
-        conn: _Connection,
+        conn: Connection,
         topic: str,
         machine: str | None,
         payload: bytes,
@@ -708,9 +488,3 @@ class MqttCollector:
             ),
             token,
         )
-
-
-def _close_quietly(sock: Any) -> None:
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()

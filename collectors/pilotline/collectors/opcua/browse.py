@@ -19,7 +19,7 @@ import yaml
 from asyncua import Client, ua
 from asyncua.common.node import Node
 
-from pilotline.collectors.opcua.collector import _close
+from pilotline.collectors.opcua.client import close, make_client
 from pilotline.collectors.opcua.config import OpcuaSource
 
 __all__ = ["BrowsedVariable", "browse", "browse_variables"]
@@ -150,20 +150,13 @@ async def browse(
     ``source`` gives security and user settings (as in a machine's ``opcua:`` section);
     without it the connection uses SecurityPolicy None.
     """
-    from pilotline.collectors.opcua.collector import OpcuaCollector  # noqa: PLC0415
-
     settings = source or OpcuaSource(endpoint=endpoint, nodes={"x": "i=2258"})
-    probe = OpcuaCollector(
-        endpoint,
-        {"browse": settings.model_copy(update={"endpoint": endpoint})},
-        lambda _s: None,
-        pki_dir=pki_dir or Path("./var/opcua-pki"),
-        connect_timeout_s=timeout_s,
+    client = await make_client(
+        endpoint, settings, pki_dir=pki_dir or Path("./var/opcua-pki"), connect_timeout_s=timeout_s
     )
-    client = await probe._make_client()
     await client.connect()
     try:
         variables = await browse_variables(client, depth)
     finally:
-        await _close(client)
+        await close(client)
     return render(endpoint, variables, yaml_fragment)
