@@ -55,7 +55,7 @@ def _imports(module: str, path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _third_party(name: str) -> bool:
-    top = name.split(".")[0]
+    top = name.split(".", maxsplit=1)[0]
     return top != "pilotline" and top not in sys.stdlib_module_names and top != "__future__"
 
 
