@@ -22,7 +22,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import pytest
@@ -159,8 +158,9 @@ class VictoriaMetrics(ServerProcess):
 
 
 
-class DemoServer:
-    """``python -m pilotline.demo.opcua_server`` in a subprocess; restartable on its port."""
+class DemoServer(ServerProcess):
+    """``python -m pilotline.demo.opcua_server`` in a subprocess; restartable on its port.
+    Closing it kills it, as a crash would."""
 
     def __init__(self, *args: str) -> None:
         self.port = free_port()
@@ -209,15 +209,7 @@ class DemoServer:
                 self.proc.stdout.close()
             self.proc = None
 
-    def __enter__(self) -> DemoServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.kill()
 
 
