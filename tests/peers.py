@@ -20,10 +20,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pilotline.demo.broker import ServerProcess, free_port
+import pytest
+
+from pilotline.demo.broker import BrokerUnavailableError, ServerProcess, free_port
 
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
 
@@ -32,7 +35,39 @@ class PeerUnavailableError(RuntimeError):
     pass
 
 
-__all__ = ["DemoServer", "InfluxDB1", "PeerUnavailableError", "VictoriaMetrics", "free_port"]
+__all__ = [
+    "DemoServer", "InfluxDB1", "PeerUnavailableError", "VictoriaMetrics", "free_port", "serving"
+]
+
+S = TypeVar("S", bound=ServerProcess)
+
+
+@contextlib.contextmanager
+def serving(make: Callable[[], S]) -> Iterator[S]:
+    """The server ``make()`` returns, started, and closed afterwards; the test is skipped
+    where the server is not installed or does not start."""
+    try:
+        server = make().start()
+    except (BrokerUnavailableError, PeerUnavailableError) as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _answers(proc: subprocess.Popen[bytes], url: str, status: int, timeout_s: float) -> bool:
+    """Whether ``url`` answers ``status`` within ``timeout_s``, while ``proc`` runs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url, timeout=1) as resp,
+        ):
+            if resp.status == status:
+                return True
+        time.sleep(0.05)
+    return False
 
 
 def find_victoria_metrics() -> str | None:
@@ -79,17 +114,8 @@ class VictoriaMetrics(ServerProcess):
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            with (
-                contextlib.suppress(OSError, urllib.error.URLError),
-                urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp,
-            ):
-                if resp.status == 200:
-                    return self
-            time.sleep(0.05)
+        if _answers(self.proc, f"{self.url}/health", 200, timeout_s):
+            return self
         self.stop(kill=True)
         tail = self._log.read_text()[-800:]
         raise PeerUnavailableError(f"victoria-metrics did not start: {tail}")
@@ -132,8 +158,9 @@ class VictoriaMetrics(ServerProcess):
 
 
 
-class DemoServer:
-    """``python -m pilotline.demo.opcua_server`` in a subprocess; restartable on its port."""
+class DemoServer(ServerProcess):
+    """``python -m pilotline.demo.opcua_server`` in a subprocess; restartable on its port.
+    Closing it kills it, as a crash would."""
 
     def __init__(self, *args: str) -> None:
         self.port = free_port()
@@ -181,6 +208,9 @@ class DemoServer:
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
             self.proc = None
+
+    def close(self) -> None:
+        self.kill()
 
 
 INFLUXD = "/usr/bin/influxd"
@@ -232,18 +262,9 @@ class InfluxDB1(ServerProcess):
             self.proc = subprocess.Popen(
                 [self.exe, "-config", str(config)], stdout=out, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            with (
-                contextlib.suppress(OSError, urllib.error.URLError),
-                urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp,
-            ):
-                if resp.status == 204:
-                    self.query(f'CREATE DATABASE "{self.database}"', method="POST")
-                    return self
-            time.sleep(0.05)
+        if _answers(self.proc, f"{self.url}/ping", 204, timeout_s):
+            self.query(f'CREATE DATABASE "{self.database}"', method="POST")
+            return self
         self.close()
         raise PeerUnavailableError(f"influxd did not start: {self._log.read_text()[-800:]}")
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.fakes import T0
 
 from pilotline.demo.inbox import Arrival, Inbox, describe_json, describe_subject
 from pilotline.demo.plant import Incident, Plant
@@ -27,7 +28,6 @@ from pilotline.gateway.notify.webhook import channel as webhook
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Notification
 
-T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z
 SECOND = 1_000
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.fakes import T0
 
 from pilotline.demo.plant import BLIP_MAX_MS, IDLE_BELOW_W, RUNNING_ABOVE_W, Plant, SimMachine
 from pilotline.demo.site import demo_site_yaml
 from pilotline.rules.states import DEFAULT_STATE_MAP
 
-T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z, epoch ms
 SECOND = 1_000
 
 

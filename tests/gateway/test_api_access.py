@@ -21,6 +21,8 @@ import pytest
 from fastapi.routing import APIRoute
 from structlog.testing import capture_logs
 from tests.auth import bearer
+from tests.fakes import T0, Clock
+from tests.sites import UNIT_DEFAULTS, machine_config, site_yaml
 
 from pilotline.collectors.mqtt.collector import AckToken, Quarantined
 from pilotline.gateway.api.app import create_app
@@ -30,30 +32,19 @@ from pilotline.gateway.service import Gateway
 from pilotline.gateway.store.tokens import Role
 from pilotline.rules import Sample
 
-T0 = 1_795_737_600_000
-
-CONFIG = """\
-site: unit
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-store: {store}
-defaults: {{debounce_s: 0, stale_after_s: 3600, min_idle_s: 0, publish_interval_s: 60}}
-owners:
-  lumen-group: {{show_to_tenants: true}}
-zones:
-  - id: photonics
-    machines:
-      - {{id: laser-01, owner: acme-optics, capabilities: [laser-cutting],
-          mqtt: {{topic: t/laser-01}}, state: {{signal: state}}}}
-      - {{id: cam-02, owner: acme-optics, capabilities: [optical-inspection],
-          mqtt: {{topic: t/cam-02}}, state: {{signal: state}}}}
-      - {{id: bonder-01, owner: lumen-group, capabilities: [bonding],
-          mqtt: {{topic: t/bonder-01}}, state: {{signal: state}}}}
-      - {{id: coater-01, owner: lumen-group, capabilities: [coating],
-          mqtt: {{topic: t/coater-01}}, state: {{signal: state}}}}
-alerts:
-  rules:
-    - {{name: idle-now, severity: info, state: idle, message: "{{machine}} is {{state}}"}}
-"""
+ZONES = {
+    "photonics": [
+        machine_config("laser-01", "acme-optics", capabilities=["laser-cutting"]),
+        machine_config("cam-02", "acme-optics", capabilities=["optical-inspection"]),
+        machine_config("bonder-01", "lumen-group", capabilities=["bonding"]),
+        machine_config("coater-01", "lumen-group", capabilities=["coating"]),
+    ]
+}
+ALERTS = {
+    "rules": [
+        {"name": "idle-now", "severity": "info", "state": "idle", "message": "{machine} is {state}"}
+    ]
+}
 
 ACME = {"laser-01", "cam-02"}
 LUMEN = {"bonder-01", "coater-01"}
@@ -108,18 +99,19 @@ for _row in MATRIX.values():
         _row.setdefault(_p, 401)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 @pytest.fixture
 def gateway(tmp_path: Path) -> Gateway:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "gw.db"))
+    path.write_text(
+        site_yaml(
+            ZONES,
+            influx=None,
+            store=tmp_path / "gw.db",
+            defaults={**UNIT_DEFAULTS, "stale_after_s": 3600},
+            owners={"lumen-group": {"show_to_tenants": True}},
+            alerts=ALERTS,
+        )
+    )
     clock = Clock()
     gw = Gateway(load_config(path), clock_ms=clock)
     idle, running = {"state": "NotExecuting"}, {"state": "Executing"}

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.sites import machine_config, site_yaml
 
 from pilotline.collectors.mqtt.collector import AckToken, Quarantined
 from pilotline.gateway.api.metrics import registry
@@ -183,27 +184,13 @@ def test_grafana_provisions_the_data_sources_the_dashboards_use() -> None:
     }
 
 
-CONFIG = """\
-site: unit
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-influx: {{url: "http://127.0.0.1:1", org: o, bucket: b}}
-store: {store}
-defaults: {{debounce_s: 0, stale_after_s: 60, min_idle_s: 0, publish_interval_s: 60}}
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme
-        mqtt: {{topic: t/laser-01}}
-        state: {{signal: state}}
-"""
-
-
 @pytest.fixture
 def exposed(tmp_path: Path) -> set[str]:
     """Sample names of a real Gateway's /metrics, after a sample and a rejected payload."""
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "gw.db"))
+    path.write_text(
+        site_yaml({"photonics": [machine_config("laser-01")]}, store=tmp_path / "gw.db")
+    )
     gateway = Gateway(load_config(path), writer=MemoryWriter())
     now = gateway.clock_ms()
     gateway.ingest.sample(Sample("laser-01", now, {"state": "NotExecuting"}), AckToken(1, 1, 1))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -23,12 +22,6 @@ from pilotline.gateway.sinks.influx.writer import (
 from pilotline.gateway.store import Store
 
 NOW = 1_795_740_000_000
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "var" / "store.db") as opened:
-        yield opened
 
 
 def drainer(store: Store, writer: MemoryWriter, **kwargs: float) -> OutboxDrainer:

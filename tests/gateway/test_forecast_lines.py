@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from tests.fakes import T0, Clock
+from tests.sites import UNIT_DEFAULTS, machine_config, site_yaml
 
 from pilotline.collectors.mqtt.collector import AckToken
 from pilotline.gateway.config import load_config
@@ -22,49 +24,31 @@ from pilotline.gateway.sinks.influx.writer import MemoryWriter
 from pilotline.rules import Sample
 from pilotline.rules.forecast import HOUR_MS, WEEK_MS, forecast
 
-T0 = 1_795_737_600_000  # a whole hour
 NOW = T0 + WEEK_MS - HOUR_MS // 2  # a week after the idle window, half an hour before its hour
 
-CONFIG = """\
-site: unit
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-influx: {{url: "http://127.0.0.1:1", org: o, bucket: b}}
-store: {store}
-defaults: {{debounce_s: 0, stale_after_s: 86400, min_idle_s: 0, publish_interval_s: 60}}
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme
-        mqtt: {{topic: t/laser-01}}
-        state: {{signal: state}}
-      - id: laser-02
-        owner: acme
-        mqtt: {{topic: t/laser-02}}
-        state: {{signal: state}}
-  - id: imaging
-    machines:
-      - id: cam-01
-        owner: optix
-        mqtt: {{topic: t/cam-01}}
-        state: {{signal: state}}
-        offering: {{weekly: [{{days: [daily], from: "18:00", to: "06:00"}}]}}
-"""
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = NOW
-
-    def __call__(self) -> int:
-        return self.ms
+ZONES = {
+    "photonics": [machine_config("laser-01"), machine_config("laser-02")],
+    "imaging": [
+        machine_config(
+            "cam-01",
+            "optix",
+            offering={"weekly": [{"days": ["daily"], "from": "18:00", "to": "06:00"}]},
+        )
+    ],
+}
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Gateway:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "gw.db"))
-    gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=Clock())
+    path.write_text(
+        site_yaml(
+            ZONES,
+            store=tmp_path / "gw.db",
+            defaults={**UNIT_DEFAULTS, "stale_after_s": 86400},
+        )
+    )
+    gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=Clock(NOW))
     # laser-01 was idle for two hours a week ago: the same two hours are forecast free.
     for i, (ts, state) in enumerate([(T0, "NotExecuting"), (T0 + 2 * HOUR_MS, "Executing")]):
         gw.ingest.sample(Sample("laser-01", ts, {"state": state}), AckToken(i + 1, 1, i + 1))

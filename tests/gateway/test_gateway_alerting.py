@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from tests.auth import bearer
+from tests.fakes import T0, Clock
+from tests.sites import UNIT_DEFAULTS, machine_config, site_yaml
 
 from pilotline.collectors.mqtt.collector import AckToken
 from pilotline.gateway.api.app import create_app
@@ -23,65 +25,45 @@ from pilotline.gateway.sinks.influx.writer import MemoryWriter
 from pilotline.gateway.store.tokens import Role
 from pilotline.rules import Sample
 
-T0 = 1_795_737_600_000
 MACHINES = 12
 
-CONFIG = """\
-site: unit
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-influx: {{url: "http://127.0.0.1:1", org: o, bucket: b}}
-store: {store}
-defaults: {{debounce_s: 0, stale_after_s: 36000, min_idle_s: 10, publish_interval_s: 600}}
-zones:
-  - id: photonics
-    machines:
-{machines}
-alerts:
-  group_wait: 10s
-  group_interval: 1m
-  repeat_interval: 1h
-  rules:
-    - {{name: machine-down, severity: critical, state: down, for: 30s,
-        message: "{{machine}} is down"}}
-  webhooks:
-    - {{name: ops-hook, url: "http://127.0.0.1:9/hook"}}
-  email:
-    - {{name: ops-mail, host: 127.0.0.1, port: 9, starttls: false,
-        from: "gw@example.com", to: ["ops@example.com"], min_severity: critical}}
-"""
-
-
-def machines_yaml(n: int) -> str:
-    return "\n".join(
-        f"      - {{id: m-{i:02}, owner: acme, mqtt: {{topic: t/m-{i:02}}},"
-        " state: {signal: state}}"
-        for i in range(n)
-    )
-
-
-class Clocks:
-    def __init__(self) -> None:
-        self.wall = T0
-        self.mono = 0
-
-    def advance(self, ms: int) -> None:
-        self.wall += ms
-        self.mono += ms
+ALERTS = {
+    "group_wait": "10s",
+    "group_interval": "1m",
+    "repeat_interval": "1h",
+    "rules": [
+        {"name": "machine-down", "severity": "critical", "state": "down", "for": "30s",
+         "message": "{machine} is down"},
+    ],
+    "webhooks": [{"name": "ops-hook", "url": "http://127.0.0.1:9/hook"}],
+    "email": [
+        {"name": "ops-mail", "host": "127.0.0.1", "port": 9, "starttls": False,
+         "from": "gw@example.com", "to": ["ops@example.com"], "min_severity": "critical"},
+    ],
+}
 
 
 @pytest.fixture
 def config_path(tmp_path: Path) -> Path:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "gw.db", machines=machines_yaml(MACHINES)))
+    path.write_text(
+        site_yaml(
+            {"photonics": [machine_config(f"m-{i:02}") for i in range(MACHINES)]},
+            store=tmp_path / "gw.db",
+            defaults={**UNIT_DEFAULTS, "stale_after_s": 36000, "min_idle_s": 10,
+                      "publish_interval_s": 600},
+            alerts=ALERTS,
+        )
+    )
     return path
 
 
-def start(path: Path, clocks: Clocks) -> Gateway:
+def start(path: Path, clocks: Clock) -> Gateway:
     gateway = Gateway(
         load_config(path),
         writer=MemoryWriter(),
-        clock_ms=lambda: clocks.wall,
-        monotonic_ms=lambda: clocks.mono,
+        clock_ms=clocks,
+        monotonic_ms=clocks.monotonic,
         collectors=False,  # no broker here; collector health has its own test
     )
     gateway.caught_up = True  # no broker: no backlog to wait for
@@ -96,7 +78,7 @@ def send(gateway: Gateway, machine: str, state: str, ts: int) -> None:
     gateway.ingest.sample(Sample(machine, ts, {"state": state}), AckToken(1, seq, seq))
 
 
-def run_for(gateway: Gateway, clocks: Clocks, ms: int, step: int = 1_000) -> None:
+def run_for(gateway: Gateway, clocks: Clock, ms: int, step: int = 1_000) -> None:
     """Tick every ``step`` for ``ms``, committing as the committer task would."""
     for _ in range(ms // step):
         clocks.advance(step)
@@ -111,16 +93,16 @@ def queued(gateway: Gateway) -> list[tuple[str, dict[str, Any]]]:
     return [(channel, json.loads(payload)) for channel, payload in rows]
 
 
-def all_down(gateway: Gateway, clocks: Clocks, machines: range) -> None:
+def all_down(gateway: Gateway, clocks: Clock, machines: range) -> None:
     for i in machines:
-        send(gateway, f"m-{i:02}", "Aborted", clocks.wall)
+        send(gateway, f"m-{i:02}", "Aborted", clocks.ms)
     gateway.commit()
 
 
 def test_a_zone_going_down_is_one_grouped_notification_per_channel(
     config_path: Path,
 ) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     gateway = start(config_path, clocks)
     for i in range(MACHINES):
         send(gateway, f"m-{i:02}", "Executing", T0)
@@ -144,7 +126,7 @@ def test_a_zone_going_down_is_one_grouped_notification_per_channel(
 def test_a_restart_neither_forgets_nor_repeats_a_notification(
     config_path: Path,
 ) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     gateway = start(config_path, clocks)
     send(gateway, "m-00", "Aborted", T0)
     run_for(gateway, clocks, 60_000)
@@ -154,18 +136,18 @@ def test_a_restart_neither_forgets_nor_repeats_a_notification(
     # A new process on the same store: the alert is still firing, nothing is sent again...
     second = start(config_path, clocks)
     assert [v.status.value for v in second.alerts.view()] == ["firing"]
-    send(second, "m-00", "Aborted", clocks.wall)
+    send(second, "m-00", "Aborted", clocks.ms)
     run_for(second, clocks, 120_000)
     assert [p["kind"] for _, p in queued(second)] == ["firing", "firing"]
     # ... and its clearing is notified once, as resolved.
-    send(second, "m-00", "Executing", clocks.wall)
+    send(second, "m-00", "Executing", clocks.ms)
     run_for(second, clocks, 80_000)
     kinds = [(c, p["kind"]) for c, p in queued(second)]
     assert kinds[2:] == [("ops-hook", "resolved"), ("ops-mail", "resolved")]
 
 
 def test_an_acknowledged_alert_stops_repeating(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     gateway = start(config_path, clocks)
     send(gateway, "m-00", "Aborted", T0)
     send(gateway, "m-01", "Aborted", T0)
@@ -182,7 +164,7 @@ def test_an_acknowledged_alert_stops_repeating(config_path: Path) -> None:
 
 
 def test_a_silence_mutes_and_is_kept_across_a_restart(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     gateway = start(config_path, clocks)
     silence = gateway.add_silence({"machine": "m-03"}, T0, T0 + 600_000, "bob", "recalibrating")
     gateway.store.close()
@@ -198,14 +180,14 @@ def test_a_silence_mutes_and_is_kept_across_a_restart(config_path: Path) -> None
     # Ending the silence while m-03 still fires: it is notified then, once.
     ended = gateway.end_silence(silence.id)
     assert ended is not None
-    assert ended.silence.ends_ms <= clocks.wall
+    assert ended.silence.ends_ms <= clocks.ms
     run_for(gateway, clocks, 80_000)
     late = [p for _, p in queued(gateway) if any(a["machine"] == "m-03" for a in p["alerts"])]
     assert [p["kind"] for p in late] == ["firing", "firing"]
 
 
 async def test_silences_and_acks_through_the_api(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     gateway = start(config_path, clocks)
     send(gateway, "m-00", "Aborted", T0)
     run_for(gateway, clocks, 60_000)
@@ -255,7 +237,7 @@ async def test_silences_and_acks_through_the_api(config_path: Path) -> None:
 
 
 def test_the_alert_core_checkpoint_is_kept_at_most_once_a_second(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     alerting = start(config_path, clocks).alerting
     assert [core for core, _ in alerting.checkpoints(T0)] == ["alerts"]  # the first one
     alerting.save_alerts = True  # a transition

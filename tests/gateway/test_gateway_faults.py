@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.fakes import T0, Clock
+from tests.sites import UNIT_DEFAULTS, machine_config, site_yaml
 
 from pilotline.collectors.mqtt.collector import AckToken
 from pilotline.gateway.config import load_config
@@ -17,59 +19,28 @@ from pilotline.gateway.service import Gateway
 from pilotline.gateway.sinks.influx.writer import MemoryWriter
 from pilotline.rules import Sample, State
 
-T0 = 1_795_737_600_000
 HOUR = 3_600_000
-
-CONFIG = """\
-site: unit
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-influx: {{url: "http://127.0.0.1:1", org: o, bucket: b}}
-store: {store}
-defaults: {{debounce_s: 0, stale_after_s: 60, min_idle_s: 10, publish_interval_s: 600}}
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme
-        mqtt: {{topic: t/laser-01}}
-        state: {{signal: state}}
-      - id: laser-02
-        owner: acme
-        mqtt: {{topic: t/laser-02}}
-        state: {{signal: state}}
-"""
-
-
-class Clocks:
-    """A wall clock that can step, and a monotonic one that cannot."""
-
-    def __init__(self) -> None:
-        self.wall = T0
-        self.mono = 0
-
-    def advance(self, ms: int) -> None:
-        self.wall += ms
-        self.mono += ms
-
-    def set(self, wall: int) -> None:
-        """Both clocks to ``wall``, with no step."""
-        self.mono += wall - self.wall
-        self.wall = wall
 
 
 @pytest.fixture
 def config_path(tmp_path: Path) -> Path:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "gw.db"))
+    path.write_text(
+        site_yaml(
+            {"photonics": [machine_config("laser-01"), machine_config("laser-02")]},
+            store=tmp_path / "gw.db",
+            defaults={**UNIT_DEFAULTS, "min_idle_s": 10, "publish_interval_s": 600},
+        )
+    )
     return path
 
 
-def start(path: Path, clocks: Clocks) -> Gateway:
+def start(path: Path, clocks: Clock) -> Gateway:
     gateway = Gateway(
         load_config(path),
         writer=MemoryWriter(),
-        clock_ms=lambda: clocks.wall,
-        monotonic_ms=lambda: clocks.mono,
+        clock_ms=clocks,
+        monotonic_ms=clocks.monotonic,
     )
     gateway.caught_up = True  # no broker here: no backlog to wait for
     return gateway
@@ -93,7 +64,7 @@ def telemetry_lines(gateway: Gateway) -> list[str]:
 
 
 def test_a_restarted_gateway_resumes_states_and_open_windows(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     first = start(config_path, clocks)
     mqtt(first, "laser-02", T0, "Executing")
     for s in range(0, 30, 5):
@@ -135,7 +106,7 @@ def test_a_restarted_gateway_resumes_states_and_open_windows(config_path: Path) 
 
 
 def test_a_store_of_an_older_version_closes_a_dangling_window(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     first = start(config_path, clocks)
     mqtt(first, "laser-01", T0)
     first.commit()
@@ -152,7 +123,7 @@ def test_a_store_of_an_older_version_closes_a_dangling_window(config_path: Path)
 
 
 def test_a_redelivered_message_is_a_counted_duplicate_not_an_event(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     first = start(config_path, clocks)
     for s in range(5):
         mqtt(first, "laser-01", T0 + s * 1000)
@@ -170,7 +141,7 @@ def test_a_redelivered_message_is_a_counted_duplicate_not_an_event(config_path: 
 
 
 def test_an_out_of_order_sample_is_quarantined_but_its_telemetry_kept(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     gateway = start(config_path, clocks)
     mqtt(gateway, "laser-01", T0 + 10_000)
     mqtt(gateway, "laser-01", T0 + 5_000, "Executing")
@@ -182,7 +153,7 @@ def test_an_out_of_order_sample_is_quarantined_but_its_telemetry_kept(config_pat
 
 
 def test_future_limit_is_max_future_s(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     gateway = start(config_path, clocks)
     limit = int(gateway.options.max_future_s * 1000)
     mqtt(gateway, "laser-01", T0 + limit)  # at the limit: accepted
@@ -192,26 +163,26 @@ def test_future_limit_is_max_future_s(config_path: Path) -> None:
     assert [q["machine"] for q in gateway.store.quarantine()] == ["laser-02"]
 
 
-def stream(gateway: Gateway, clocks: Clocks, seconds: range, *, source_offset: int = 0) -> None:
+def stream(gateway: Gateway, clocks: Clock, seconds: range, *, source_offset: int = 0) -> None:
     """Both machines report every second; ticks in between, as the timer would."""
     for s in seconds:
         clocks.mono = s * 1000
-        clocks.wall = clocks.wall  # as set by the test (it may have stepped)
+        clocks.ms = clocks.ms  # as set by the test (it may have stepped)
         for machine in ("laser-01", "laser-02"):
             mqtt(gateway, machine, T0 + s * 1000 + source_offset)
         gateway.tick()
         gateway.commit()
-        clocks.wall += 1000
+        clocks.ms += 1000
 
 
 @pytest.mark.parametrize("step_ms", [HOUR, -HOUR], ids=["forward-hour", "backward-hour"])
 def test_a_wall_clock_step_neither_stales_nor_refuses_live_machines(
     config_path: Path, step_ms: int
 ) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     gateway = start(config_path, clocks)
     stream(gateway, clocks, range(10))
-    clocks.wall += step_ms  # the gateway's clock steps; the machines' clocks do not
+    clocks.ms += step_ms  # the gateway's clock steps; the machines' clocks do not
     stream(gateway, clocks, range(10, 100))
     assert gateway.steady.steps == 1
     assert gateway.metrics.rejected[("rules", "future")] == 0
@@ -220,7 +191,7 @@ def test_a_wall_clock_step_neither_stales_nor_refuses_live_machines(
     # the machines stop: offline after stale_after of real (monotonic) time, at their last
     # sample, whatever the stepped wall clock says
     clocks.mono += 61_000 + gateway.options.lateness_ms
-    clocks.wall += 61_000 + gateway.options.lateness_ms
+    clocks.ms += 61_000 + gateway.options.lateness_ms
     gateway.tick()
     gateway.commit()
     machines = {r["machine"]: (r["state"], r["since_ms"]) for r in rows(gateway, "machines")}
@@ -228,13 +199,13 @@ def test_a_wall_clock_step_neither_stales_nor_refuses_live_machines(
 
 
 def test_a_clock_correction_confirmed_by_the_sources_is_followed(config_path: Path) -> None:
-    clocks = Clocks()
+    clocks = Clock()
     gateway = start(config_path, clocks)
     stream(gateway, clocks, range(10))
-    clocks.wall += HOUR  # the gateway was an hour slow; NTP fixes it; the sources were right
+    clocks.ms += HOUR  # the gateway was an hour slow; NTP fixes it; the sources were right
     stream(gateway, clocks, range(10, 20), source_offset=HOUR)
     assert gateway.steady.steps == 1
     assert gateway.steady.resyncs == 1
     assert not gateway.steady.stepped
-    assert gateway.steady.now() == clocks.wall
+    assert gateway.steady.now() == clocks.ms
     assert gateway.metrics.rejected[("rules", "future")] == 0

@@ -8,11 +8,15 @@ import asyncio
 import dataclasses
 import json
 import random
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from structlog.testing import capture_logs
+from tests.fakes import T0, Clock
+from tests.sites import machine_config, site_yaml
 
 from pilotline.gateway.config import EmailConfig, load_config
 from pilotline.gateway.notify import (
@@ -32,8 +36,6 @@ from pilotline.gateway.store import Store
 from pilotline.rules import Sample
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Notification
-
-T0 = 1_795_737_600_000
 
 DOWN = AlertTransition(
     rule="machine-down",
@@ -274,14 +276,6 @@ class Scripted:
         self.closed = True
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.s = T0 / 1000
-
-    def __call__(self) -> float:
-        return self.s
-
-
 def sender_for(
     tmp_path: Path, channel: Scripted, *notifications: Notification
 ) -> tuple[NotificationSender, Store, Clock]:
@@ -289,7 +283,7 @@ def sender_for(
     store.commit(now_ms=T0, notifications=notification_rows("s", notifications))
     clock = Clock()
     sender = NotificationSender(
-        store, channel, backoff_base_s=1.0, backoff_cap_s=300.0, clock=clock,
+        store, channel, backoff_base_s=1.0, backoff_cap_s=300.0, clock=clock.seconds,
         rng=random.Random(7),
     )
     return sender, store, clock
@@ -306,7 +300,7 @@ async def test_transient_failures_back_off_with_full_jitter(tmp_path: Path) -> N
             assert 0 <= delay <= min(300.0, 2**attempts)
             delays.append(delay)
             assert await sender._step() == pytest.approx(delay, abs=0.002)  # not yet due
-            clock.s += delay + 0.002  # next_ms is rounded to the millisecond
+            clock.ms += round(delay * 1000) + 2  # next_ms is rounded to the millisecond
         assert await sender._step() == 0.0  # the 11th attempt goes through
     assert len(set(delays)) == 10  # jittered
     assert max(delays) > 8  # and growing
@@ -332,7 +326,7 @@ async def test_a_permanent_refusal_is_kept_retried_at_the_cap_and_reported_once(
             delay = await sender._step()
             assert delay is not None
             assert 150.0 <= delay <= 300.0  # capped from the first refusal on
-            clock.s += delay + 0.002  # next_ms is rounded to the millisecond
+            clock.ms += round(delay * 1000) + 2  # next_ms is rounded to the millisecond
         assert await sender._step() == 0.0
         assert await sender._step() == 0.0  # the next row, which waited behind
     events = [e["event"] for e in logs]
@@ -362,7 +356,7 @@ async def test_an_unreadable_row_is_a_permanent_refusal_not_a_crash(tmp_path: Pa
     channel = Scripted("ops")
     store = Store(tmp_path / "gw.db")
     store.commit(now_ms=T0, notifications=[("ops", "{not json"), ("ops", "[1, 2]")])
-    sender = NotificationSender(store, channel, clock=Clock())
+    sender = NotificationSender(store, channel, clock=Clock().seconds)
     with capture_logs() as logs:
         delay = await sender._step()
     assert delay is not None
@@ -395,35 +389,24 @@ async def test_rows_go_oldest_first_and_the_channel_is_closed_on_stop(tmp_path: 
 
 # --------------------------------------------------------------------------- the gateway's side
 
-SITE = """\
-site: unit
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-store: {store}
-defaults: {{debounce_s: 0, stale_after_s: 60, min_idle_s: 0, publish_interval_s: 60}}
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme
-        mqtt: {{topic: t/laser-01}}
-        state: {{signal: state}}
-alerts:
-  rules:
-    - name: laser-down
-      severity: critical
-      state: down
-      for: 2m
-      message: "{{machine}} down for {{value:.0f}} s"
-    - name: laser-idle
-      severity: info
-      state: idle
-      for: 1m
-"""
+RULES = [
+    {"name": "laser-down", "severity": "critical", "state": "down", "for": "2m",
+     "message": "{machine} down for {value:.0f} s"},
+    {"name": "laser-idle", "severity": "info", "state": "idle", "for": "1m"},
+]
 
 
 def write(tmp_path: Path, channels: str) -> Path:
+    """The site of laser-01 with ``RULES``; ``channels`` is the YAML of the channel keys
+    under ``alerts:``, indented as they stand there."""
     path = tmp_path / "site.yaml"
-    path.write_text(SITE.format(store=tmp_path / "gw.db") + channels, encoding="utf-8")
+    text = site_yaml(
+        {"photonics": [machine_config("laser-01")]},
+        influx=None,
+        store=tmp_path / "gw.db",
+        alerts={"rules": RULES, **yaml.safe_load(textwrap.dedent(channels))},
+    )
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -448,14 +431,6 @@ def test_one_sender_per_channel_of_every_kind(tmp_path: Path) -> None:
     store.close()
 
 
-class GatewayClock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 def test_alert_notifications_are_rows_committed_by_the_gateway(tmp_path: Path) -> None:
     # Running on for 15 minutes after the resolution lets any grouping delay pass.
     path = write(
@@ -464,7 +439,7 @@ def test_alert_notifications_are_rows_committed_by_the_gateway(tmp_path: Path) -
         "    - {name: ops, url: 'http://127.0.0.1:9/', min_severity: warning}\n"
         "    - {name: chat, url: 'http://127.0.0.1:9/', format: slack}\n",
     )
-    clock = GatewayClock()
+    clock = Clock()
     gw = Gateway(load_config(path), clock_ms=clock, collectors=False)
     assert [n.name for n in gw.notifiers] == ["ops", "chat"]
     for s in range(0, 200, 10):

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fakes import T0, Clock
+from tests.sites import POWER_STATE, machine_config, site_yaml
 
 from pilotline.gateway.config import SiteConfig, load_config
 from pilotline.gateway.replay import (
@@ -31,30 +33,14 @@ from pilotline.gateway.sinks.influx.points import telemetry_line
 from pilotline.gateway.sinks.influx.writer import MemoryWriter
 from pilotline.rules import Sample
 
-T0 = 1_795_737_600_000
-
-CONFIG = """\
-site: unit
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-influx: {{url: "http://127.0.0.1:1", org: o, bucket: b}}
-store: {store}
-defaults: {{debounce_s: 2, stale_after_s: 5, min_idle_s: 5, publish_interval_s: 30}}
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme-optics
-        capabilities: [laser-cutting]
-        mqtt: {{topic: t/laser-01}}
-        state: {{signal: state}}
-  - id: imaging
-    machines:
-      - id: cam-02
-        owner: lumen-group
-        capabilities: [optical-inspection]
-        mqtt: {{topic: t/cam-02}}
-        state: {{signal: power_w, running_above: 120, idle_below: 60}}
-"""
+ZONES = {
+    "photonics": [machine_config("laser-01", "acme-optics", capabilities=["laser-cutting"])],
+    "imaging": [
+        machine_config(
+            "cam-02", "lumen-group", capabilities=["optical-inspection"], state=POWER_STATE
+        )
+    ],
+}
 
 
 def laser(second: int) -> str:
@@ -82,16 +68,15 @@ def scenario() -> list[Sample]:
 @pytest.fixture
 def config(tmp_path: Path) -> SiteConfig:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "live.db"))
+    path.write_text(
+        site_yaml(
+            ZONES,
+            store=tmp_path / "live.db",
+            defaults={"debounce_s": 2, "stale_after_s": 5, "min_idle_s": 5,
+                      "publish_interval_s": 30},
+        )
+    )
     return load_config(path)
-
-
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
 
 
 def run_live(config: SiteConfig, samples: list[Sample], end_ms: int) -> int:

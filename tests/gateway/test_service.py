@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.fakes import T0, Clock
+from tests.sites import machine_config, site_yaml
 
 from pilotline.collectors.mqtt.collector import AckToken, MqttHealth, Quarantined
 from pilotline.gateway.config import load_config
@@ -16,36 +18,13 @@ from pilotline.gateway.service import Gateway
 from pilotline.gateway.sinks.influx.writer import MemoryWriter
 from pilotline.rules import Sample
 
-T0 = 1_795_737_600_000
-
-CONFIG = """\
-site: unit
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-influx: {{url: "http://127.0.0.1:1", org: o, bucket: b}}
-store: {store}
-defaults: {{debounce_s: 0, stale_after_s: 60, min_idle_s: 0, publish_interval_s: 60}}
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme
-        mqtt: {{topic: t/laser-01}}
-        state: {{signal: state}}
-"""
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
+ZONES = {"photonics": [machine_config("laser-01")]}
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Gateway:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "gw.db"))
+    path.write_text(site_yaml(ZONES, store=tmp_path / "gw.db"))
     return Gateway(load_config(path), writer=MemoryWriter(), clock_ms=Clock())
 
 
@@ -92,10 +71,7 @@ def test_rules_and_payload_rejections_are_counted_and_quarantined(gateway: Gatew
 
 def test_without_influx_nothing_goes_to_the_outbox(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
-    text = CONFIG.format(store=tmp_path / "gw.db").replace(
-        'influx: {url: "http://127.0.0.1:1", org: o, bucket: b}\n', ""
-    )
-    path.write_text(text)
+    path.write_text(site_yaml(ZONES, store=tmp_path / "gw.db", influx=None))
     gateway = Gateway(load_config(path), clock_ms=Clock())
     gateway.ingest.sample(Sample("laser-01", T0, {"state": "NotExecuting", "power_w": 1.0}),
                           AckToken(1, 1, 1))
@@ -118,7 +94,7 @@ alerts:
 
 def test_alert_transitions_are_points_in_the_same_commit(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "gw.db") + ALERTS)
+    path.write_text(site_yaml(ZONES, store=tmp_path / "gw.db") + ALERTS)
     clock = Clock()
     gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
     for s in range(0, 200, 10):
@@ -145,7 +121,7 @@ def test_alert_transitions_are_points_in_the_same_commit(tmp_path: Path) -> None
 
 def test_the_timer_fires_alerts_without_samples(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "gw.db") + ALERTS)
+    path.write_text(site_yaml(ZONES, store=tmp_path / "gw.db") + ALERTS)
     clock = Clock()
     gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
     gw.ingest.sample(Sample("laser-01", T0, {"state": "Stopped"}), None)

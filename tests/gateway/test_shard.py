@@ -10,8 +10,12 @@ import subprocess
 import sys
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tests import sites
+from tests.fakes import T0
+from tests.sites import POWER_STATE, UNIT_MQTT, machine_config
 
 from pilotline.gateway.cli import main
 from pilotline.gateway.config import ConfigError, SiteConfig, load_config
@@ -33,7 +37,6 @@ from pilotline.rules import Sample
 from pilotline.rules.events import ZoneCapacity
 from pilotline.rules.utilization import Usage, Utilization, ZoneUsage
 
-T0 = 1_795_737_600_000
 IDS = [f"machine-{i:04d}" for i in range(1000)]
 
 
@@ -120,25 +123,24 @@ def test_a_shard_reads_and_prints_as_k_of_n() -> None:
 # --------------------------------------------------------------------------- the cut config
 
 
-def site_yaml(zones: dict[str, int], extra: str = "", store: str = "./var/pilotline.db") -> str:
-    lines = [
-        "site: shard-site",
-        "mqtt: {url: 'mqtt://127.0.0.1:1'}",
-        "influx: {url: 'http://127.0.0.1:1', org: o, bucket: b}",
-        f"store: {store}",
-        "defaults: {debounce_s: 0, stale_after_s: 60, min_idle_s: 0, publish_interval_s: 60}",
-        "zones:",
-    ]
-    for zone, count in zones.items():
-        lines.append(f"  - id: {zone}\n    machines:")
-        for i in range(count):
-            machine = f"{zone}-{i:02d}"
-            lines.append(
-                f"      - {{id: {machine}, owner: acme, capabilities: [cut],"
-                f" mqtt: {{topic: plant/{zone}/{machine}}},"
-                " state: {signal: power_w, running_above: 120, idle_below: 60}}"
+def site_yaml(
+    zones: dict[str, int], extra: str = "", store: str = "./var/pilotline.db", **keys: Any
+) -> str:
+    """``zones[zone]`` machines in each zone (``<zone>-00``...); ``extra`` is YAML text
+    appended, ``keys`` any other top-level keys."""
+    machines = {
+        zone: [
+            machine_config(
+                f"{zone}-{i:02d}",
+                capabilities=["cut"],
+                topic=f"plant/{zone}/{zone}-{i:02d}",
+                state=POWER_STATE,
             )
-    return "\n".join(lines) + "\n" + extra
+            for i in range(count)
+        ]
+        for zone, count in zones.items()
+    }
+    return sites.site_yaml(machines, site="shard-site", store=store, **keys) + extra
 
 
 @pytest.fixture
@@ -190,10 +192,7 @@ def test_a_cut_config_keeps_only_its_machines_and_gets_its_own_store_and_session
 
 def test_an_explicit_client_id_gets_the_shard_suffix(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
-    text = site_yaml({"photonics": 4}).replace(
-        "mqtt: {url: 'mqtt://127.0.0.1:1'}", "mqtt: {url: 'mqtt://127.0.0.1:1', client_id: gw}"
-    )
-    path.write_text(text)
+    path.write_text(site_yaml({"photonics": 4}, mqtt={**UNIT_MQTT, "client_id": "gw"}))
     config = load_config(path)
     k = next(k for k in (1, 2) if owned_machines(config, Shard(k, 2)))
     cut = restrict(config, Shard(k, 2))

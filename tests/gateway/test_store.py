@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.fakes import T0
 
 from pilotline.gateway.sinks.influx.points import PRIORITY_EVENT, PRIORITY_TELEMETRY
 from pilotline.gateway.store import SCHEMA_VERSION, QuarantineRow, Store, StoreError, Transaction
@@ -20,14 +20,7 @@ from pilotline.rules.events import (
 )
 from pilotline.rules.states import State
 
-T0 = 1_795_737_600_000
 NOW = 1_795_740_000_000
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "var" / "store.db") as opened:
-        yield opened
 
 
 def _q(i: int, reason: str = "malformed") -> QuarantineRow:

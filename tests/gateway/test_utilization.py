@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from tests.auth import bearer
+from tests.fakes import T0, Clock
+from tests.sites import UNIT_DEFAULTS, machine_config, site_yaml
 
 from pilotline.gateway.api.app import create_app
 from pilotline.gateway.config import load_config
@@ -27,7 +29,6 @@ from pilotline.rules.utilization import (
     utilization,
 )
 
-T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z
 S = 1000
 H = 3_600_000
 DAY = 86_400_000
@@ -151,32 +152,20 @@ def test_an_older_store_file_is_migrated_in_place(tmp_path: Path) -> None:
 
 # -- the gateway: daily points and the API ---------------------------------------------------
 
-CONFIG = """\
-site: unit
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-influx: {{url: "http://127.0.0.1:1", org: o, bucket: b}}
-store: {store}
-defaults: {{debounce_s: 0, stale_after_s: 7200, min_idle_s: 0, publish_interval_s: 3600}}
-zones:
-  - id: photonics
-    machines:
-      - {{id: laser-01, owner: acme, mqtt: {{topic: t/laser-01}}, state: {{signal: state}}}}
-      - {{id: cam-02, owner: lumen, mqtt: {{topic: t/cam-02}}, state: {{signal: state}}}}
-"""
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
+def site(tmp_path: Path, **keys: str) -> str:
+    """The site of laser-01 and cam-02; ``keys`` are more of its top-level keys."""
+    return site_yaml(
+        {"photonics": [machine_config("laser-01"), machine_config("cam-02", "lumen")]},
+        store=tmp_path / "gw.db",
+        defaults={**UNIT_DEFAULTS, "stale_after_s": 7200, "publish_interval_s": 3600},
+        **keys,
+    )
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Gateway:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(store=tmp_path / "gw.db"))
+    path.write_text(site(tmp_path))
     clock = Clock()
     gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
     # laser-01: running 0-6 h, idle 6-24 h, running the next day; cam-02: never heard of
@@ -262,7 +251,7 @@ async def test_the_api_answers_per_machine_and_zone(
 
 def test_days_are_the_sites_local_days(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
-    path.write_text("timezone: Europe/Paris\n" + CONFIG.format(store=tmp_path / "gw.db"))
+    path.write_text(site(tmp_path, timezone="Europe/Paris"))
     clock = Clock()
     gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
     gw.ingest.sample(Sample("laser-01", T0, {"state": "Executing"}), None)

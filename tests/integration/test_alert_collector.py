@@ -12,13 +12,14 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from structlog.testing import capture_logs
+from tests.sites import live_site, machine_config
 
 from pilotline.demo.broker import MosquittoBroker, free_port
 from pilotline.gateway.config import load_config
@@ -28,23 +29,15 @@ pytestmark = pytest.mark.integration
 
 MACHINES = [f"m-{i}" for i in range(6)]
 
-CONFIG = """\
-site: alert-site
-mqtt: {{url: "{mqtt_url}", client_id: gw-alerts, reconnect_max_s: 1}}
-store: {store}
-api: 127.0.0.1:{api_port}
-defaults: {{debounce_s: 0, stale_after_s: 2, min_idle_s: 60, publish_interval_s: 60}}
-zones:
-  - id: photonics
-    machines:
-{machines}
-alerts:
-  group_wait: 0s
-  rules:
-    - {{name: machine-offline, severity: warning, state: offline, for: 1s}}
-    - {{name: machine-down, severity: critical, state: down, for: 1s}}
-    - {{name: collector-down, severity: critical, collector: disconnected, for: 2s}}
-"""
+ALERTS = {
+    "group_wait": "0s",
+    "rules": [
+        {"name": "machine-offline", "severity": "warning", "state": "offline", "for": "1s"},
+        {"name": "machine-down", "severity": "critical", "state": "down", "for": "1s"},
+        {"name": "collector-down", "severity": "critical", "collector": "disconnected",
+         "for": "2s"},
+    ],
+}
 
 
 class Publisher:
@@ -73,12 +66,6 @@ class Publisher:
         self.client.disconnect()
 
 
-@pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    with MosquittoBroker() as b:
-        yield b
-
-
 async def until(condition: Callable[[], bool], timeout_s: float) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():
@@ -94,14 +81,18 @@ def transitions(logs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
 async def test_a_lost_broker_is_one_collector_alert(
     tmp_path: Path, broker: MosquittoBroker
 ) -> None:
-    machines = "\n".join(
-        f"      - {{id: {m}, owner: acme, mqtt: {{topic: plant/{m}}}, state: {{signal: state}}}}"
-        for m in MACHINES
-    )
     path = tmp_path / "site.yaml"
     path.write_text(
-        CONFIG.format(
-            mqtt_url=broker.url, store=tmp_path / "gw.db", machines=machines, api_port=free_port()
+        live_site(
+            {"photonics": [machine_config(m, topic=f"plant/{m}") for m in MACHINES]},
+            site="alert-site",
+            mqtt_url=broker.url,
+            client_id="gw-alerts",
+            port=free_port(),
+            store=tmp_path / "gw.db",
+            defaults={"debounce_s": 0, "stale_after_s": 2, "min_idle_s": 60,
+                      "publish_interval_s": 60},
+            alerts=ALERTS,
         )
     )
     gateway = Gateway(load_config(path), options=ServiceOptions(lateness_ms=200))

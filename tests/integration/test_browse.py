@@ -18,11 +18,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[DemoServer]:
-    s = DemoServer().start()
-    try:
+    with DemoServer() as s:
         yield s
-    finally:
-        s.kill()
 
 
 def browse(*args: str) -> subprocess.CompletedProcess[str]:

@@ -26,8 +26,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tests.auth import cli_bearer
 from tests.process import pilotline_command, until
+from tests.sites import live_site, pilot_camera, pilot_laser
 
-from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto, free_port
+from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port
 from pilotline.demo.publisher import publish_timeline
 
 pytestmark = [
@@ -152,36 +153,6 @@ def test_run_refuses_broken_config_before_connecting_anything(tmp_path: Path) ->
 
 # --------------------------------------------------------------------------- run
 
-RUN_CONFIG = """\
-site: cli-site
-mqtt:
-  url: {mqtt_url}
-  client_id: gw-cli-{port}
-  reconnect_max_s: 1
-store: {store}
-api: 127.0.0.1:{port}
-log: {{level: info, format: auto}}
-defaults:
-  debounce_s: 0
-  stale_after_s: 120
-  min_idle_s: 600
-  publish_interval_s: 30
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme-optics
-        capabilities: [laser-cutting]
-        mqtt: {{topic: pilot/photonics/laser-01/telemetry}}
-        state: {{signal: state}}
-  - id: imaging
-    machines:
-      - id: cam-02
-        owner: lumen-group
-        capabilities: [optical-inspection]
-        mqtt: {{topic: pilot/imaging/cam-02/telemetry}}
-        state: {{signal: power_w, running_above: 120, idle_below: 60}}
-"""
 
 LASER = "pilot/photonics/laser-01/telemetry"
 CAM = "pilot/imaging/cam-02/telemetry"
@@ -237,22 +208,22 @@ class GatewayProcess:
 
 
 @pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    try:
-        b = MosquittoBroker().start()
-    except BrokerUnavailableError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
 def site(tmp_path: Path, broker: MosquittoBroker) -> tuple[Path, str]:
     port = free_port()
     config = tmp_path / "site.yaml"
-    config.write_text(RUN_CONFIG.format(mqtt_url=broker.url, port=port, store=tmp_path / "gw.db"))
+    config.write_text(
+        live_site(
+            {"photonics": [pilot_laser()], "imaging": [pilot_camera()]},
+            site="cli-site",
+            mqtt_url=broker.url,
+            client_id=f"gw-cli-{port}",
+            port=port,
+            store=tmp_path / "gw.db",
+            log={"level": "info", "format": "auto"},
+            defaults={"debounce_s": 0, "stale_after_s": 120, "min_idle_s": 600,
+                      "publish_interval_s": 30},
+        )
+    )
     api = f"http://127.0.0.1:{port}"
     AUTH[api] = cli_bearer(pilotline_command(), config)
     return config, api

@@ -29,10 +29,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.auth import cli_bearer
-from tests.peers import PeerUnavailableError, VictoriaMetrics, find_victoria_metrics
+from tests.peers import VictoriaMetrics, find_victoria_metrics
 from tests.process import pilotline_command, until
+from tests.sites import POWER_STATE, live_site, machine_config, pilot_camera, pilot_laser
 
-from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto, free_port
+from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port
 from pilotline.demo.publisher import publish_timeline
 
 pytestmark = [
@@ -55,45 +56,14 @@ MACHINES = {
     "bonder-03": "pilot/imaging/bonder-03/telemetry",
 }
 
-CONFIG = """\
-site: crash-site
-mqtt:
-  url: {mqtt_url}
-  client_id: gw-crash-{port}
-  reconnect_max_s: 1
-influx:
-  url: {influx_url}
-  org: pilot
-  bucket: pilotline
-  flush_interval_s: 0.1
-store: {store}
-api: 127.0.0.1:{port}
-defaults:
-  debounce_s: 2
-  stale_after_s: 60
-  min_idle_s: 30
-  publish_interval_s: 30
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme-optics
-        capabilities: [laser-cutting]
-        mqtt: {{topic: pilot/photonics/laser-01/telemetry}}
-        state: {{signal: state}}
-  - id: imaging
-    machines:
-      - id: cam-02
-        owner: lumen-group
-        capabilities: [optical-inspection]
-        mqtt: {{topic: pilot/imaging/cam-02/telemetry}}
-        state: {{signal: power_w, running_above: 120, idle_below: 60}}
-      - id: bonder-03
-        owner: acme-optics
-        capabilities: [die-bonding]
-        mqtt: {{topic: pilot/imaging/bonder-03/telemetry}}
-        state: {{signal: power_w, running_above: 120, idle_below: 60}}
-"""
+ZONES = {
+    "photonics": [pilot_laser()],
+    "imaging": [
+        pilot_camera(),
+        machine_config("bonder-03", "acme-optics", capabilities=["die-bonding"],
+                       topic=MACHINES["bonder-03"], state=POWER_STATE),
+    ],
+}
 
 
 
@@ -250,30 +220,6 @@ def durable_before_restart(store: Path, vm: VictoriaMetrics, workdir: Path) -> s
 
 
 @pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    try:
-        b = MosquittoBroker().start()
-    except BrokerUnavailableError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
-def vm() -> Iterator[VictoriaMetrics]:
-    try:
-        v = VictoriaMetrics().start()
-    except PeerUnavailableError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield v
-    finally:
-        v.close()
-
-
-@pytest.fixture
 def gateways(tmp_path: Path) -> Iterator[list[GatewayProcess]]:
     started: list[GatewayProcess] = []
     yield started
@@ -292,7 +238,19 @@ def test_sigkill_loses_no_sample(
     port = free_port()
     store = tmp_path / "gw.db"
     config = tmp_path / "site.yaml"
-    config.write_text(CONFIG.format(mqtt_url=broker.url, influx_url=vm.url, store=store, port=port))
+    config.write_text(
+        live_site(
+            ZONES,
+            site="crash-site",
+            mqtt_url=broker.url,
+            client_id=f"gw-crash-{port}",
+            port=port,
+            influx_url=vm.url,
+            store=store,
+            defaults={"debounce_s": 2, "stale_after_s": 60, "min_idle_s": 30,
+                      "publish_interval_s": 30},
+        )
+    )
     api = Api(f"http://127.0.0.1:{port}", cli_bearer(pilotline_command(), config))
     # Hours ago, whole seconds: far from the gateway's future limit, and old enough that
     # victoria-metrics shows the points as soon as they are flushed.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fakes import T0
 from tests.peers import InfluxDB1, PeerUnavailableError
 
 from pilotline.gateway.sinks.influx.lineproto import line, series_key
@@ -29,7 +30,6 @@ pytestmark = pytest.mark.integration
 
 DASHBOARDS = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards"
 SITE = "marseille-pilot"
-T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z
 MIN = 60_000
 HOUR = 60 * MIN
 RANGE = (T0, T0 + 6 * HOUR)  # the dashboard's time range in the test

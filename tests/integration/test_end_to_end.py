@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.auth import bearer
+from tests.fakes import T0, Clock
 from tests.peers import VictoriaMetrics
+from tests.sites import live_site, pilot_camera, pilot_laser
 
 from pilotline.demo.broker import MosquittoBroker, free_port
 from pilotline.demo.publisher import publish_timeline
@@ -23,44 +25,6 @@ from pilotline.gateway.config import load_config
 from pilotline.gateway.service import Gateway, ServiceOptions
 
 pytestmark = pytest.mark.integration
-
-T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z, a multiple of every publish interval used
-
-CONFIG = """\
-site: test-site
-mqtt:
-  url: {mqtt_url}
-  client_id: gw-e2e-{port}
-  reconnect_max_s: 1
-influx:
-  url: {influx_url}
-  org: pilot
-  bucket: pilotline
-  flush_interval_s: 0.1
-store: {store}
-api: 127.0.0.1:{port}
-defaults:
-  debounce_s: 2
-  stale_after_s: 5
-  min_idle_s: 5
-  publish_interval_s: 30
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme-optics
-        capabilities: [laser-cutting, laser-marking]
-        mqtt: {{topic: pilot/photonics/laser-01/telemetry}}
-        state: {{signal: state}}
-  - id: imaging
-    machines:
-      - id: cam-02
-        owner: lumen-group
-        capabilities: [optical-inspection]
-        mqtt: {{topic: pilot/imaging/cam-02/telemetry}}
-        state: {{signal: power_w, running_above: 120, idle_below: 60}}
-"""
-
 
 def laser(second: int) -> str:
     # running 0-19 s, idle 20-49 s, running 50-59 s, then silence
@@ -90,26 +54,6 @@ def scenario(seconds: range) -> list[tuple[str, bytes]]:
     return messages
 
 
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
-
-
-@pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    with MosquittoBroker() as b:
-        yield b
-
-
-@pytest.fixture
-def vm() -> Iterator[VictoriaMetrics]:
-    with VictoriaMetrics() as v:
-        yield v
-
-
 async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():
@@ -123,8 +67,17 @@ async def running(
     port = free_port()
     path = tmp_path / "site.yaml"
     path.write_text(
-        CONFIG.format(
-            mqtt_url=broker.url, influx_url=vm.url, store=tmp_path / "gw.db", port=port
+        live_site(
+            {"photonics": [pilot_laser("laser-cutting", "laser-marking")],
+             "imaging": [pilot_camera()]},
+            site="test-site",
+            mqtt_url=broker.url,
+            client_id=f"gw-e2e-{port}",
+            port=port,
+            influx_url=vm.url,
+            store=tmp_path / "gw.db",
+            defaults={"debounce_s": 2, "stale_after_s": 5, "min_idle_s": 5,
+                      "publish_interval_s": 30},
         )
     )
     clock = Clock(T0)

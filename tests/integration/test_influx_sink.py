@@ -11,7 +11,7 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,6 @@ except ImportError:  # the repository root is not on sys.path (no rootdir confte
 pytestmark = pytest.mark.integration
 
 SITE = "marseille-pilot"
-
-
-@pytest.fixture
-def vm() -> Iterator[VictoriaMetrics]:
-    with VictoriaMetrics() as peer:
-        yield peer
 
 
 def past_ms(seconds: float = 3600) -> int:

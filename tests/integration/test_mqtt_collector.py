@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from pilotline.collectors.mqtt import (
     MqttCollector,
     Quarantined,
 )
-from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto
+from pilotline.demo.broker import MosquittoBroker, find_mosquitto
 from pilotline.rules.sample import Quality, Sample
 
 pytestmark = [
@@ -33,18 +31,6 @@ pytestmark = [
 
 TOPIC = "pilot/photonics/cam-02/telemetry"
 TS = 1_795_737_600_123
-
-
-@pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    try:
-        b = MosquittoBroker().start()
-    except BrokerUnavailableError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 @dataclass
@@ -265,24 +251,6 @@ async def test_refused_connection_is_retried_with_backoff() -> None:
     assert not health.connected
     assert health.last_error is not None
     assert "failed" in health.last_error
-
-
-@pytest.fixture
-def passwd() -> Iterator[Path]:
-    """A Mosquitto password file with user ``gw``, password ``s3cret``.
-
-    mosquitto started as root drops to its own user: the file must be readable by it, so it
-    cannot live in a 0700 temporary directory.
-    """
-    shared = Path(tempfile.mkdtemp(prefix="pilotline-mqtt-passwd-"))
-    try:
-        shared.chmod(0o755)
-        path = shared / "passwd"
-        subprocess.run(["mosquitto_passwd", "-c", "-b", str(path), "gw", "s3cret"], check=True)
-        path.chmod(0o644)
-        yield path
-    finally:
-        shutil.rmtree(shared)
 
 
 @pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")

@@ -12,8 +12,7 @@ import dataclasses
 import email
 import email.policy
 import ssl
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from structlog.testing import capture_logs
+from tests.fakes import T0
 from tests.peers import free_port
 from tests.tls import Authority, Issued
+from tests.waiting import run_until, wait_for
 
 from pilotline.gateway.config import EmailConfig
 from pilotline.gateway.notify import NotificationSender, notification_rows
@@ -34,7 +35,6 @@ from pilotline.rules.dispatch import Notification
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_795_737_600_000
 USER = "pilotline"
 PASSWORD = "smtp-test-password-91c4"  # the test server's own
 
@@ -162,25 +162,6 @@ DOWN = AlertTransition(
 def notification(*alerts: AlertTransition, kind: str = "firing") -> Notification:
     group = (("rule", "machine-down"), ("zone", "photonics"))
     return Notification("oncall", group, kind, T0 + 150_000, alerts)  # type: ignore[arg-type]
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
-async def run_until(
-    sender: NotificationSender, condition: Callable[[], bool], settle_s: float = 0.5
-) -> None:
-    task = asyncio.create_task(sender.run())
-    try:
-        await wait_for(condition)
-        await asyncio.sleep(settle_s)  # nothing more comes
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def queue(tmp_path: Path, *notifications: Notification) -> Store:

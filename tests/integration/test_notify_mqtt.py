@@ -11,11 +11,7 @@ import asyncio
 import dataclasses
 import json
 import shutil
-import subprocess
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +21,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from structlog.testing import capture_logs
+from tests.fakes import T0
+from tests.waiting import run_until, wait_for
 
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
-from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, find_mosquitto
+from pilotline.demo.broker import MosquittoBroker, find_mosquitto
 from pilotline.gateway.config import AlertMqttConfig
 from pilotline.gateway.notify import NotificationSender, notification_rows
 from pilotline.gateway.notify.mqtt.channel import MqttChannel
@@ -40,21 +38,8 @@ pytestmark = [
     pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),
 ]
 
-T0 = 1_795_737_600_000
 SITE = "marseille-pilot"
 PREFIX = f"pilotline/{SITE}/alerts"
-
-
-@pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    try:
-        b = MosquittoBroker().start()
-    except BrokerUnavailableError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 class Subscriber:
@@ -120,25 +105,6 @@ def queue(tmp_path: Path, *notifications: Notification) -> Store:
     store = Store(tmp_path / "gw.db")
     store.commit(now_ms=T0, notifications=notification_rows(SITE, notifications))
     return store
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
-async def run_until(
-    sender: NotificationSender, condition: Callable[[], bool], settle_s: float = 0.5
-) -> None:
-    task = asyncio.create_task(sender.run())
-    try:
-        await wait_for(condition)
-        await asyncio.sleep(settle_s)  # nothing more comes
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_one_message_per_notification_and_retained_states(
@@ -251,21 +217,6 @@ async def test_a_group_of_50_alerts_is_one_notification_message(
     assert sorted(live.states()) == [f"machine-down/laser-{i:02d}" for i in range(50)]
     assert len(live.messages) == 51
     store.close()
-
-
-@pytest.fixture
-def passwd() -> Iterator[Path]:
-    """A Mosquitto password file with user ``gw``, password ``s3cret``, readable by the
-    broker even when it drops to its own user."""
-    shared = Path(tempfile.mkdtemp(prefix="pilotline-alerts-passwd-"))
-    try:
-        shared.chmod(0o755)
-        path = shared / "passwd"
-        subprocess.run(["mosquitto_passwd", "-c", "-b", str(path), "gw", "s3cret"], check=True)
-        path.chmod(0o644)
-        yield path
-    finally:
-        shutil.rmtree(shared)
 
 
 @pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")

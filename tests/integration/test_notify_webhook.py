@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
+from tests.fakes import T0, Clock
+from tests.sites import machine_config, site_yaml
 
 from pilotline.gateway.config import WebhookConfig, load_config
 from pilotline.gateway.notify import NotificationSender, notification_rows
@@ -28,8 +30,6 @@ from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Notification
 
 pytestmark = pytest.mark.integration
-
-T0 = 1_795_737_600_000
 
 
 class Receiver:
@@ -119,44 +119,32 @@ async def run_until(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-SITE = """\
-site: it
-mqtt: {{url: "mqtt://127.0.0.1:1"}}
-store: {store}
-defaults: {{debounce_s: 0, stale_after_s: 60, min_idle_s: 0, publish_interval_s: 60}}
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme
-        mqtt: {{topic: t/laser-01}}
-        state: {{signal: state}}
-alerts:
-  rules:
-    - name: laser-down
-      severity: critical
-      state: down
-      for: 2m
-      message: "{{machine}} down for {{value:.0f}} s"
-  webhooks:
-    - {{name: ops, url: "{url}/ops"}}
-    - {{name: chat, url: "{url}/chat", format: slack}}
-"""
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
+def site(store: Path, url: str) -> str:
+    """laser-01 with one rule (``laser-down``: down for 2 minutes) and two webhooks at
+    ``url``: ``/ops`` and ``/chat`` (Slack's format)."""
+    return site_yaml(
+        {"photonics": [machine_config("laser-01")]},
+        site="it",
+        influx=None,
+        store=store,
+        alerts={
+            "rules": [
+                {"name": "laser-down", "severity": "critical", "state": "down", "for": "2m",
+                 "message": "{machine} down for {value:.0f} s"},
+            ],
+            "webhooks": [
+                {"name": "ops", "url": f"{url}/ops"},
+                {"name": "chat", "url": f"{url}/chat", "format": "slack"},
+            ],
+        },
+    )
 
 
 async def test_firing_and_resolved_arrive_once_each_after_a_restart(
     tmp_path: Path, receiver: Receiver
 ) -> None:
     path = tmp_path / "site.yaml"
-    path.write_text(SITE.format(store=tmp_path / "gw.db", url=receiver.url))
+    path.write_text(site(tmp_path / "gw.db", receiver.url))
     clock = Clock()
     gw = Gateway(load_config(path), clock_ms=clock, collectors=False)
     # down for 200 s (fires at 120 s), then running (resolved) for 15 minutes, which lets any

@@ -24,11 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def server() -> Iterator[DemoServer]:
-    s = DemoServer().start()
-    try:
+    with DemoServer() as s:
         yield s
-    finally:
-        s.kill()
 
 
 @contextlib.asynccontextmanager

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from tests.auth import bearer
 from tests.peers import DemoServer, free_port
+from tests.sites import demo_opcua, machine_config, site_yaml
 
-from pilotline.demo.opcua_server import demo_nodes
 from pilotline.gateway.config import load_config
 from pilotline.gateway.service import Gateway, ServiceOptions
 from pilotline.rules import State
@@ -25,34 +24,18 @@ MACHINES = {"laser-cut-01": "machinery", "bonder-01": "packml", "laser-mark-01":
 
 def site(endpoint: str, store: Path, port: int) -> str:
     machines = [
-        {
-            "id": machine,
-            "owner": "acme-optics",
-            "capabilities": ["laser-cutting"],
-            "opcua": {
-                "endpoint": endpoint,
-                "nodes": demo_nodes(machine),
-                "state_model": model,
-                "publishing_interval_ms": 100,
-                "sampling_interval_ms": 50,
-            },
-            "state": {"signal": "state"},
-        }
-        for machine, model in MACHINES.items()
+        machine_config(m, "acme-optics", capabilities=["laser-cutting"],
+                       opcua=demo_opcua(endpoint, m, model))
+        for m, model in MACHINES.items()
     ]
-    return yaml.safe_dump(
-        {
-            "site": "opcua-test",
-            "store": str(store),
-            "api": f"127.0.0.1:{port}",
-            "defaults": {
-                "debounce_s": 0,
-                "stale_after_s": 3,
-                "min_idle_s": 1,
-                "publish_interval_s": 60,
-            },
-            "zones": [{"id": "photonics", "machines": machines}],
-        }
+    return site_yaml(
+        {"photonics": machines},
+        site="opcua-test",
+        mqtt=None,
+        influx=None,
+        store=store,
+        api=f"127.0.0.1:{port}",
+        defaults={"debounce_s": 0, "stale_after_s": 3, "min_idle_s": 1, "publish_interval_s": 60},
     )
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fakes import T0, Clock
+from tests.sites import live_site, pilot_camera, pilot_laser
 
 from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port
 from pilotline.demo.publisher import publish_timeline
@@ -30,35 +32,23 @@ pytestmark = [
     pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),
 ]
 
-T0 = 1_795_737_600_000
 END = T0 + 600_000
 
-CONFIG = """\
-site: test-site
-mqtt:
-  url: {mqtt_url}
-  client_id: gw-replay-{port}
-  reconnect_max_s: 1
-influx: {{url: "http://127.0.0.1:1", org: pilot, bucket: pilotline, flush_interval_s: 0.1}}
-store: {store}
-api: 127.0.0.1:{port}
-defaults: {{debounce_s: 2, stale_after_s: 5, min_idle_s: 5, publish_interval_s: 30}}
-zones:
-  - id: photonics
-    machines:
-      - id: laser-01
-        owner: acme-optics
-        capabilities: [laser-cutting, laser-marking]
-        mqtt: {{topic: pilot/photonics/laser-01/telemetry}}
-        state: {{signal: state}}
-  - id: imaging
-    machines:
-      - id: cam-02
-        owner: lumen-group
-        capabilities: [optical-inspection]
-        mqtt: {{topic: pilot/imaging/cam-02/telemetry}}
-        state: {{signal: power_w, running_above: 120, idle_below: 60}}
-"""
+
+def site(mqtt_url: str, store: Path, port: int) -> str:
+    """test_end_to_end.py's site, with no InfluxDB listening at its URL."""
+    return live_site(
+        {"photonics": [pilot_laser("laser-cutting", "laser-marking")],
+         "imaging": [pilot_camera()]},
+        site="test-site",
+        mqtt_url=mqtt_url,
+        client_id=f"gw-replay-{port}",
+        port=port,
+        influx_url="http://127.0.0.1:1",
+        store=store,
+        defaults={"debounce_s": 2, "stale_after_s": 5, "min_idle_s": 5, "publish_interval_s": 30},
+    )
+
 
 TOPIC = {"laser-01": "pilot/photonics/laser-01/telemetry",
          "cam-02": "pilot/imaging/cam-02/telemetry"}
@@ -74,14 +64,6 @@ def scenario() -> list[tuple[str, dict[str, Any]]]:
         out.append(("laser-01", {"ts": ts, "state": state, "temperature_c": 20.0 + s / 10}))
         out.append(("cam-02", {"ts": ts, "power_w": power}))
     return out
-
-
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
@@ -111,7 +93,7 @@ async def test_the_replay_of_what_the_gateway_received_equals_what_it_produced(
     port = free_port()
     with MosquittoBroker() as broker:
         path = tmp_path / "site.yaml"
-        path.write_text(CONFIG.format(mqtt_url=broker.url, store=tmp_path / "live.db", port=port))
+        path.write_text(site(broker.url, tmp_path / "live.db", port))
         clock = Clock(T0)
         writer = MemoryWriter()
         gateway = Gateway(load_config(path), writer=writer, clock_ms=clock,
@@ -172,8 +154,7 @@ async def test_the_replay_of_what_the_gateway_received_equals_what_it_produced(
 
 def test_replay_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
-    path.write_text(CONFIG.format(mqtt_url="mqtt://127.0.0.1:1", store=tmp_path / "l.db",
-                                  port=free_port()))
+    path.write_text(site("mqtt://127.0.0.1:1", tmp_path / "l.db", free_port()))
     missing = pilotline("replay", "-c", str(path), str(tmp_path / "nope.jsonl"),
                         "--out-store", str(tmp_path / "r.db"))
     assert missing.returncode == 1

@@ -20,18 +20,17 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 from tests.auth import cli_bearer
 from tests.integration.test_crash import Api, GatewayProcess, pilotline_command, until
-from tests.peers import DemoServer, VictoriaMetrics, find_victoria_metrics
+from tests.peers import DemoServer, VictoriaMetrics
+from tests.sites import demo_opcua, live_site, machine_config, site_yaml
 
 from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port
-from pilotline.demo.opcua_server import demo_nodes
 from pilotline.gateway.config import load_config
 from pilotline.gateway.service import Gateway
 from pilotline.rules import State
@@ -45,38 +44,21 @@ STALE_S = 4
 PERIOD_S = 0.25
 TOPIC = "pilot/photonics/{}/telemetry"
 
-INFLUX = """\
-influx:
-  url: {url}
-  org: pilot
-  bucket: pilotline
-  flush_interval_s: 0.1
-"""
-CONFIG = """\
-site: resume-site
-mqtt:
-  url: {mqtt_url}
-  client_id: gw-resume-{port}
-  reconnect_max_s: 1
-{influx}store: {store}
-api: 127.0.0.1:{port}
-defaults:
-  debounce_s: 0
-  stale_after_s: {stale}
-  min_idle_s: 1
-  publish_interval_s: 60
-zones:
-  - id: photonics
-    machines:
-{machines}
-"""
-
-
-def machines_yaml(names: list[str]) -> str:
-    return "".join(
-        f"      - id: {m}\n        owner: acme\n        mqtt: {{topic: {TOPIC.format(m)}}}\n"
-        f"        state: {{signal: state}}\n"
-        for m in names
+def site(
+    names: list[str], *, mqtt_url: str, port: int, store: Path, stale: int,
+    influx_url: str | None = None,
+) -> str:
+    """The machines ``names`` in one zone, each on its own topic."""
+    return live_site(
+        {"photonics": [machine_config(m, topic=TOPIC.format(m)) for m in names]},
+        site="resume-site",
+        mqtt_url=mqtt_url,
+        client_id=f"gw-resume-{port}",
+        port=port,
+        influx_url=influx_url,
+        store=store,
+        defaults={"debounce_s": 0, "stale_after_s": stale, "min_idle_s": 1,
+                  "publish_interval_s": 60},
     )
 
 
@@ -113,20 +95,6 @@ class Plant(threading.Thread):
         self.client.disconnect()
 
 
-@pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    with MosquittoBroker() as b:
-        yield b
-
-
-@pytest.fixture
-def vm() -> Iterator[VictoriaMetrics]:
-    if find_victoria_metrics() is None:
-        pytest.skip("victoria-metrics is not installed")
-    with VictoriaMetrics() as v:
-        yield v
-
-
 def store_rows(store: Path, sql: str) -> list[tuple[object, ...]]:
     db = sqlite3.connect(store)
     try:
@@ -143,14 +111,8 @@ def test_sigkill_and_restart_resume_states_and_windows(
     store = tmp_path / "gw.db"
     config = tmp_path / "site.yaml"
     config.write_text(
-        CONFIG.format(
-            mqtt_url=broker.url,
-            influx=INFLUX.format(url=vm.url),
-            store=store,
-            port=port,
-            stale=STALE_S,
-            machines=machines_yaml(names),
-        )
+        site(names, mqtt_url=broker.url, port=port, store=store, stale=STALE_S,
+             influx_url=vm.url)
     )
     api = Api(f"http://127.0.0.1:{port}", cli_bearer(pilotline_command(), config))
     started: list[GatewayProcess] = []
@@ -254,14 +216,7 @@ async def test_a_broker_restart_shorter_than_stale_after_changes_no_state(
     port = free_port()
     config = tmp_path / "site.yaml"
     config.write_text(
-        CONFIG.format(
-            mqtt_url=broker.url,
-            influx="",
-            store=tmp_path / "gw.db",
-            port=port,
-            stale=6,
-            machines=machines_yaml(names),
-        )
+        site(names, mqtt_url=broker.url, port=port, store=tmp_path / "gw.db", stale=6)
     )
     gateway = Gateway(load_config(config))
     task = asyncio.create_task(gateway.run(api=False))
@@ -298,30 +253,19 @@ async def test_an_opcua_server_down_makes_only_its_machines_offline(tmp_path: Pa
     placement = {"laser-cut-01": (a, "machinery"), "bonder-01": (b, "packml"),
                  "laser-mark-01": (b, "mtconnect")}
     machines = [
-        {
-            "id": machine,
-            "owner": "acme-optics",
-            "opcua": {
-                "endpoint": server.endpoint,
-                "nodes": demo_nodes(machine),
-                "state_model": model,
-                "publishing_interval_ms": 100,
-                "sampling_interval_ms": 50,
-            },
-            "state": {"signal": "state"},
-        }
-        for machine, (server, model) in placement.items()
+        machine_config(m, "acme-optics", opcua=demo_opcua(server.endpoint, m, model))
+        for m, (server, model) in placement.items()
     ]
     path = tmp_path / "site.yaml"
     path.write_text(
-        yaml.safe_dump(
-            {
-                "site": "opcua-split",
-                "store": str(tmp_path / "gw.db"),
-                "defaults": {"debounce_s": 0, "stale_after_s": 3, "min_idle_s": 1,
-                             "publish_interval_s": 60},
-                "zones": [{"id": "photonics", "machines": machines}],
-            }
+        site_yaml(
+            {"photonics": machines},
+            site="opcua-split",
+            mqtt=None,
+            influx=None,
+            store=tmp_path / "gw.db",
+            defaults={"debounce_s": 0, "stale_after_s": 3, "min_idle_s": 1,
+                      "publish_interval_s": 60},
         )
     )
     gateway = Gateway(load_config(path))

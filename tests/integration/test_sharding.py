@@ -29,8 +29,9 @@ import httpx
 import pytest
 from tests.peers import InfluxDB1, PeerUnavailableError, VictoriaMetrics
 from tests.process import pilotline_command, until
+from tests.sites import POWER_STATE, live_site, machine_config
 
-from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, free_port
+from pilotline.demo.broker import MosquittoBroker, free_port
 from pilotline.demo.publisher import publish_timeline
 from pilotline.gateway.config import SiteConfig, load_config
 from pilotline.gateway.config.sharding import owned_machines
@@ -51,26 +52,25 @@ def topic(machine: str) -> str:
 
 
 def site_yaml(mqtt_url: str, influx_url: str, api_port: int) -> str:
-    lines = [
-        "site: sharded-site",
-        f"mqtt: {{url: '{mqtt_url}', client_id: gw-sharding, reconnect_max_s: 1}}",
-        f"influx: {{url: '{influx_url}', org: pilot, bucket: pilotline, flush_interval_s: 0.1}}",
-        "store: ./var/gw.db",  # the same in every file: each shard derives its own
-        f"api: 127.0.0.1:{api_port}",
-        "log: {format: json}",
-        "defaults: {debounce_s: 0, stale_after_s: 600, min_idle_s: 0, publish_interval_s: 1}",
-        "zones:",
-    ]
-    for zone in ZONES:
-        lines.append(f"  - id: {zone}\n    machines:")
-        for machine, its_zone in MACHINES.items():
-            if its_zone == zone:
-                lines.append(
-                    f"      - {{id: {machine}, owner: acme, capabilities: [inspect],"
-                    f" mqtt: {{topic: {topic(machine)}}},"
-                    " state: {signal: power_w, running_above: 120, idle_below: 60}}"
-                )
-    return "\n".join(lines) + "\n"
+    zones = {
+        zone: [
+            machine_config(m, capabilities=["inspect"], topic=topic(m), state=POWER_STATE)
+            for m, its_zone in MACHINES.items()
+            if its_zone == zone
+        ]
+        for zone in ZONES
+    }
+    return live_site(
+        zones,
+        site="sharded-site",
+        mqtt_url=mqtt_url,
+        client_id="gw-sharding",
+        port=api_port,
+        influx_url=influx_url,
+        store="./var/gw.db",  # the same in every file: each shard derives its own
+        log={"format": "json"},
+        defaults={"debounce_s": 0, "stale_after_s": 600, "min_idle_s": 0, "publish_interval_s": 1},
+    )
 
 
 class ShardProcess:
@@ -141,30 +141,6 @@ class ShardProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    try:
-        b = MosquittoBroker().start()
-    except BrokerUnavailableError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
-def vm() -> Iterator[VictoriaMetrics]:
-    try:
-        v = VictoriaMetrics().start()
-    except PeerUnavailableError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield v
-    finally:
-        v.close()
 
 
 def publish(mqtt_url: str, states: dict[str, float]) -> int:

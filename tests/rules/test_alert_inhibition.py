@@ -8,11 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import pytest
+from tests.rules.timeline import HOUR, T0, at, laser
 
 from pilotline.rules import (
-    DEFAULT_STATE_MAP,
     MachineSpec,
-    MappedState,
     Plant,
     PlantSpec,
     RulesConfigError,
@@ -30,27 +29,6 @@ from pilotline.rules.alerts import (
     StateCondition,
     Status,
 )
-
-T0 = 1_767_600_000_000  # 2026-01-05 08:00 UTC
-HOUR = 3_600_000
-
-
-def at(seconds: float) -> int:
-    return T0 + int(seconds * 1000)
-
-
-def laser(mid: str = "laser-01", zone: str = "photonics") -> MachineSpec:
-    return MachineSpec(
-        id=mid,
-        zone=zone,
-        owner="acme",
-        state=MappedState("state", DEFAULT_STATE_MAP),
-        debounce_ms=10_000,
-        stale_after_ms=60_000,
-        min_idle_ms=120_000,
-        publish_interval_ms=HOUR,
-    )
-
 
 DOWN = AlertRule(
     "machine-down", "critical", "{machine} {state}", StateCondition(State.DOWN, for_ms=120_000)

@@ -8,11 +8,10 @@ from dataclasses import dataclass, replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.rules.timeline import HOUR, T0, at, laser
 
 from pilotline.rules import (
-    DEFAULT_STATE_MAP,
     MachineSpec,
-    MappedState,
     Plant,
     PlantSpec,
     RulesConfigError,
@@ -32,31 +31,6 @@ from pilotline.rules.alerts import (
     render,
     validate_template,
 )
-
-T0 = 1_767_600_000_000  # 2026-01-05 08:00 UTC
-HOUR = 3_600_000
-
-
-def at(seconds: float) -> int:
-    return T0 + int(seconds * 1000)
-
-
-def laser(mid: str = "laser-01", zone: str = "photonics", **kw: int) -> MachineSpec:
-    params: dict[str, int] = {
-        "debounce_ms": 10_000,
-        "stale_after_ms": 60_000,
-        "min_idle_ms": 120_000,
-        "publish_interval_ms": HOUR,
-    }
-    params.update(kw)
-    return MachineSpec(
-        id=mid,
-        zone=zone,
-        owner="acme",
-        state=MappedState("state", DEFAULT_STATE_MAP),
-        **params,
-    )
-
 
 DOWN = AlertRule(
     "machine-down",
