@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from collections import Counter, defaultdict
@@ -315,10 +314,6 @@ def test_site_yaml_options() -> None:
     assert defaults["min_idle_s"] == 30
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("pilotline.gateway.config") is None,
-    reason="pilotline.gateway.config not written yet",
-)
 def test_site_yaml_loads_with_the_gateway_config(tmp_path: Path) -> None:
     from pilotline.gateway.config import load_config
 
