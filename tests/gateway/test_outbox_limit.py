@@ -126,20 +126,26 @@ def test_per_priority_depths_follow_drains_dead_letters_and_reopening(tmp_path: 
 
 
 def test_dropping_from_a_large_outbox_stays_cheap(tmp_path: Path) -> None:
-    """The delete is one statement on the (priority, id) index, no COUNT, no scan."""
-    import time
-
+    """Dropping is index work only: no COUNT, and no statement that scans a table. (How long
+    it takes is a benchmark's business: benchmarks/README.md.)"""
     store = Store(tmp_path / "o.db", outbox_max_points=200_000)
     batch = [(EV, "e")] + [(TM, "telemetry,machine=m power_w=1 1")] * 9_999
     for k in range(20):
         store.commit(now_ms=k, lines=batch)
     assert store.outbox_depth() == 200_000
-    started = time.perf_counter()
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
     store.commit(now_ms=99, lines=batch)
-    elapsed = time.perf_counter() - started
+    store._db.set_trace_callback(None)
     assert store.outbox_dropped[TM] == 10_000
     assert store.outbox_depth_by_priority()[EV] == 21
-    assert elapsed < 2.0  # generous for a loaded CI runner (measured: benchmarks/README.md)
+    reads = [s for s in statements if s.split()[0].upper() in {"SELECT", "UPDATE", "DELETE"}]
+    assert any(s.upper().startswith("DELETE") for s in reads)  # the drop did happen here
+    for statement in reads:
+        assert "COUNT(" not in statement.upper(), statement
+        plan = [row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + statement)]
+        assert plan, statement
+        assert all(step.startswith("SEARCH") for step in plan), (statement, plan)
 
 
 # -- the gateway: metrics, log, health ---------------------------------------------------------

