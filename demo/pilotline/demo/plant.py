@@ -40,16 +40,29 @@ machine and a zone-wide outage at fixed times, so that alerts show within minute
 
 from __future__ import annotations
 
-import enum
 import math
 import random
 import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, NamedTuple, Self, cast, get_args
+from typing import Literal, Self, cast, get_args
 
 import orjson
+
+from pilotline.demo.catalogue import (
+    ENUM_VOCABS,
+    GENERATED,
+    MAINT_MAP,
+    OWNERS,
+    PROFILES,
+    STANDARD,
+    WORDS,
+    Phase,
+    Profile,
+    Row,
+    Vocabulary,
+)
 
 __all__ = [
     "BLIP_MAX_MS",
@@ -87,47 +100,6 @@ _BLIP_MIN_MS = 1_000
 _BLIP_MARGIN_MS = 4_000
 
 
-class _Phase(enum.Enum):
-    """What a machine is doing in a segment; ``canonical`` is DESIGN.md's state name."""
-
-    IDLE = "idle"
-    RUNNING = "running"
-    PAUSED = "paused"
-    DOWN = "down"
-    MAINTENANCE = "maintenance"
-    OFFLINE = "offline"
-
-    @property
-    def canonical(self) -> str:
-        return "running" if self is _Phase.PAUSED else self.value
-
-
-# What each vocabulary reports per phase (every word is in DESIGN.md's default table, except
-# OPC 40001-1 maintenance, which needs the machine's explicit map; see SimMachine.state_map).
-_WORDS: dict[str, dict[_Phase, str]] = {
-    "opc40001": {
-        _Phase.IDLE: "NotExecuting",
-        _Phase.RUNNING: "Executing",
-        _Phase.PAUSED: "Executing",
-        _Phase.DOWN: "OutOfService",
-        _Phase.MAINTENANCE: "OutOfService",
-    },
-    "packml": {
-        _Phase.IDLE: "Idle",
-        _Phase.RUNNING: "Execute",
-        _Phase.PAUSED: "Held",
-        _Phase.DOWN: "Aborted",
-        _Phase.MAINTENANCE: "Resetting",
-    },
-    "mtconnect": {
-        _Phase.IDLE: "READY",
-        _Phase.RUNNING: "ACTIVE",
-        _Phase.PAUSED: "FEED_HOLD",
-        _Phase.DOWN: "STOPPED",
-    },
-}
-
-Vocabulary = Literal["opc40001", "packml", "mtconnect", "power"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,22 +164,11 @@ class Incident:
         return self.start_ms <= at_ms < self.end_ms
 
 
-@dataclass(frozen=True, slots=True)
-class _Profile:
-    """Physical levels of one machine."""
-
-    run_w: float
-    idle_w: float
-    run_c: float
-    idle_c: float
-    extra: str  # the third signal's name, "" for none
-
-
 @dataclass(slots=True)
 class _Segment:
     start_ms: int
     end_ms: int
-    phase: _Phase
+    phase: Phase
     temp_start_c: float
     blip: tuple[int, int] | None = None
 
@@ -215,62 +176,18 @@ class _Segment:
 @dataclass(slots=True)
 class _Machine:
     spec: SimMachine
-    profile: _Profile
+    profile: Profile
     rng: random.Random
     key: int
     maint_offset_ms: int
     segments: deque[_Segment] = field(default_factory=deque)
-    last_phase: _Phase = _Phase.IDLE
+    last_phase: Phase = Phase.IDLE
     next_maint_ms: int | None = None
     current: _Segment | None = None
     incidents: list[Incident] = field(default_factory=list)
     in_incident: Incident | None = None  # the one on at the last instant asked about
 
 
-# Physical levels per kind of machine; each machine varies them by a few percent.
-_PROFILES: dict[str, _Profile] = {
-    "laser-cut": _Profile(1400.0, 42.0, 41.0, 27.0, "chiller_c"),
-    "laser-mark": _Profile(420.0, 31.0, 36.0, 25.0, "chiller_c"),
-    "laser": _Profile(1200.0, 40.0, 40.0, 26.0, "chiller_c"),
-    "coater": _Profile(2300.0, 45.0, 62.0, 30.0, "vacuum_mbar"),
-    "aoi-cam": _Profile(240.0, 33.0, 37.0, 28.0, "frames_per_s"),
-    "cam": _Profile(240.0, 33.0, 37.0, 28.0, "frames_per_s"),
-    "bonder": _Profile(620.0, 46.0, 45.0, 27.0, "force_n"),
-}
-
-
-class _Row(NamedTuple):
-    id: str
-    zone: str
-    owner: str
-    capabilities: tuple[str, ...]
-    vocabulary: Vocabulary
-    maintenance: bool = False
-
-
-_STANDARD: tuple[_Row, ...] = (
-    _Row("laser-cut-01", "photonics", "acme-optics", ("laser-cutting",), "opc40001"),
-    _Row("laser-cut-02", "photonics", "lumen-group", ("laser-cutting", "laser-marking"), "power"),
-    _Row("laser-mark-01", "photonics", "acme-optics", ("laser-marking",), "mtconnect"),
-    _Row("laser-mark-02", "photonics", "visiotech", ("laser-marking",), "power"),
-    _Row("coater-01", "photonics", "lumen-group", ("coating",), "opc40001", maintenance=True),
-    _Row("aoi-cam-01", "imaging", "visiotech", ("optical-inspection",), "opc40001"),
-    _Row("aoi-cam-02", "imaging", "acme-optics", ("optical-inspection",), "power"),
-    _Row("aoi-cam-03", "imaging", "visiotech", ("optical-inspection",), "power"),
-    _Row("bonder-01", "imaging", "lumen-group", ("bonding",), "packml"),
-    _Row("bonder-02", "imaging", "acme-optics", ("bonding",), "power"),
-)
-
-# Generated lines (benchmarks): kinds of machine cycle through these.
-_GENERATED: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("laser", "photonics", ("laser-cutting", "laser-marking")),
-    ("coater", "photonics", ("coating",)),
-    ("cam", "imaging", ("optical-inspection",)),
-    ("bonder", "imaging", ("bonding",)),
-)
-_OWNERS = ("acme-optics", "lumen-group", "visiotech")
-_ENUM_VOCABS: tuple[Vocabulary, ...] = ("opc40001", "packml", "mtconnect")
-_MAINT_MAP = (("OutOfService", "maintenance"),)
 
 _M64 = (1 << 64) - 1
 
@@ -327,23 +244,23 @@ class Plant:
     def _topic(self, zone: str, machine: str) -> str:
         return f"{self.topic_prefix}/{zone}/{machine}/telemetry"
 
-    def _rows(self, count: int | None) -> list[_Row]:
+    def _rows(self, count: int | None) -> list[Row]:
         if count is None:
-            return list(_STANDARD)
+            return list(STANDARD)
         width = max(3, len(str(count)))
         rows = []
         for i in range(count):
-            stem, zone, caps = _GENERATED[i % len(_GENERATED)]
-            vocab: Vocabulary = "power" if i % 2 else _ENUM_VOCABS[(i // 2) % len(_ENUM_VOCABS)]
-            owner = _OWNERS[i % len(_OWNERS)]
+            stem, zone, caps = GENERATED[i % len(GENERATED)]
+            vocab: Vocabulary = "power" if i % 2 else ENUM_VOCABS[(i // 2) % len(ENUM_VOCABS)]
+            owner = OWNERS[i % len(OWNERS)]
             maint = vocab == "opc40001" and i % 12 == 0
-            rows.append(_Row(f"{stem}-{i + 1:0{width}d}", zone, owner, caps, vocab, maint))
+            rows.append(Row(f"{stem}-{i + 1:0{width}d}", zone, owner, caps, vocab, maint))
         return rows
 
-    def _make(self, row: _Row, index: int) -> _Machine:
+    def _make(self, row: Row, index: int) -> _Machine:
         if row.maintenance and row.vocabulary != "opc40001":
             raise ValueError(f"{row.id}: planned maintenance is simulated on OPC 40001 machines")
-        base = _PROFILES[row.id.rsplit("-", 1)[0]]
+        base = PROFILES[row.id.rsplit("-", 1)[0]]
         key = (zlib.crc32(row.id.encode()) << 20) ^ (self.seed & 0xFFFFF)
         vary = 1.0 + 0.08 * _noise(key)  # this machine's own rating, within 8 %
         profile = replace(base, run_w=round(base.run_w * vary), idle_w=round(base.idle_w * vary))
@@ -356,7 +273,7 @@ class Plant:
             topic=self._topic(row.zone, row.id),
             state_vocabulary=row.vocabulary,
             signals=("power_w", "temperature_c", profile.extra),
-            state_map=_MAINT_MAP if row.maintenance else (),
+            state_map=MAINT_MAP if row.maintenance else (),
             maintenance=row.maintenance,
         )
         return _Machine(
@@ -393,7 +310,7 @@ class Plant:
         out: list[tuple[str, bytes]] = []
         for sim in self._sims:
             seg = self._staged(sim, self._segment_at(sim, at), at)
-            if seg.phase is _Phase.OFFLINE:
+            if seg.phase is Phase.OFFLINE:
                 continue
             out.append((sim.spec.topic, orjson.dumps(self._values(sim, seg, at, now_ms))))
         return out
@@ -447,7 +364,7 @@ class Plant:
         incident = sim.in_incident
         if incident is None:
             return seg
-        phase = _Phase.DOWN if incident.state == "down" else _Phase.OFFLINE
+        phase = Phase.DOWN if incident.state == "down" else Phase.OFFLINE
         temp = self._temperature(sim, seg, max(seg.start_ms, incident.start_ms))
         return _Segment(incident.start_ms, incident.end_ms, phase, temp)
 
@@ -459,10 +376,10 @@ class Plant:
             sim.next_maint_ms = origin + round(
                 (_MAINT_FIRST_MS + sim.maint_offset_ms) * self.time_scale
             )
-        phase = _Phase.RUNNING if sim.rng.random() < 0.5 else _Phase.IDLE
-        bounds = _JOB_MS if phase is _Phase.RUNNING else _GAP_MS
+        phase = Phase.RUNNING if sim.rng.random() < 0.5 else Phase.IDLE
+        bounds = _JOB_MS if phase is Phase.RUNNING else _GAP_MS
         length = max(1, round(self._scaled(bounds, sim.rng) * sim.rng.uniform(0.2, 1.0)))
-        temp = sim.profile.run_c if phase is _Phase.RUNNING else sim.profile.idle_c
+        temp = sim.profile.run_c if phase is Phase.RUNNING else sim.profile.idle_c
         sim.segments.append(_Segment(origin, origin + length, phase, temp))
         sim.last_phase = phase
 
@@ -470,18 +387,18 @@ class Plant:
         """Append the next block of segments after the last one."""
         rng = sim.rng
         last = sim.last_phase
-        if last is _Phase.IDLE:
+        if last is Phase.IDLE:
             self._job(sim)
             return
-        if last in (_Phase.RUNNING, _Phase.PAUSED):
+        if last in (Phase.RUNNING, Phase.PAUSED):
             roll = rng.random()
             if sim.spec.kind == "enum" and not sim.spec.maintenance and roll < _P_FAULT:
-                self._push(sim, _Phase.DOWN, self._scaled(_FAULT_MS, rng))
+                self._push(sim, Phase.DOWN, self._scaled(_FAULT_MS, rng))
                 return
             if sim.spec.kind == "power" and self._dropouts and roll < _P_DROPOUT:
-                self._push(sim, _Phase.OFFLINE, self._scaled(_DROPOUT_MS, rng))
+                self._push(sim, Phase.OFFLINE, self._scaled(_DROPOUT_MS, rng))
                 return
-        self._push(sim, _Phase.IDLE, self._scaled(_GAP_MS, rng))
+        self._push(sim, Phase.IDLE, self._scaled(_GAP_MS, rng))
 
     def _job(self, sim: _Machine) -> None:
         rng = sim.rng
@@ -491,17 +408,17 @@ class Plant:
             pause = self._scaled(_PAUSE_MS, rng)
             first = max(1, round(length * rng.uniform(0.3, 0.7)))
             pieces = [
-                (_Phase.RUNNING, first),
-                (_Phase.PAUSED, pause),
-                (_Phase.RUNNING, max(1, length - first)),
+                (Phase.RUNNING, first),
+                (Phase.PAUSED, pause),
+                (Phase.RUNNING, max(1, length - first)),
             ]
         else:
-            pieces = [(_Phase.RUNNING, length)]
+            pieces = [(Phase.RUNNING, length)]
         for phase, dur in pieces:
             if not self._push(sim, phase, dur):
                 return
 
-    def _push(self, sim: _Machine, phase: _Phase, dur: int) -> bool:
+    def _push(self, sim: _Machine, phase: Phase, dur: int) -> bool:
         """Append one segment; returns False when a maintenance slot cut it short."""
         prev = sim.segments[-1]
         start = prev.end_ms
@@ -513,16 +430,16 @@ class Plant:
                 sim.segments.append(self._blipped(sim, _Segment(start, slot, phase, temp)))
                 temp = self._temperature(sim, sim.segments[-1], slot)
             maint_end = max(slot, start) + round(_MAINT_LEN_MS * self.time_scale)
-            sim.segments.append(_Segment(max(slot, start), maint_end, _Phase.MAINTENANCE, temp))
+            sim.segments.append(_Segment(max(slot, start), maint_end, Phase.MAINTENANCE, temp))
             sim.next_maint_ms = slot + round(_MAINT_PERIOD_MS * self.time_scale)
-            sim.last_phase = _Phase.MAINTENANCE
+            sim.last_phase = Phase.MAINTENANCE
             return False
         sim.segments.append(self._blipped(sim, _Segment(start, end, phase, temp)))
         sim.last_phase = phase
         return True
 
     def _blipped(self, sim: _Machine, seg: _Segment) -> _Segment:
-        if seg.phase not in (_Phase.IDLE, _Phase.RUNNING):
+        if seg.phase not in (Phase.IDLE, Phase.RUNNING):
             return seg
         rng = sim.rng
         if rng.random() >= _P_BLIP:
@@ -537,11 +454,11 @@ class Plant:
 
     # -- signals -------------------------------------------------------------------------
 
-    def _target_c(self, sim: _Machine, phase: _Phase) -> float:
+    def _target_c(self, sim: _Machine, phase: Phase) -> float:
         p = sim.profile
-        if phase in (_Phase.RUNNING, _Phase.PAUSED):
-            return p.run_c if phase is _Phase.RUNNING else (p.run_c + p.idle_c) / 2
-        if phase is _Phase.IDLE:
+        if phase in (Phase.RUNNING, Phase.PAUSED):
+            return p.run_c if phase is Phase.RUNNING else (p.run_c + p.idle_c) / 2
+        if phase is Phase.IDLE:
             return p.idle_c
         return 22.0
 
@@ -558,28 +475,28 @@ class Plant:
         blip = seg.blip is not None and seg.blip[0] <= at < seg.blip[1]
         shown = phase
         if blip:
-            shown = _Phase.RUNNING if phase is _Phase.IDLE else _Phase.IDLE
+            shown = Phase.RUNNING if phase is Phase.IDLE else Phase.IDLE
         k = sim.key ^ (at * 0x2545F491)
         n_power, n_temp, n_extra = _noise(k), _noise(k + 1), _noise(k + 2)
 
-        if shown is _Phase.RUNNING:
+        if shown is Phase.RUNNING:
             power = p.run_w * (1.0 + 0.04 * n_power)
             if blip:  # a test fire or a warm-up pulse on an idle machine
                 power = max(RUNNING_ABOVE_W + 20.0, 0.5 * p.run_w) * (1.0 + 0.05 * n_power)
-        elif shown is _Phase.PAUSED:
+        elif shown is Phase.PAUSED:
             power = max(0.3 * p.run_w, RUNNING_ABOVE_W + 10.0) * (1.0 + 0.04 * n_power)
-        elif shown is _Phase.IDLE:
+        elif shown is Phase.IDLE:
             power = p.idle_w * (1.0 + 0.1 * n_power)
             if blip:  # a stall between program steps
                 power = 0.8 * p.idle_w * (1.0 + 0.1 * n_power)
-        elif shown is _Phase.DOWN:
+        elif shown is Phase.DOWN:
             power = 12.0 + 3.0 * n_power
         else:  # maintenance: only the service controller is on
             power = 8.0 + 2.0 * n_power
 
         values: dict[str, object] = {"ts": now_ms}
         if spec.kind == "enum":
-            values["state"] = _WORDS[spec.state_vocabulary][shown]
+            values["state"] = WORDS[spec.state_vocabulary][shown]
         values["power_w"] = round(power, 1)
         values["temperature_c"] = round(self._temperature(sim, seg, at) + 0.2 * n_temp, 2)
         if p.extra:
@@ -587,16 +504,16 @@ class Plant:
         return values
 
     @staticmethod
-    def _extra(name: str, phase: _Phase, n: float) -> float:
-        busy = phase in (_Phase.RUNNING, _Phase.PAUSED)
+    def _extra(name: str, phase: Phase, n: float) -> float:
+        busy = phase in (Phase.RUNNING, Phase.PAUSED)
         if name == "chiller_c":
             return round((19.5 if busy else 18.0) + 0.3 * n, 2)
         if name == "vacuum_mbar":
-            if phase is _Phase.MAINTENANCE:
+            if phase is Phase.MAINTENANCE:
                 return round(1013.0 + 2.0 * n, 1)  # chamber vented for service
             return round((0.004 if busy else 0.02) * (1.0 + 0.1 * n), 5)
         if name == "frames_per_s":
-            return round(60.0 + 2.0 * n, 1) if phase is _Phase.RUNNING else 0.0
+            return round(60.0 + 2.0 * n, 1) if phase is Phase.RUNNING else 0.0
         if name == "force_n":
-            return round(32.0 + 4.0 * n, 2) if phase is _Phase.RUNNING else 0.0
+            return round(32.0 + 4.0 * n, 2) if phase is Phase.RUNNING else 0.0
         return round(n, 3)
