@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from pilotline.demo.opcua_server import demo_nodes
+from pilotline.gateway.config import ConfigError, ConfigIssue, SiteConfig, load_config
 
 UNIT_MQTT: Mapping[str, Any] = {"url": "mqtt://127.0.0.1:1"}
 UNIT_INFLUX: Mapping[str, Any] = {"url": "http://127.0.0.1:1", "org": "o", "bucket": "b"}
@@ -139,3 +141,17 @@ class _Dumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def load_text(tmp_path: Path, text: str) -> SiteConfig:
+    """``text`` written as ``tmp_path/pilotline.yaml`` and loaded (files it names unchecked)."""
+    path = tmp_path / "pilotline.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path, check_files=False)
+
+
+def refused(tmp_path: Path, text: str) -> list[ConfigIssue]:
+    """What loading ``text`` (as ``load_text``) reports; the test fails if it loads."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    return caught.value.issues

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.sites import load_text, refused
 
-from pilotline.gateway.config import ConfigError, ConfigIssue, load_config
+from pilotline.gateway.config import ConfigIssue, load_config
 from pilotline.rules import State
 from pilotline.rules.alerts import (
     CapacityCondition,
@@ -60,15 +61,11 @@ GOOD = """\
 
 
 def load(tmp_path: Path, rules: str) -> object:
-    path = tmp_path / "pilotline.yaml"
-    path.write_text(SITE + rules, encoding="utf-8")
-    return load_config(path, check_files=False)
+    return load_text(tmp_path, SITE + rules)
 
 
 def issues(tmp_path: Path, rules: str) -> list[ConfigIssue]:
-    with pytest.raises(ConfigError) as caught:
-        load(tmp_path, rules)
-    return caught.value.issues
+    return refused(tmp_path, SITE + rules)
 
 
 def test_rules_become_core_rules(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.sites import load_text, refused
 
-from pilotline.gateway.config import ConfigError, ConfigIssue, SiteConfig, load_config
+from pilotline.gateway.config import ConfigIssue, SiteConfig
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Route
 
@@ -29,15 +30,11 @@ alerts:
 
 
 def load(tmp_path: Path, policy: str) -> SiteConfig:
-    path = tmp_path / "pilotline.yaml"
-    path.write_text(SITE + policy, encoding="utf-8")
-    return load_config(path, check_files=False)
+    return load_text(tmp_path, SITE + policy)
 
 
 def issues(tmp_path: Path, policy: str) -> list[ConfigIssue]:
-    with pytest.raises(ConfigError) as caught:
-        load(tmp_path, policy)
-    return caught.value.issues
+    return refused(tmp_path, SITE + policy)
 
 
 def test_defaults(tmp_path: Path) -> None:
