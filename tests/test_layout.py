@@ -136,7 +136,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_repository_root_is_the_design_cards() -> None:
     for name in (*PARTS, "deploy", "tests", "pyproject.toml", "README.md"):
         assert (ROOT / name).exists(), name
-    assert not (ROOT / "src").exists()
+    # (an old checkout may keep an ignored src/ of caches and egg-info: no source counts)
+    assert not any((ROOT / "src").rglob("*.py"))
     for part in PARTS:
         # One namespace over four roots: no root may own ``pilotline`` itself.
         assert not (ROOT / part / "pilotline" / "__init__.py").exists(), part
