@@ -30,7 +30,6 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +43,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.demo.site import MAIL, MQTT, WEBHOOK, AlertChannels
+from pilotline.gateway.clock import wall_clock_ms
+from pilotline.gateway.timefmt import iso
 
 __all__ = ["Arrival", "ChannelKind", "Inbox", "describe_json", "describe_subject"]
 
@@ -82,9 +83,7 @@ class Arrival:
         return {
             "channel_kind": self.channel_kind,
             "channel": self.channel,
-            "received_at": datetime.fromtimestamp(self.received_ms / 1000, tz=UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "received_at": iso(self.received_ms),
             "received_ms": self.received_ms,
             "kind": self.kind,
             "subject": self.subject,
@@ -325,7 +324,7 @@ class Inbox:
         arrival = Arrival(
             channel_kind=channel_kind,
             channel=self.names[channel_kind],
-            received_ms=time.time_ns() // 1_000_000,
+            received_ms=wall_clock_ms(),
             kind=kind,
             subject=subject,
             alerts=alerts,

@@ -36,7 +36,6 @@ import logging
 import signal
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +51,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pilotline.demo.plant import Incident, Plant
+from pilotline.gateway.clock import wall_clock_ms
 
 __all__ = ["DEMO_MACHINES", "NAMESPACE", "demo_nodes", "main", "serve"]
 
@@ -312,7 +312,7 @@ async def serve(
             tasks.append(asyncio.create_task(demo.bench_loop(bench_interval_s), name="bench"))
         try:
             while stop is None or not stop.is_set():
-                await demo.update(time.time_ns() // 1_000_000)
+                await demo.update(wall_clock_ms())
                 if stop is None:
                     await asyncio.sleep(interval_s)
                 else:

@@ -46,6 +46,7 @@ from pilotline.demo.plant import Incident
 from pilotline.demo.plant import Plant as SimPlant
 from pilotline.demo.publisher import publish_plant
 from pilotline.demo.site import demo_site_yaml
+from pilotline.gateway.clock import wall_clock_ms
 from pilotline.gateway.config import ConfigError, load_config
 from pilotline.gateway.logs import configure_logging
 from pilotline.gateway.service import Gateway
@@ -134,7 +135,7 @@ async def run_demo(opts: DemoOptions) -> None:
     else:
         configure_logging(opts.log_format or "auto")  # type: ignore[arg-type]
 
-    started_ms = time.time_ns() // 1_000_000  # the staged incidents' origin
+    started_ms = wall_clock_ms()  # the staged incidents' origin
     broker: MosquittoBroker | None = None
     mqtt_url = opts.mqtt_url
     if mqtt_url is None:
@@ -235,7 +236,7 @@ def _demo_tokens(gateway: Gateway, workdir: Path) -> Path:
     """Fresh demo tokens for each run (an operator's, a tenant's), in files only this user
     reads; returns the operator's. Tokens of earlier runs are revoked."""
     tokens = gateway.store.tokens()
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
     for info in tokens.list():
         if info.revoked_ms is None and info.name.startswith("demo-"):
             tokens.revoke(info.name, now_ms=now_ms)
@@ -352,7 +353,7 @@ def _screen(gateway: Gateway, opts: DemoOptions, inbox: Inbox | None, feed: _Fee
 
 def _table(gateway: Gateway, opts: DemoOptions) -> Table:
     views = gateway.plant.view()
-    now = gateway.plant.now_ms or int(time.time() * 1000)
+    now = gateway.plant.now_ms or wall_clock_ms()
     available = sum(v.offered for v in views)
     table = Table(
         title=f"pilotline demo: {available} of {len(views)} machines bookable now",

@@ -3,7 +3,7 @@
 Each handler has one job (record the events, count them, mark checkpoints, log, quarantine
 rejections, write points, feed the alert rules) and is called with every batch of events in
 turn, in the order ``event_handlers`` lists them, with the batch the next commit makes
-durable. ``stage_alert_output`` does the same for what the alert cores emit, once per commit
+durable. ``AlertOutput`` does the same for what the alert cores emit, once per commit
 and per timer turn rather than per event.
 """
 
