@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -43,8 +44,8 @@ def at(seconds: float) -> int:
 T0 = at(0)
 
 
-def mapped(mid: str = "laser-01", **kw: int) -> MachineSpec:
-    params: dict[str, int] = {
+def mapped(mid: str = "laser-01", **kw: Any) -> MachineSpec:
+    params: dict[str, Any] = {
         "debounce_ms": 20_000,
         "stale_after_ms": 60_000,
         "min_idle_ms": 120_000,
@@ -169,8 +170,8 @@ def test_stale_machine_goes_offline_and_window_ends_at_last_idle_sample() -> Non
     assert p.next_deadline() == at(3600)  # only the periodic report is left
 
 
-def test_heartbeat_keeps_a_still_value_current() -> None:
-    p = plant(mapped())
+def test_heartbeat_keeps_a_still_value_current_for_a_source_that_reports_changes() -> None:
+    p = plant(mapped(report_on_change=True))
     feed(p, "laser-01", [(0, "NotExecuting"), (30, "NotExecuting")], "state")
     for s in range(50, 500, 50):
         p.receive(Sample("laser-01", at(s), {}))
@@ -180,6 +181,21 @@ def test_heartbeat_keeps_a_still_value_current() -> None:
     ]
 
 
+def test_heartbeats_of_a_sampling_source_do_not_keep_its_state_alive() -> None:
+    """A payload without the state signal proves a link, not a state: a machine whose data
+    stopped goes offline at its last real sample however many empty payloads follow."""
+    p = plant(mapped(min_idle_ms=0, debounce_ms=0))
+    feed(p, "laser-01", [(0, "NotExecuting"), (30, "NotExecuting")], "state")
+    for s in range(31, 500):
+        p.receive(Sample("laser-01", at(s), {}))
+    events = p.events()
+    assert [(e.state, e.ts_ms) for e in of(events, StateChanged)] == [  # type: ignore[attr-defined]
+        (State.IDLE, at(0)),
+        (State.OFFLINE, at(30)),
+    ]
+    assert not p.view()[0].available
+
+
 def test_capacity_becomes_available_after_min_idle_and_ends_with_the_window() -> None:
     p = plant(mapped(min_idle_ms=120_000))
     feed(p, "laser-01", every(0, 300, "NotExecuting") + every(300, 340, "Executing"), "state")
@@ -187,8 +203,9 @@ def test_capacity_becomes_available_after_min_idle_and_ends_with_the_window() ->
     caps = of(p.events(), Capacity)
     assert caps == [
         Capacity("laser-01", "photonics", "acme", at(120), True, 120.0, True),
-        # the end is known only when the running state is confirmed, debounce_s later
-        Capacity("laser-01", "photonics", "acme", at(320), False, 0.0, False),
+        # the first running sample ends it, before the debounce confirms the change: idle
+        # time is sold only while every sample seen still shows it idle
+        Capacity("laser-01", "photonics", "acme", at(300), False, 300.0, False),
     ]
 
 

@@ -93,6 +93,23 @@ class SampleRejected:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class SampleLate:
+    """A sample older than what its machine had already decided, applied at ``applied_ms``
+    (the latest decision) instead of its own time: what was decided is never rewritten. The
+    shell counts these per machine."""
+
+    machine: str
+    ts_ms: int
+    applied_ms: int
+
+
 Event = (
-    StateChanged | IdleWindowOpened | IdleWindowClosed | Capacity | ZoneCapacity | SampleRejected
+    StateChanged
+    | IdleWindowOpened
+    | IdleWindowClosed
+    | Capacity
+    | ZoneCapacity
+    | SampleRejected
+    | SampleLate
 )

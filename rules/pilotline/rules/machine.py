@@ -9,19 +9,33 @@ the previous classification holds). A candidate that differs from the confirmed 
 of its first sample, so a blip shorter than the debounce never splits a window and window
 edges are the real transition times.
 
-Time only moves forward through ``fire(now)``, which the plant calls for every deadline this
-machine reports in ``next_deadline()``: the debounce confirmation, staleness
-(``last_seen + stale_after``: the machine goes ``offline`` at its last sample and an idle
-window ends at its last idle sample), the moment an idle window has lasted ``min_idle_ms``
-and becomes available, and the periodic capacity report. Because deadlines fire at their
-exact times whether the shell ticks every second or only when asked, the same samples give
-the same events in any chunking.
+Time. Each machine keeps its own clock, in its source's time: a sample moves only its own
+machine, never another. The gateway's clock (``now``, passed with every input) moves a
+machine's clock on from its latest sample, ``lag_ms`` behind: the distance between the
+gateway's clock and that sample's stamp when it arrived (0 for a live source, the age of the
+data for a backlog an edge device flushes). So a backlog plays in its own time, with the same
+debounces and staleness a replay of it gives, while a live machine runs on the gateway clock.
+``fire(t)`` handles this machine's deadlines up to ``t`` of its own time: the debounce
+confirmation, staleness (``last_seen + stale_after``: the machine goes ``offline`` at its last
+sample and an idle window ends at its last idle sample), the end of freshness, the policy's
+edges and the periodic capacity report.
+
+What was decided is never rewritten: ``decided_ms`` is the latest time of an event this
+machine emitted (periodic reports restate, they do not decide). A sample newer than that
+applies at its own time, even behind the machine's clock (nothing was decided in between);
+an older one is applied at ``decided_ms`` and reported as ``SampleLate``.
+
+Capacity is never false: idle time is available only on evidence, when an idle sample at
+least ``min_idle`` into the window has been seen, no other state is pending and the data is
+fresh by the gateway's clock (``lag + age < stale_after``). So a window shorter than
+``min_idle`` is never offered, a pending candidate ends availability at its first sample
+(and a dropped blip restores it then), and silence is never sold.
 
 Every change of the confirmed state goes through ``_transition``.
 
 The common sample keeps the state its machine is in. ``receive`` handles it on a fast path
 (classification inlined for a mapped string and a threshold float, no capacity check, no
-rescheduling) and returns False: only the staleness clock moved, later, and the deadline
+rescheduling) and returns False: only the staleness clock moved on, later, and the deadline
 already in the plant's heap is re-armed when it pops (``Plant._advance``); what that gains is
 measured in benchmarks/README.md.
 """
@@ -37,6 +51,7 @@ from pilotline.rules.events import (
     Event,
     IdleWindowClosed,
     IdleWindowOpened,
+    SampleLate,
     SampleRejected,
     StateChanged,
 )
@@ -77,7 +92,12 @@ class _Rejected(enum.Enum):
     REJECTED = enum.auto()
 
 
+class _Hold(enum.Enum):
+    HOLD = enum.auto()
+
+
 REJECTED = _Rejected.REJECTED
+HOLD = _Hold.HOLD  # between the thresholds: the previous classification holds
 
 
 _Flat = tuple[dict[str, State], dict[State, frozenset[str]]]
@@ -114,6 +134,10 @@ class MachineTracker:
         "_signal",
         "_window_offered",
         "available",
+        "clock_ms",
+        "decided_ms",
+        "due_ms",
+        "lag_ms",
         "last_idle_ms",
         "last_seen_ms",
         "last_ts_ms",
@@ -163,6 +187,13 @@ class MachineTracker:
         self._policy_from: float = NEVER
         self._policy_until: float = -NEVER
         self.next_tick_ms: float = NEVER
+        # This machine's own time (see the module doc): how far it has run, how far behind
+        # the gateway's clock it runs, what it decided last, and its next deadline as last
+        # computed (a lower bound: the fast path only needs to know none is due).
+        self.clock_ms: float = -NEVER
+        self.lag_ms = 0
+        self.decided_ms: float = -NEVER
+        self.due_ms: float = -NEVER
 
     # -- restart ---------------------------------------------------------------------------
 
@@ -186,7 +217,9 @@ class MachineTracker:
         )
 
     def restore(self, cp: Checkpoint) -> None:
-        """Resume from ``cp`` as if the samples behind it had just been received."""
+        """Resume from ``cp`` as if the samples behind it had just been received. The
+        machine's clock resumes at its latest sample; ``start`` sets how far behind the
+        gateway's clock it then runs, so a broker backlog still applies at its own time."""
         self.state = cp.state
         self._hold = self._holds.get(cp.state, frozenset())
         self.since_ms = cp.since_ms
@@ -203,11 +236,27 @@ class MachineTracker:
             self.pending = None  # nothing to time it against
         self.available = False
         self._offered = False
+        known = [t for t in (cp.since_ms, cp.last_seen_ms, cp.last_ts_ms) if t is not None]
+        if known:
+            self.clock_ms = self.decided_ms = max(known)
+        self.due_ms = -NEVER
+
+    def start(self, now_ms: int) -> None:
+        """The gateway's clock is first known: periodic reports count from it, and a
+        restored machine runs from its latest sample, as far behind as that is old."""
+        interval = self.spec.publish_interval_ms
+        self.next_tick_ms = (now_ms // interval + 1) * interval
+        if self.clock_ms > -NEVER:
+            self.lag_ms = max(0, now_ms - int(self.clock_ms))
+
+    def clock_at(self, now_ms: int) -> int:
+        """This machine's time when the gateway's clock reads ``now_ms``."""
+        return int(max(self.clock_ms, now_ms - self.lag_ms))
 
     # -- input -----------------------------------------------------------------------------
 
-    def receive(self, sample: Sample, ts_ms: int, out: list[Event]) -> bool:
-        """Apply one sample at ``ts_ms`` (the sample's time, never before the plant's now).
+    def receive(self, sample: Sample, now_ms: int, out: list[Event]) -> bool:
+        """Apply one sample that arrived when the gateway's clock read ``now_ms``.
 
         Returns True when a deadline may have come earlier (the plant reschedules this
         machine), False when only the staleness clock moved on (see the module doc)."""
@@ -216,14 +265,17 @@ class MachineTracker:
         if (
             last_ts is not None
             and sample_ts >= last_ts
+            and sample_ts >= self.clock_ms
+            and sample_ts < self.due_ms
             and self.pending is None
             and sample.quality is not _BAD
             and self.last_seen_ms is not None
+            and self.lag_ms == (now_ms - sample_ts if now_ms > sample_ts else 0)
         ):
-            # The fast path: a sample that classifies into the confirmed state, with no
-            # change pending. Every deadline due by now has fired (the plant advanced to
-            # ts_ms first), so capacity cannot change either; anything else goes the
-            # general way below.
+            # The fast path: an in-order sample that classifies into the confirmed state,
+            # with no change pending, no deadline of this machine due by its time and no
+            # change of lag. Capacity cannot change either unless the sample is idle
+            # evidence that completes ``min_idle``; anything else goes the general way.
             value = sample.values.get(self._signal)
             state = self.state
             if value in self._hold:  # a mapped value of the confirmed state
@@ -237,16 +289,20 @@ class MachineTracker:
                     hit = self._raw is state
             else:
                 hit = False
+            if hit and state is _IDLE and not self.available:
+                start = self.window_start_ms
+                hit = start is not None and sample_ts - start < self.spec.min_idle_ms
             if hit:
                 self.last_ts_ms = sample_ts
-                self.last_seen_ms = ts_ms
+                self.last_seen_ms = sample_ts
+                self.clock_ms = sample_ts
                 self._raw = state
                 if state is _IDLE:
-                    self.last_idle_ms = ts_ms
+                    self.last_idle_ms = sample_ts
                 return False
-        return self._receive(sample, ts_ms, out)
+        return self._receive(sample, now_ms, out)
 
-    def _receive(self, sample: Sample, ts_ms: int, out: list[Event]) -> bool:
+    def _receive(self, sample: Sample, now_ms: int, out: list[Event]) -> bool:
         sample_ts = sample.ts_ms
         last_ts = self.last_ts_ms
         if last_ts is not None and sample_ts < last_ts:
@@ -266,53 +322,79 @@ class MachineTracker:
             return False
         # ``_classify``, inlined for the two common cases.
         value = sample.values.get(self._signal)
-        candidate: State | _Rejected | None
+        candidate: State | _Rejected | _Hold
         mapping = self._mapping
         if value is None:
-            candidate = self._raw  # a heartbeat or other signals only: the last one holds
-        elif mapping is not None and type(value) is str:
-            candidate = mapping.get(value)
-            if candidate is None:
-                candidate = self._classify(sample, out)
+            return self._heartbeat(sample_ts, now_ms, out)
+        if mapping is not None and type(value) is str:
+            candidate = mapping.get(value) or self._classify(sample, out)
         elif mapping is None and type(value) is float:
             if value >= self._running_above:
                 candidate = _RUNNING
             elif value < self._idle_below:
                 candidate = _IDLE
             else:
-                candidate = self._raw
+                candidate = HOLD
         else:
             candidate = self._classify(sample, out)
         if candidate is REJECTED:
             return False
+        # Where the sample applies in this machine's time: its own, unless it is older
+        # than the latest decision (never rewritten).
+        at = sample_ts
+        if at < self.decided_ms:
+            at = int(self.decided_ms)
+            out.append(SampleLate(self.spec.id, sample_ts, at))
+        if at >= self.clock_ms:
+            self.fire(at, out)  # this machine's deadlines before it fall due first
+        self.clock_ms = at  # possibly back: nothing was decided after ``at``
+        self.lag_ms = now_ms - at if now_ms > at else 0
         self.last_ts_ms = sample_ts
-        first_seen = self.last_seen_ms is None
-        self.last_seen_ms = ts_ms
-        if candidate is None:
-            return first_seen
-        assert not isinstance(candidate, _Rejected)
+        self.last_seen_ms = at
+        if candidate is HOLD:
+            held = self._raw  # between the thresholds (after staleness, if it fired)
+            if held is None:
+                return True  # nothing known yet
+            candidate = held
+        assert isinstance(candidate, State)
         self._raw = candidate
         if candidate is _IDLE:
-            self.last_idle_ms = ts_ms
+            self.last_idle_ms = at
         if candidate is self.state:
-            if self.pending is None:
-                return first_seen  # as on the fast path
-            self.pending = None
+            self.pending = None  # the confirmed state holds (a blip, if one was pending)
         elif candidate is not self.pending:
             self.pending = candidate
-            self.pending_since_ms = ts_ms
+            self.pending_since_ms = at
         if self.pending is not None and self.spec.debounce_ms == 0:
             self._confirm(out)
-        self._update_capacity(ts_ms, out)
+        self._update_capacity(at, out)
         return True
 
-    def _classify(self, sample: Sample, out: list[Event]) -> State | _Rejected | None:
-        """Candidate state; None when the sample says nothing new."""
+    def _heartbeat(self, sample_ts: int, now_ms: int, out: list[Event]) -> bool:
+        """A sample without the state signal. It proves a link, not a state: for a source
+        that reports every sample it changes nothing; for one that reports only changes it
+        keeps the last value current up to this machine's clock."""
+        if not self.spec.report_on_change or self.last_seen_ms is None:
+            return False
+        at = max(sample_ts, self.clock_at(now_ms))
+        if at >= self.clock_ms:
+            self.fire(at, out)
+        if self.state is State.OFFLINE and self.pending is None:
+            return True  # stale already: only a value brings it back
+        self.clock_ms = max(self.clock_ms, at)
+        if self.last_ts_ms is None or sample_ts > self.last_ts_ms:
+            self.last_ts_ms = sample_ts
+        self.last_seen_ms = at
+        if self._raw is _IDLE:
+            self.last_idle_ms = at
+        self._update_capacity(at, out)
+        return True
+
+    def _classify(self, sample: Sample, out: list[Event]) -> State | _Rejected | _Hold:
+        """Candidate state of a sample carrying the state signal; ``HOLD`` between the
+        thresholds (the previous classification holds)."""
         rule = self.spec.state
-        value = sample.values.get(rule.signal)
-        if value is None:
-            # A heartbeat or other signals only: the last classification still holds.
-            return self._raw
+        value = sample.values[rule.signal]
         if isinstance(rule, MappedState):
             key = value if isinstance(value, str) else _enum_key(value)
             state = rule.mapping.get(key) if key is not None else None
@@ -342,27 +424,32 @@ class MachineTracker:
             return State.RUNNING
         if value < rule.idle_below:
             return State.IDLE
-        return self._raw
+        return HOLD
 
     # -- time ------------------------------------------------------------------------------
 
     def next_deadline(self) -> float:
+        """The next deadline in this machine's time (the plant adds ``lag_ms``)."""
         deadline = self.next_tick_ms
         if self.pending is not None:
             deadline = min(deadline, self.pending_since_ms + self.spec.debounce_ms)
-        if self.last_seen_ms is not None and (
-            self.state is not State.OFFLINE or self.pending is not None
-        ):
-            deadline = min(deadline, self.last_seen_ms + self.spec.stale_after_ms)
-        if self.state is State.IDLE and self.window_start_ms is not None:
-            if not self.available:
-                deadline = min(deadline, self.window_start_ms + self.spec.min_idle_ms)
-            elif self._policy_until > -NEVER:
+        last_seen = self.last_seen_ms
+        if last_seen is not None and (self.state is not State.OFFLINE or self.pending is not None):
+            deadline = min(deadline, last_seen + self.spec.stale_after_ms)
+        if self.available:
+            assert last_seen is not None
+            # freshness by the gateway's clock ends first when this machine runs behind it
+            deadline = min(deadline, last_seen + self.spec.stale_after_ms - self.lag_ms)
+            if self._policy_until > -NEVER:
                 deadline = min(deadline, self._policy_until)
+        self.due_ms = deadline
         return deadline
 
     def fire(self, now_ms: int, out: list[Event]) -> None:
-        """Handle every deadline due at or before ``now_ms``, in time order."""
+        """Handle every deadline due at or before ``now_ms`` of this machine's time, in time
+        order. Time never goes back here: an earlier ``now_ms`` does nothing."""
+        if now_ms < self.clock_ms:
+            return
         while True:
             debounce = (
                 self.pending_since_ms + self.spec.debounce_ms
@@ -384,16 +471,13 @@ class MachineTracker:
             else:
                 self._go_stale(out)
             self._update_capacity(at_ms, out)
+        self.clock_ms = now_ms
         self._update_capacity(now_ms, out)
         if self.next_tick_ms <= now_ms:
             tick = int(self.next_tick_ms)
             out.append(self._capacity(tick, periodic=True))
             interval = self.spec.publish_interval_ms
             self.next_tick_ms = (now_ms // interval + 1) * interval
-
-    def start_ticks(self, now_ms: int) -> None:
-        interval = self.spec.publish_interval_ms
-        self.next_tick_ms = (now_ms // interval + 1) * interval
 
     def _confirm(self, out: list[Event]) -> None:
         assert self.pending is not None
@@ -430,6 +514,7 @@ class MachineTracker:
         out.append(
             StateChanged(spec.id, spec.zone, spec.owner, new, self.state, at_ms, decided_ms)
         )
+        self.decided_ms = max(self.decided_ms, decided_ms)
         self.state = new
         self._hold = self._holds.get(new, frozenset())
         self.since_ms = at_ms
@@ -442,21 +527,27 @@ class MachineTracker:
 
     def _update_capacity(self, now_ms: int, out: list[Event]) -> None:
         """Emit ``Capacity`` when availability changes; stamped when the change is known."""
+        spec = self.spec
+        start = self.window_start_ms
+        last_idle = self.last_idle_ms
+        last_seen = self.last_seen_ms
         available = (
-            self.state is State.IDLE
-            and self.window_start_ms is not None
-            and now_ms - self.window_start_ms >= self.spec.min_idle_ms
+            self.state is _IDLE
+            and self.pending is None
+            and start is not None
+            and last_idle is not None
+            and last_idle - start >= spec.min_idle_ms
+            and last_seen is not None
+            and now_ms + self.lag_ms - last_seen < spec.stale_after_ms
         )
         offered = available and self._policy_offers(now_ms)
         if available == self.available and offered == self._offered:
             return
-        if available and self.window_start_ms is not None:
-            # Stamp at the exact moment min_idle was reached when that is known.
-            now_ms = max(now_ms, self.window_start_ms + self.spec.min_idle_ms)
         self.available = available
         self._offered = offered
         if offered:
             self._window_offered = True
+        self.decided_ms = max(self.decided_ms, now_ms)
         out.append(self._capacity(now_ms, periodic=False))
 
     def _policy_offers(self, now_ms: int) -> bool:

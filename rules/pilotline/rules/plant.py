@@ -1,12 +1,19 @@
 """The rules core for a whole site: samples and time in, events out. No I/O, no clock.
 
-Shaped like wsproto: ``receive(sample)``, ``handle_timer(now)``, ``next_deadline()``,
-``events()``. The shell arms one timer for ``next_deadline()`` and calls ``handle_timer`` when
-it expires; a sample first advances time to its own timestamp, so replaying history with no
+Shaped like wsproto: ``receive(sample, now)``, ``handle_timer(now)``, ``next_deadline()``,
+``events()``. ``now`` is the gateway's clock; it moves only through those arguments, never
+through a sample's stamp. Each machine keeps its own clock in its source's time (see
+machine.py): a sample moves its own machine only, so one wrong or hostile stamp cannot close
+another machine's windows or make it stale. The shell arms one timer for
+``next_deadline()`` and calls ``handle_timer`` when it expires.
+
+History (``pilotline replay``, tests) has no gateway clock of its own: ``receive(sample)``
+without ``now`` takes the sample's stamp as the gateway's time, so replaying history with no
 timer calls at all gives the same events as a live run.
 
-Deadlines live in a heap of ``(time, index)`` entries, at most one *current* entry per
-machine (``_scheduled``); entries made obsolete by newer samples are skipped when they pop.
+Deadlines live in a heap of ``(gateway time, index)`` entries, at most one *current* entry
+per machine (``_scheduled``); a machine's deadline in its own time is due on the gateway's
+clock ``lag_ms`` later. Entries made obsolete by newer samples are skipped when they pop.
 Entries that fall due at the same millisecond fire in configuration order, and the zone
 report (index past the last machine) after every machine, so the order of events never
 depends on how the input was chunked.
@@ -47,6 +54,7 @@ class MachineView:
     idle_for_s: float
     offered: bool = False
     offered_until_ms: int | None = None  # end of the policy's allowed span (None: open-ended)
+    lag_ms: int = 0  # how far this machine's data runs behind the gateway's clock
 
 
 class Plant:
@@ -74,28 +82,28 @@ class Plant:
 
     # -- input -----------------------------------------------------------------------------
 
-    def receive(self, sample: Sample) -> None:
+    def receive(self, sample: Sample, now_ms: int | None = None) -> None:
+        """``sample`` arrived when the gateway's clock read ``now_ms``; without it (history),
+        the sample's own stamp is the gateway's time."""
+        if now_ms is None:
+            now_ms = sample.ts_ms if self._now is None else max(self._now, sample.ts_ms)
+        if self._now is None or now_ms >= self._next_due:
+            self._advance(now_ms)  # deadlines fall due first
+        elif now_ms > self._now:
+            self._now = now_ms  # nothing falls due: just the clock
         tracker = self._trackers.get(sample.machine)
         if tracker is None:
             self._events.append(
                 SampleRejected(sample.machine, sample.ts_ms, "unknown_machine", "not configured")
             )
             return
-        ts = sample.ts_ms
-        now = self._now
-        if now is None or ts >= self._next_due:
-            self._advance(ts)  # deadlines fall due first
-            now = self._now
-            assert now is not None
-        elif ts > now:
-            self._now = now = ts  # nothing falls due: just the clock
-        # A sample older than the core's clock (late beyond the shell's watermark) is applied
-        # at the current time, so events never go back past what was already decided.
-        if tracker.receive(sample, ts if ts > now else now, self._events):
+        assert self._now is not None
+        if tracker.receive(sample, self._now, self._events):
             index = self._index[sample.machine]
-            self._schedule(index, tracker.next_deadline())
+            self._reschedule(index, tracker)
 
     def receive_many(self, samples: Iterable[Sample]) -> None:
+        """History: each sample's stamp is the gateway's time."""
         for sample in samples:
             self.receive(sample)
 
@@ -132,7 +140,8 @@ class Plant:
         tracker = self._machines[index]
         tracker.restore(cp)
         if self._now is not None:
-            self._schedule(index, tracker.next_deadline())
+            tracker.start(self._now)
+            self._reschedule(index, tracker)
         return True
 
     # -- views -----------------------------------------------------------------------------
@@ -143,24 +152,28 @@ class Plant:
 
     def view(self) -> list[MachineView]:
         now = self._now or 0
-        return [
-            MachineView(
-                t.spec.id,
-                t.spec.zone,
-                t.spec.owner,
-                t.spec.capabilities,
-                t.state,
-                t.since_ms,
-                t.pending,
-                t.last_seen_ms,
-                t.window_start_ms,
-                t.available,
-                t.idle_for_ms(now) / 1000.0,
-                t.offered,
-                t.spec.policy.span(now).end_ms if t.offered else None,
+        views = []
+        for t in self._machines:
+            clock = t.clock_at(now)
+            views.append(
+                MachineView(
+                    t.spec.id,
+                    t.spec.zone,
+                    t.spec.owner,
+                    t.spec.capabilities,
+                    t.state,
+                    t.since_ms,
+                    t.pending,
+                    t.last_seen_ms,
+                    t.window_start_ms,
+                    t.available,
+                    t.idle_for_ms(clock) / 1000.0,
+                    t.offered,
+                    t.spec.policy.span(clock).end_ms if t.offered else None,
+                    t.lag_ms,
+                )
             )
-            for t in self._machines
-        ]
+        return views
 
     # -- time ------------------------------------------------------------------------------
 
@@ -168,8 +181,8 @@ class Plant:
         if self._now is None:
             self._now = now_ms
             for index, tracker in enumerate(self._machines):
-                tracker.start_ticks(now_ms)
-                self._schedule(index, tracker.next_deadline())
+                tracker.start(now_ms)
+                self._reschedule(index, tracker)
             interval = self._spec.publish_interval_ms
             self._next_zone_tick = (now_ms // interval + 1) * interval
             self._schedule(self._zone_slot, self._next_zone_tick)
@@ -189,10 +202,13 @@ class Plant:
                 self._schedule(index, self._next_zone_tick)
             else:
                 tracker = self._machines[index]
-                tracker.fire(at_ms, self._events)
-                self._schedule(index, tracker.next_deadline())
+                tracker.fire(at_ms - tracker.lag_ms, self._events)
+                self._reschedule(index, tracker)
         self._now = now_ms
         self._next_due = heap[0][0] if heap else NEVER
+
+    def _reschedule(self, index: int, tracker: MachineTracker) -> None:
+        self._schedule(index, tracker.next_deadline() + tracker.lag_ms)
 
     def _schedule(self, index: int, deadline: float) -> None:
         # A later deadline keeps the earlier entry: it pops early, finds nothing due and

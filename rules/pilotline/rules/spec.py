@@ -49,6 +49,10 @@ class MachineSpec:
     min_idle_ms: int = 900_000
     publish_interval_ms: int = 60_000
     policy: OfferingPolicy = ALWAYS  # when available idle time may be offered
+    # True for a source that sends a value only when it changes (an OPC UA subscription, an
+    # MQTT publisher configured so): its heartbeats keep the last value current. False (MQTT
+    # JSON by default): only a sample carrying the state signal keeps the state alive.
+    report_on_change: bool = False
 
 
 @dataclass(frozen=True, slots=True)
