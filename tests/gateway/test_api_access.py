@@ -125,7 +125,9 @@ def gateway(tmp_path: Path) -> Gateway:
         for i, state in enumerate(states):
             seq += 1
             values = {**state, "power_w": TELEMETRY[machine]}
+            clock.ms = T0 + i * 60_000  # each arrives on time
             gw.ingest.sample(Sample(machine, T0 + i * 60_000, values), AckToken(1, seq, seq))
+            gw.commit()
     gw.ingest.reject("mqtt", Quarantined("t/laser-01", "bad_ts", SECRET_PAYLOAD, T0, "laser-01"),
                      AckToken(1, 99, 99))
     gw.commit()

@@ -81,13 +81,20 @@ def test_a_restarted_gateway_resumes_states_and_open_windows(config_path: Path) 
     assert views["laser-01"].window_start_ms == T0
     assert views["laser-02"].state is State.RUNNING
     for s in range(45, 60, 5):
+        clocks.set(T0 + s * 1000)
         mqtt(second, "laser-01", T0 + s * 1000)
         second.tick()
         second.commit()
     assert second.metrics.events["StateChanged"] == 0
     assert second.metrics.events["IdleWindowOpened"] == 0
-    # laser-02 said nothing since T0: stale at T0 + 60 s, offline at its last sample
+    # laser-02 said nothing since T0. A restart cannot tell a dead machine from a broker
+    # backlog still on its way: its silence counts again from the restart (T0 + 43 s on
+    # the core's clock), and it is never offered meanwhile
     clocks.set(T0 + 70_000)
+    second.tick()
+    second.commit()
+    assert {r["machine"]: r["state"] for r in rows(second, "machines")}["laser-02"] == "running"
+    clocks.set(T0 + 106_000)  # 60 s of silence since the restart, past the watermark
     second.tick()
     second.commit()
     machines = {r["machine"]: r for r in rows(second, "machines")}
@@ -116,6 +123,8 @@ def test_a_store_of_an_older_version_closes_a_dangling_window(config_path: Path)
     clocks.advance(HOUR)
     second = start(config_path, clocks)
     second.tick()
+    clocks.advance(63_000)  # stale_after (60 s) since the restart, past the watermark
+    second.tick()
     second.commit()
     windows = rows(second, "idle_windows")
     assert [(w["start_ms"], w["end_ms"]) for w in windows] == [(T0, T0)]
@@ -123,7 +132,7 @@ def test_a_store_of_an_older_version_closes_a_dangling_window(config_path: Path)
 
 
 def test_a_redelivered_message_is_a_counted_duplicate_not_an_event(config_path: Path) -> None:
-    clocks = Clock()
+    clocks = Clock(T0 + 5_000)
     first = start(config_path, clocks)
     for s in range(5):
         mqtt(first, "laser-01", T0 + s * 1000)
@@ -141,7 +150,7 @@ def test_a_redelivered_message_is_a_counted_duplicate_not_an_event(config_path: 
 
 
 def test_an_out_of_order_sample_is_quarantined_but_its_telemetry_kept(config_path: Path) -> None:
-    clocks = Clock()
+    clocks = Clock(T0 + 10_000)
     gateway = start(config_path, clocks)
     mqtt(gateway, "laser-01", T0 + 10_000)
     mqtt(gateway, "laser-01", T0 + 5_000, "Executing")
@@ -152,15 +161,22 @@ def test_an_out_of_order_sample_is_quarantined_but_its_telemetry_kept(config_pat
     assert {v.id: v.state for v in gateway.plant.view()}["laser-01"] is State.IDLE
 
 
-def test_future_limit_is_max_future_s(config_path: Path) -> None:
+def test_future_limit_is_the_machines_max_skew(config_path: Path) -> None:
     clocks = Clock()
     gateway = start(config_path, clocks)
-    limit = int(gateway.options.max_future_s * 1000)
+    limit = 2_000  # defaults.max_skew_s
     mqtt(gateway, "laser-01", T0 + limit)  # at the limit: accepted
     mqtt(gateway, "laser-02", T0 + limit + 1)  # beyond: refused
     gateway.commit()
     assert gateway.metrics.rejected[("rules", "future")] == 1
     assert [q["machine"] for q in gateway.store.quarantine()] == ["laser-02"]
+    assert gateway.metrics.future == {"laser-02": 1}
+    assert gateway.metrics.ahead["laser-02"] == (limit + 1, T0)
+    # its later honest samples count: the refused stamp moved no clock
+    mqtt(gateway, "laser-02", T0 + 500)
+    gateway.commit()
+    assert gateway.metrics.rejected[("rules", "out_of_order")] == 0
+    assert gateway.metrics.samples["laser-02"] == 1
 
 
 def stream(gateway: Gateway, clocks: Clock, seconds: range, *, source_offset: int = 0) -> None:

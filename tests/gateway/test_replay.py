@@ -117,6 +117,15 @@ def dump(path: Path, tables: tuple[str, ...] = TABLES) -> dict[str, list[tuple[A
         db.close()
 
 
+def machine_lines(lines: list[str]) -> list[str]:
+    return sorted(line for line in lines if not line.startswith("zone_capacity,"))
+
+
+def zone_ticks(lines: list[str]) -> list[tuple[str, str]]:
+    zone = [line.split(" ") for line in lines if line.startswith("zone_capacity,")]
+    return sorted((tags, ts) for tags, _fields, ts in zone)
+
+
 def test_a_replay_equals_the_live_run(config: SiteConfig, tmp_path: Path) -> None:
     samples = scenario()
     end = T0 + 180_000
@@ -141,7 +150,11 @@ def test_a_replay_equals_the_live_run(config: SiteConfig, tmp_path: Path) -> Non
     live_lines = sorted(r[0] for r in db.execute("SELECT line FROM outbox")
                         if not r[0].startswith("telemetry,"))
     db.close()
-    assert live_lines == sorted(writer.lines)
+    # Every machine's points are the same. A zone report counts what the gateway knows when
+    # its clock reaches the tick: live, a machine's own clock may already be up to `lateness`
+    # past it, so the counts (not the ticks) may differ from the replay's.
+    assert machine_lines(live_lines) == machine_lines(writer.lines)
+    assert zone_ticks(live_lines) == zone_ticks(writer.lines)
     assert result.rejected == {("rules", "unmapped_state"): 1}
 
 

@@ -111,6 +111,10 @@ class MqttMachineSource(Model):
 
     topic: str = Field(min_length=1)
     qos: Literal[1] = 1
+    report_on_change: bool = False
+    """True for a publisher that sends the state signal only when it changes: its other
+    payloads (heartbeats, other signals) then keep the last state current. By default only a
+    payload carrying the state signal does (a heartbeat proves a link, not a state)."""
 
     @field_validator("topic")
     @classmethod

@@ -25,6 +25,12 @@ class Metrics:
     auth_failures: Counter[str] = field(default_factory=Counter)  # API refusals, by reason
     # alert notifications, by (channel, "sent" | "failed"); a failed attempt is retried
     notifications: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # sources whose clock runs ahead: samples refused as `future`, and the latest one's
+    # (milliseconds ahead, wall clock when refused), by machine
+    future: Counter[str] = field(default_factory=Counter)
+    ahead: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # samples older than their machine's latest decision, applied at it (SampleLate)
+    late: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class Gauges:
     collectors: Callable[[], list[tuple[str, bool, int, int, int]]]
     # outbox lines dropped by its size limit, by priority (0 events, 1 telemetry)
     outbox_dropped: Callable[[], dict[int, int]] = dict
+    # how far each machine's data runs behind the gateway's clock, in ms (Plant.view().lag_ms)
+    lags: Callable[[], dict[str, int]] = dict
 
 
 class GatewayCollector(Collector):
@@ -140,6 +148,43 @@ class GatewayCollector(Collector):
         yield reconnects
         yield bad
         yield received
+        yield from _clocks(m, g)
+
+
+def _clocks(m: Metrics, g: Gauges) -> Iterator[Metric]:
+    """Sources whose clock is wrong: ahead (samples refused as `future`), behind (data older
+    than the gateway's clock), or late (applied at an earlier decision)."""
+    future = CounterMetricFamily(
+        "pilotline_samples_future",
+        "Samples refused as stamped further ahead of the gateway clock than max_skew_s",
+        labels=["machine"],
+    )
+    ahead = GaugeMetricFamily(
+        "pilotline_source_ahead_seconds",
+        "How far ahead of the gateway clock the latest refused sample was stamped",
+        labels=["machine"],
+    )
+    for machine, n in sorted(m.future.items()):
+        future.add_metric([machine], n)
+        ahead.add_metric([machine], m.ahead[machine][0] / 1000)
+    yield future
+    yield ahead
+    late = CounterMetricFamily(
+        "pilotline_samples_late",
+        "Samples older than what their machine had decided, applied at that decision",
+        labels=["machine"],
+    )
+    for machine, n in sorted(m.late.items()):
+        late.add_metric([machine], n)
+    yield late
+    behind = GaugeMetricFamily(
+        "pilotline_source_behind_seconds",
+        "How far a machine's data runs behind the gateway clock (0 when live)",
+        labels=["machine"],
+    )
+    for machine, lag in sorted(g.lags().items()):
+        behind.add_metric([machine], lag / 1000)
+    yield behind
 
 
 def registry(metrics: Metrics, gauges: Gauges) -> CollectorRegistry:

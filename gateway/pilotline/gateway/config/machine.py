@@ -8,9 +8,17 @@ import types
 from datetime import UTC, tzinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from pilotline.collectors.fields import Id, Model, PositiveSeconds, Seconds, Signal, Threshold
+from pilotline.collectors.fields import (
+    Id,
+    Model,
+    PositiveSeconds,
+    Seconds,
+    Signal,
+    Threshold,
+    reject_bool,
+)
 from pilotline.collectors.mqtt.config import MqttMachineSource
 from pilotline.collectors.opcua.config import OpcuaSource
 from pilotline.gateway.config.fields import Capability, StateName, dedupe, ms
@@ -18,6 +26,12 @@ from pilotline.gateway.config.offering import Offering
 from pilotline.rules.policy import ALWAYS
 from pilotline.rules.spec import MachineSpec, MappedState, StateRule, ThresholdState
 from pilotline.rules.states import DEFAULT_STATE_MAP, State
+
+# Seconds, not minutes: a clock further ahead than this is wrong or forged, and every second
+# allowed is a second a forged stamp wins over the honest source (issue 19).
+SkewSeconds = Annotated[
+    float, BeforeValidator(reject_bool), Field(ge=0, le=60, allow_inf_nan=False)
+]
 
 __all__ = ["Defaults", "Machine", "StateConfig", "Zone"]
 
@@ -91,6 +105,9 @@ class Defaults(Model):
     stale_after_s: PositiveSeconds = 60.0
     min_idle_s: Seconds = 900.0
     publish_interval_s: PositiveSeconds = 60.0
+    max_skew_s: SkewSeconds = 2.0
+    """How far a machine's stamps may run ahead of the gateway's clock; a sample further
+    ahead is quarantined as ``future`` (its clock is wrong, or it is forged)."""
 
 
 class Machine(Model):
@@ -104,6 +121,7 @@ class Machine(Model):
     stale_after_s: PositiveSeconds | None = None
     min_idle_s: Seconds | None = None
     publish_interval_s: PositiveSeconds | None = None
+    max_skew_s: SkewSeconds | None = None
     offering: Offering | None = None
     """This machine's own offering policy, replacing its owner's."""
 
@@ -116,6 +134,9 @@ class Machine(Model):
         if self.opcua is not None:
             return tuple(self.opcua.nodes)
         return (self.state.signal,)
+
+    def max_skew_ms(self, defaults: Defaults) -> int:
+        return ms(defaults.max_skew_s if self.max_skew_s is None else self.max_skew_s)
 
     def spec(
         self,
@@ -141,6 +162,8 @@ class Machine(Model):
             stale_after_ms=pick(self.stale_after_s, defaults.stale_after_s),
             min_idle_ms=pick(min_idle_s, defaults.min_idle_s),
             publish_interval_ms=pick(self.publish_interval_s, defaults.publish_interval_s),
+            report_on_change=self.opcua is not None
+            or (self.mqtt is not None and self.mqtt.report_on_change),
             policy=offering.policy(tz) if offering is not None else ALWAYS,
         )
 

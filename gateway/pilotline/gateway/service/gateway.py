@@ -164,7 +164,8 @@ class Gateway:
             zone_of=self._zone_of,
             site=config.site,
             telemetry=points and telemetry,
-            max_future_s=options.max_future_s,
+            lateness_ms=options.lateness_ms,
+            max_skew_ms={m.id: m.max_skew_ms(config.defaults) for _z, m in config.machines()},
             redelivery_below=redelivery_below,
         )
 
@@ -218,6 +219,8 @@ class Gateway:
             store_path=config.store,
             clock_ms=clock_ms,
             started_ms=clock_ms(),
+            metrics=self.metrics,
+            views=self.plant.view,
         )
 
     def _resume(self) -> tuple[int, dict[str, int]]:

@@ -20,7 +20,7 @@ from pilotline.gateway.notify.alerting import Alerting
 from pilotline.gateway.service.staged import Staged
 from pilotline.gateway.sinks.influx.points import alert_rows, event_rows
 from pilotline.gateway.store import QuarantineRow
-from pilotline.rules import Event, IdleWindowClosed, SampleRejected, StateChanged
+from pilotline.rules import Event, IdleWindowClosed, SampleLate, SampleRejected, StateChanged
 
 log = structlog.get_logger("pilotline.gateway")
 
@@ -53,17 +53,30 @@ def mark_checkpoints(events: Sequence[Event], staged: Staged) -> None:
 
 
 class LogEvents:
-    """``machine.state_changed`` for every change; ``rules.sample_rejected`` for the first
+    """``machine.state_changed`` for every change; ``rules.sample_late`` for the first late
+    sample of each machine (counted per machine); ``rules.sample_rejected`` for the first
     rejection of each reason (counted in /metrics and kept in quarantine after that). Runs
     before ``Quarantine``, which counts: a reason is first when it has no count yet."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._rejected = metrics.rejected
+        self._late = metrics.late
 
     def __call__(self, events: Sequence[Event], staged: Staged) -> None:
         logged: set[str] = set()  # reasons logged from this batch, not yet counted
         for event in events:
-            if isinstance(event, SampleRejected):
+            if isinstance(event, SampleLate):
+                if not self._late[event.machine]:
+                    log.warning(
+                        "rules.sample_late",
+                        machine=event.machine,
+                        ts_ms=event.ts_ms,
+                        applied_ms=event.applied_ms,
+                        note="older than what the machine had decided: applied at that"
+                        " decision; logged once per machine, counted in /metrics",
+                    )
+                self._late[event.machine] += 1
+            elif isinstance(event, SampleRejected):
                 if event.reason not in logged and not self._rejected[("rules", event.reason)]:
                     logged.add(event.reason)
                     log.warning(

@@ -7,19 +7,22 @@ every part is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pilotline.gateway.api.metrics import Gauges
+from pilotline.gateway.api.metrics import Gauges, Metrics
 from pilotline.gateway.clock import Clock
 from pilotline.gateway.service.collectors import Collector
 from pilotline.gateway.sinks.influx.drain import OutboxDrainer
 from pilotline.gateway.sinks.influx.points import PRIORITY_EVENT, PRIORITY_TELEMETRY
 from pilotline.gateway.store import Store
+from pilotline.rules import MachineView
 
 DROPPING_UNHEALTHY_MS = 60_000
 """/health's influx part stays unhealthy this long after the outbox limit dropped a line."""
+CLOCK_AHEAD_REPORTED_S = 300
+"""/health's clocks part names a source in ``why`` this long after its last future sample."""
 
 
 class Health:
@@ -32,6 +35,8 @@ class Health:
         store_path: Path,
         clock_ms: Clock,
         started_ms: int,
+        metrics: Metrics,
+        views: Callable[[], list[MachineView]],
     ) -> None:
         self._collectors = collectors
         self._drainer = drainer
@@ -39,6 +44,8 @@ class Health:
         self._store_path = store_path
         self._clock_ms = clock_ms
         self._started_ms = started_ms
+        self._metrics = metrics
+        self._views = views
 
     def report(self) -> dict[str, Any]:
         """The ``/health`` document: ``healthy``, ``uptime_s``, then one part per collector,
@@ -50,8 +57,36 @@ class Health:
         if self._drainer is not None:
             parts["influx"] = self._influx(self._drainer, now)
         parts["store"] = {"healthy": True, "why": None, "path": str(self._store_path)}
+        parts["clocks"] = self._clocks(now)
         healthy = all(part["healthy"] for part in parts.values())
         return {"healthy": healthy, "uptime_s": round((now - self._started_ms) / 1000, 1), **parts}
+
+    def _clocks(self, now: int) -> dict[str, Any]:
+        """Sources whose clock is wrong, by machine. A wrong source does not make the gateway
+        unhealthy (its samples are refused or applied late, the others are unaffected), but
+        ``why`` names it while it keeps happening."""
+        m = self._metrics
+        ahead = {
+            machine: {
+                "refused": n,
+                "ahead_s": round(m.ahead[machine][0] / 1000, 3),
+                "last_s_ago": round((now - m.ahead[machine][1]) / 1000, 1),
+            }
+            for machine, n in sorted(m.future.items())
+        }
+        behind = {v.id: round(v.lag_ms / 1000, 3) for v in self._views() if v.lag_ms > 0}
+        recent = [
+            f"{machine} stamps {a['ahead_s']} s ahead ({a['refused']} refused as future)"
+            for machine, a in ahead.items()
+            if a["last_s_ago"] < CLOCK_AHEAD_REPORTED_S
+        ]
+        return {
+            "healthy": True,
+            "why": "; ".join(recent) or None,
+            "ahead": ahead,
+            "behind_s": behind,
+            "late": dict(sorted(m.late.items())),
+        }
 
     def _influx(self, drainer: OutboxDrainer, now: int) -> dict[str, Any]:
         store = self._store
@@ -98,4 +133,5 @@ class Health:
             write_errors=lambda: drainer.stats().errors if drainer else 0,
             collectors=collector_gauges,
             outbox_dropped=lambda: dict(store.outbox_dropped),
+            lags=lambda: {v.id: v.lag_ms for v in self._views()},
         )

@@ -6,9 +6,13 @@ point, feed the rules and the alert rules, stage what the rules emitted (through
 handlers) and ask for a commit. A sample's MQTT acknowledgement waits in the batch until the
 commit has made everything it caused durable.
 
-A sample from further in the future than ``max_future_s`` is refused (a source with a wrong
-clock must not close windows ahead of time); one older than what the previous run applied,
-delivered again by the broker, has its telemetry rewritten and nothing else.
+Every sample reaches the core with the gateway's clock (the watermark, ``wall clock -
+lateness``), read once per batch: the core moves each machine's clock by its own samples
+only. A sample stamped further ahead of the gateway's wall clock than its machine's
+``max_skew_s`` is refused as ``future`` (a wrong or forged clock must not decide anything
+ahead of time) and its source reported (``Metrics.future``), while its later honest samples
+are accepted. One older than what the previous run applied, delivered again by the broker,
+has its telemetry rewritten and nothing else.
 """
 
 from __future__ import annotations
@@ -42,10 +46,12 @@ class Ingest:
         zone_of: Mapping[str, str],
         site: str,
         telemetry: bool,
-        max_future_s: float,
+        lateness_ms: int,
+        max_skew_ms: Mapping[str, int],
         redelivery_below: Mapping[str, int],
     ) -> None:
-        """``telemetry``: stage a ``telemetry`` point per sample. ``redelivery_below``: per
+        """``telemetry``: stage a ``telemetry`` point per sample. ``max_skew_ms``: per machine,
+        how far its stamps may run ahead of the wall clock. ``redelivery_below``: per
         machine, the source time of the last sample the previous run applied."""
         self._staged = staged
         self._plant = plant
@@ -58,7 +64,9 @@ class Ingest:
         self._zone_of = zone_of
         self._site = site
         self._telemetry = telemetry
-        self._max_future_ms = max_future_s * 1000
+        self._lateness_ms = lateness_ms
+        self._max_skew_ms = max_skew_ms
+        self._min_skew_ms = min(max_skew_ms.values(), default=0)
         self._redelivery_below = redelivery_below
 
     def sample(self, sample: Sample, ack: AckToken | None = None) -> None:
@@ -78,28 +86,19 @@ class Ingest:
         catch_up = self._catch_up
         if not catch_up.caught_up:
             catch_up.arrived(sample.ts_ms)
-        if sample.ts_ms > staged.future_floor:
+        now = staged.arrival_ms
+        if now is None or sample.ts_ms > staged.future_floor:
             # The clocks are read (and a step of the wall clock noticed) for the first sample
             # after each commit, or one beyond the bound: the time saved per sample is
             # measured in benchmarks/README.md.
-            now = self._steady.future_limit_base()
-            staged.future_floor = now + self._max_future_ms
-        if sample.ts_ms > staged.future_floor:
-            self._stage_events(
-                [
-                    SampleRejected(
-                        sample.machine,
-                        sample.ts_ms,
-                        "future",
-                        f"{(sample.ts_ms - now) / 1000:.0f} s ahead of the gateway clock",
-                    )
-                ]
-            )
-        else:
+            now = staged.arrival_ms = self._steady.now() - self._lateness_ms
+            staged.future_base = self._steady.future_limit_base()
+            staged.future_floor = staged.future_base + self._min_skew_ms
+        if sample.ts_ms <= staged.future_floor or not self._ahead(sample):
             self._metrics.samples[sample.machine] += 1
             self._stage_telemetry(sample)
             plant = self._plant
-            plant.receive(sample)
+            plant.receive(sample, now)
             events = plant.events()
             if events:
                 self._stage_events(events)
@@ -110,6 +109,28 @@ class Ingest:
                 if self._steady.stepped:
                     self._steady.observe(sample.ts_ms)
         self._request_commit()
+
+    def _ahead(self, sample: Sample) -> bool:
+        """Refuse (quarantine as ``future``) a sample stamped further ahead of the wall clock
+        than its machine's skew; the source is reported, its later samples still count."""
+        base = self._staged.future_base
+        ahead = sample.ts_ms - base
+        if ahead <= self._max_skew_ms.get(sample.machine, self._min_skew_ms):
+            return False
+        metrics = self._metrics
+        metrics.future[sample.machine] += 1
+        metrics.ahead[sample.machine] = (ahead, base)
+        self._stage_events(
+            [
+                SampleRejected(
+                    sample.machine,
+                    sample.ts_ms,
+                    "future",
+                    f"{ahead / 1000:.3f} s ahead of the gateway clock",
+                )
+            ]
+        )
+        return True
 
     def _stage_telemetry(self, sample: Sample) -> None:
         if self._telemetry:

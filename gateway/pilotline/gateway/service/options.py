@@ -1,5 +1,5 @@
-"""The service's timing knobs: how long it batches, how far ahead a source may be, how long
-it waits for a backlog and for the outbox on stop."""
+"""The service's timing knobs: how long it batches, how long it waits for a backlog and for
+the outbox on stop. (How far ahead a source may be is each machine's ``max_skew_s``.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from dataclasses import dataclass
 @dataclass
 class ServiceOptions:
     lateness_ms: int = 2_000
-    max_future_s: float = 300.0
     # Group commit: the committer waits up to commit_interval_s after the first staged item
     # for more to join, and commits at once when commit_eager_acks MQTT messages wait for
     # their ack (below Mosquitto's default in-flight window of 20, so a broker held back by

@@ -28,6 +28,9 @@ class Staged:
     # samples below it skip the clock reads. Per batch, so the first sample after each
     # commit reads the clocks again and a step of the wall clock is noticed.
     future_floor: float = -math.inf
+    future_base: int = 0  # the wall clock the floor was measured from
+    # The gateway's clock (watermark) every sample of this batch reaches the core with.
+    arrival_ms: int | None = None
 
     def __len__(self) -> int:
         return (
@@ -59,4 +62,5 @@ class Staged:
         self.notifications = []
         self.alert_state = False
         self.future_floor = -math.inf
+        self.arrival_ms = None
         return taken
