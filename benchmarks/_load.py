@@ -51,6 +51,7 @@ defaults:
   stale_after_s: 60
   min_idle_s: 900
   publish_interval_s: 60
+  offering: always
 zones:
 {zones}"""
 

@@ -165,7 +165,7 @@ def run_flood(
             f"store: {work / 'pilotline.db'}",
             f"api: {api}",
             "log: {format: json, level: warning}",
-            "defaults: {debounce_s: 1, stale_after_s: 600, min_idle_s: 60}",
+            "defaults: {debounce_s: 1, stale_after_s: 600, min_idle_s: 60, offering: always}",
         ]
         if influx:
             vm = stack.enter_context(VictoriaMetrics())

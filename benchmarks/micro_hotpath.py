@@ -315,7 +315,7 @@ def section_gateway() -> None:
             'mqtt: {url: "mqtt://127.0.0.1:1"}',
             'influx: {url: "http://127.0.0.1:1", org: o, bucket: b}',
             "store: STORE",
-            "defaults: {debounce_s: 1}",  # states confirmed within the warm-up
+            "defaults: {debounce_s: 1, offering: always}",  # states confirmed within the warm-up
             "zones:",
             "  - id: bench",
             "    machines:",

@@ -49,7 +49,8 @@ def site(machines: int, store: Path) -> str:
         'mqtt: {url: "mqtt://127.0.0.1:1"}',
         'influx: {url: "http://127.0.0.1:1", org: o, bucket: b}',
         f"store: {store}",
-        "defaults: {debounce_s: 20, stale_after_s: 60, min_idle_s: 900, publish_interval_s: 60}",
+        "defaults: {debounce_s: 20, stale_after_s: 60, min_idle_s: 900, publish_interval_s: 60,"
+        " offering: always}",
         "zones:",
     ]
     for z in range(max(1, machines // 10)):

@@ -107,8 +107,11 @@ def gateway(tmp_path: Path) -> Gateway:
             ZONES,
             influx=None,
             store=tmp_path / "gw.db",
-            defaults={**UNIT_DEFAULTS, "stale_after_s": 3600},
-            owners={"lumen-group": {"show_to_tenants": True}},
+            defaults={**UNIT_DEFAULTS, "stale_after_s": 3600, "offering": "always"},
+            owners={
+                "acme-optics": {"show_to_tenants": False},
+                "lumen-group": {"show_to_tenants": True},
+            },
             alerts=ALERTS,
         )
     )

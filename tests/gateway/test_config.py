@@ -234,8 +234,12 @@ def test_summary(tmp_path: Path) -> None:
     assert lines[0] == "site marseille-pilot: 1 zone, 2 machines (1 mqtt, 1 opcua)"
     assert lines[1] == (
         "  photonics: laser-01 [opcua: state, power_w] laser-cutting, laser-marking"
+        " · not offered: no policy"  # DESIGN's example names no offering policy
     )
-    assert lines[2].split() == ["cam-02", "[mqtt:", "power_w]", "optical-inspection"]
+    assert lines[2].split() == [
+        "cam-02", "[mqtt:", "power_w]", "optical-inspection", "·", "not", "offered:", "no",
+        "policy",
+    ]
     assert "  mqtt broker mqtt://127.0.0.1:1883" in lines
     assert "  api 127.0.0.1:8080" in lines
 

@@ -45,7 +45,7 @@ def gateway(tmp_path: Path) -> Gateway:
         site_yaml(
             ZONES,
             store=tmp_path / "gw.db",
-            defaults={**UNIT_DEFAULTS, "stale_after_s": 86400},
+            defaults={**UNIT_DEFAULTS, "stale_after_s": 86400, "offering": "always"},
         )
     )
     gw = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=Clock(NOW))

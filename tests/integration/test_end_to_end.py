@@ -77,7 +77,7 @@ async def running(
             influx_url=vm.url,
             store=tmp_path / "gw.db",
             defaults={"debounce_s": 2, "stale_after_s": 5, "min_idle_s": 5,
-                      "publish_interval_s": 30},
+                      "publish_interval_s": 30, "offering": "always"},
         )
     )
     clock = Clock(T0)

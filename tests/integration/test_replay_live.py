@@ -46,7 +46,8 @@ def site(mqtt_url: str, store: Path, port: int) -> str:
         port=port,
         influx_url="http://127.0.0.1:1",
         store=store,
-        defaults={"debounce_s": 2, "stale_after_s": 5, "min_idle_s": 5, "publish_interval_s": 30},
+        defaults={"debounce_s": 2, "stale_after_s": 5, "min_idle_s": 5, "publish_interval_s": 30,
+                  "offering": "always"},
     )
 
 

@@ -18,7 +18,7 @@ from pilotline.rules import (
     PlantSpec,
     Sample,
 )
-from pilotline.rules.policy import OfferingPolicy, WeeklySlot
+from pilotline.rules.policy import NEVER, OfferingPolicy, Span, WeeklySlot
 
 PARIS = ZoneInfo("Europe/Paris")
 WEEKDAYS = frozenset(range(5))
@@ -131,3 +131,18 @@ def test_a_window_that_never_met_the_policy_is_not_offered() -> None:
     plant.receive(Sample("laser-01", start + 30_000, {"state": "Executing"}))
     closed = [e for e in plant.events() if isinstance(e, IdleWindowClosed)]
     assert [c.offered for c in closed] == [False]
+
+
+def test_never_offers_at_any_time_and_sees_no_edge() -> None:
+    for ts in (paris(2026, 11, 23, 3), paris(2026, 11, 23, 19), paris(2026, 12, 25, 12)):
+        assert NEVER.offers(ts) == Span(False, None, None)
+    spec = MachineSpec(
+        "laser-01", "photonics", "acme", MappedState("state", DEFAULT_STATE_MAP),
+        debounce_ms=0, min_idle_ms=0, policy=NEVER,
+    )
+    plant = Plant(PlantSpec((spec,)))
+    start = paris(2026, 11, 23, 19)  # inside EVENINGS' hours: nothing else would refuse it
+    plant.receive(Sample("laser-01", start, {"state": "NotExecuting"}))
+    plant.receive(Sample("laser-01", start + 30_000, {"state": "Executing"}))
+    caps = [(c.available, c.offered) for c in plant.events() if isinstance(c, Capacity)]
+    assert caps == [(True, False), (False, False)]

@@ -128,6 +128,9 @@ def demo_site_yaml(
         "stale_after_s": stale_after_s,
         "min_idle_s": min_idle_s,
         "publish_interval_s": publish_interval_s,
+        # Offering fails closed: the demo's owners name no policy, so the site default
+        # offers every machine's idle time at any hour.
+        "offering": "always",
     }
     doc["zones"] = [{"id": zone, "machines": machines} for zone, machines in zones.items()]
     if alerts is not None:

@@ -5,6 +5,9 @@ all day``) minus blackout periods, plus the smallest window worth offering: idle
 offered only while the allowed span it falls in still has at least ``min_window_ms`` to run,
 so a tenant is never shown a slot that closes before a job could fit.
 
+``NEVER`` offers nothing at any time: what a machine gets when no policy applies to it
+(offering fails closed; the configuration says which policy applies, ``gateway/config``).
+
 The policy is pure: it takes epoch milliseconds and answers with epoch milliseconds. Local
 times are converted with ``zoneinfo`` one day at a time, so daylight-saving changes land
 where the wall clock says (a "18:00" slot starts at 18:00 local on both sides of a change; a
@@ -47,6 +50,7 @@ class OfferingPolicy:
     weekly: tuple[WeeklySlot, ...] = ()  # empty: any time of the week
     blackouts: tuple[tuple[int, int], ...] = ()  # [start, end) in epoch ms
     min_window_ms: int = 0
+    never: bool = False  # nothing is ever offered: the weekly hours and blackouts do not matter
     _cache: dict[int, list[tuple[int, int]]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -56,6 +60,8 @@ class OfferingPolicy:
 
         An edge the policy cannot see within its horizon (about a week) is None.
         """
+        if self.never:
+            return Span(False, None, None)
         day = ts_ms // DAY_MS
         lo, hi = (day - 2) * DAY_MS, (day + _HORIZON_DAYS) * DAY_MS
         intervals = self._allowed_around(ts_ms)
@@ -121,6 +127,7 @@ class OfferingPolicy:
 
 
 ALWAYS = OfferingPolicy()
+NEVER = OfferingPolicy(never=True)
 
 
 def _ms(moment: datetime) -> int:

@@ -1,12 +1,15 @@
 """Checks across objects of the site: ids and topics unique, each machine with one source
 that has what it needs, machines on one OPC UA endpoint agreeing on its connection, owners
-that exist, alert rules and channels that name what exists (``alerts.alert_checks``).
+that exist (each machine's in ``owners:`` when the site lists owners, each listed one a
+machine's), alert rules and channels that name what exists (``alerts.alert_checks``).
 
 They run on the file's plain data, which may be partly wrong (those parts are skipped), so
 that they are reported with their lines and alongside the models' own errors.
 """
 
 from __future__ import annotations
+
+import difflib
 
 from pilotline.collectors.opcua.config import CONNECTION_FIELDS
 from pilotline.gateway.config.alerts import alert_checks
@@ -26,6 +29,10 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
     topics: dict[str, tuple[Loc, str]] = {}
     endpoints: dict[str, tuple[str, dict[str, object]]] = {}
     zones = data.get("zones")
+    owners = data.get("owners")
+    # A file that lists owners names every machine's: a misspelt owner would otherwise get
+    # no policy and silently lose the owner's offering hours (offering fails closed).
+    listed = [str(o) for o in owners] if isinstance(owners, dict) and owners else None
     for zi, zone in enumerate(zones if isinstance(zones, list) else []):
         if not isinstance(zone, dict):
             continue
@@ -36,6 +43,9 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
                 continue
             here: Loc = ("zones", zi, "machines", mi)
             _unique(machine.get("id"), here, machine_ids, "machine id", found)
+            owner = machine.get("owner")
+            if listed is not None and isinstance(owner, str) and owner not in listed:
+                found.append(((*here, "owner"), _unknown_owner(owner, listed)))
             mqtt, opcua = machine.get("mqtt"), machine.get("opcua")
             if mqtt is None and opcua is None:
                 found.append((here, "no source: give the machine an mqtt: or an opcua: section"))
@@ -91,7 +101,6 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
                         )
                     )
     alert_checks(data, zone_ids, machine_ids, found)
-    owners = data.get("owners")
     for owner in owners if isinstance(owners, dict) else {}:
         machine_owners = {
             m.get("owner")
@@ -106,6 +115,12 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
                  f"owners of machines: {', '.join(sorted(str(o) for o in machine_owners))}")
             )
     return found
+
+
+def _unknown_owner(owner: str, listed: list[str]) -> str:
+    close = difflib.get_close_matches(owner, listed, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"owners: lists {', '.join(listed)}"
+    return f"unknown owner {owner!r}: {hint}"
 
 
 def _unique(

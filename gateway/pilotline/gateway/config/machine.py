@@ -23,7 +23,7 @@ from pilotline.collectors.mqtt.config import MqttMachineSource
 from pilotline.collectors.opcua.config import OpcuaSource
 from pilotline.gateway.config.fields import Capability, StateName, dedupe, ms
 from pilotline.gateway.config.offering import Offering
-from pilotline.rules.policy import ALWAYS
+from pilotline.rules.policy import NEVER
 from pilotline.rules.spec import MachineSpec, MappedState, StateRule, ThresholdState
 from pilotline.rules.states import DEFAULT_STATE_MAP, State
 
@@ -99,7 +99,8 @@ def _mapped_state(signal: str, overrides: tuple[tuple[str, str], ...]) -> Mapped
 
 
 class Defaults(Model):
-    """``defaults:``: timings every machine gets unless it sets its own."""
+    """``defaults:``: timings every machine gets unless it sets its own, and the site's
+    default offering policy."""
 
     debounce_s: Seconds = 20.0
     stale_after_s: PositiveSeconds = 60.0
@@ -108,6 +109,9 @@ class Defaults(Model):
     max_skew_s: SkewSeconds = 2.0
     """How far a machine's stamps may run ahead of the gateway's clock; a sample further
     ahead is quarantined as ``future`` (its clock is wrong, or it is forged)."""
+    offering: Offering | None = None
+    """The policy of a machine that has none of its own and whose owner has none
+    (``always``, or weekly hours and blackouts); without it such a machine is never offered."""
 
 
 class Machine(Model):
@@ -123,7 +127,7 @@ class Machine(Model):
     publish_interval_s: PositiveSeconds | None = None
     max_skew_s: SkewSeconds | None = None
     offering: Offering | None = None
-    """This machine's own offering policy, replacing its owner's."""
+    """This machine's own offering policy, replacing its owner's and the site default."""
 
     @property
     def source(self) -> Literal["mqtt", "opcua"]:
@@ -142,13 +146,15 @@ class Machine(Model):
         self,
         zone: str,
         defaults: Defaults,
-        owner_offering: Offering | None = None,
+        offering: Offering | None = None,
         tz: tzinfo = UTC,
     ) -> MachineSpec:
+        """The core's spec, under ``offering`` (``SiteConfig.offering_of``): None is no
+        policy, so never offered."""
+
         def pick(own: float | None, default: float) -> int:
             return ms(default if own is None else own)
 
-        offering = self.offering or owner_offering
         min_idle_s = self.min_idle_s
         if min_idle_s is None and offering is not None:
             min_idle_s = offering.min_idle_s
@@ -164,7 +170,7 @@ class Machine(Model):
             publish_interval_ms=pick(self.publish_interval_s, defaults.publish_interval_s),
             report_on_change=self.opcua is not None
             or (self.mqtt is not None and self.mqtt.report_on_change),
-            policy=offering.policy(tz) if offering is not None else ALWAYS,
+            policy=offering.policy(tz) if offering is not None else NEVER,
         )
 
 

@@ -1,5 +1,10 @@
-"""When idle time may be offered: an owner's (or one machine's) weekly hours and blackouts,
-and what an owner lets tenants see."""
+"""When idle time may be offered: a machine's own, its owner's or the site default weekly
+hours and blackouts, and what an owner lets tenants see.
+
+Offering fails closed: a machine is offered only under a policy that applies to it (its
+own ``offering:``, its owner's, or ``defaults.offering``: ``SiteConfig.offering_of``);
+without one it is never offered. ``offering: always`` says "any time" in plain words.
+"""
 
 from __future__ import annotations
 
@@ -86,7 +91,8 @@ class Blackout(Model):
 
 
 class Offering(Model):
-    """``offering:``: when an owner (or one machine) lets available idle time be offered."""
+    """``offering:``: when a machine's available idle time may be offered (its own, its
+    owner's or the site default); ``always`` is any time, the same as ``{}``."""
 
     weekly: list[WeeklyHours] = Field(default_factory=list)
     """Hours of the week when idle time may be offered; none listed: any time."""
@@ -95,6 +101,28 @@ class Offering(Model):
     """Idle this long before it is offered (overrides defaults.min_idle_s)."""
     min_window_s: Seconds = 0.0
     """Offer only while the allowed hours still have this long to run."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _always(cls, value: Any) -> Any:
+        if value == "always":
+            return {}
+        if isinstance(value, str):
+            raise ValueError(
+                "an offering is `always` or a mapping (weekly:, blackouts:, min_idle_s:, "
+                f"min_window_s:), got {value!r}"
+            )
+        return value
+
+    def describe(self) -> str:
+        """``weekdays 18:00-06:00, 1 blackout``, or ``any time``: for ``pilotline check``."""
+        parts = [f"{' '.join(h.days)} {h.from_}-{h.to}" for h in self.weekly] or ["any time"]
+        if self.blackouts:
+            n = len(self.blackouts)
+            parts.append(f"{n} blackout{'s' if n > 1 else ''}")
+        if self.min_window_s:
+            parts.append(f"min window {self.min_window_s:g} s")
+        return ", ".join(parts)
 
     def policy(self, tz: tzinfo) -> OfferingPolicy:
         return OfferingPolicy(
@@ -111,4 +139,5 @@ class OwnerPolicy(Model):
     show_to_tenants: bool = False
     """Tenants see this owner's name beside its offered capacity (default: hidden)."""
     offering: Offering | None = None
-    """When this owner's machines may be offered (default: whenever they are available)."""
+    """When this owner's machines may be offered; without it, the site default
+    (``defaults.offering``) if the configuration names one, else never."""

@@ -33,7 +33,11 @@ from pilotline.gateway.sinks.influx.config import InfluxConfig
 from pilotline.rules.alerts import AlertRule
 from pilotline.rules.spec import PlantSpec
 
-__all__ = ["CROSS_CHECKED", "LogConfig", "SiteConfig"]
+__all__ = ["CROSS_CHECKED", "LogConfig", "OfferingSource", "SiteConfig"]
+
+OfferingSource = Literal["machine", "owner", "default", "none"]
+"""Where a machine's offering policy comes from: its own ``offering:``, its owner's, the
+site default ``defaults.offering``, or nowhere (never offered)."""
 
 CROSS_CHECKED: Final = "pilotline.config.cross_checked"
 """Validation context key: the caller runs ``cross_checks`` itself (``load_config`` does, to
@@ -154,16 +158,28 @@ class SiteConfig(Model):
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    def offering_of(self, machine: Machine) -> tuple[OfferingSource, Offering | None]:
+        """The offering policy that applies to ``machine`` and where it comes from.
+
+        Fails closed: the machine's own, else its owner's, else the site default the file
+        names; none of them, and the machine is never offered (its idle time is still
+        ``available``). An owner's name missing from ``owners:`` is refused by
+        ``cross_checks``, so a typo cannot silently drop the owner's policy.
+        """
+        if machine.offering is not None:
+            return "machine", machine.offering
+        owner = self.owners.get(machine.owner)
+        if owner is not None and owner.offering is not None:
+            return "owner", owner.offering
+        if self.defaults.offering is not None:
+            return "default", self.defaults.offering
+        return "none", None
+
     def plant_spec(self) -> PlantSpec:
         tz = self.tz
-
-        def offering_of(owner: str) -> Offering | None:
-            policy = self.owners.get(owner)
-            return policy.offering if policy is not None else None
-
         return PlantSpec(
             machines=tuple(
-                m.spec(zone.id, self.defaults, offering_of(m.owner), tz)
+                m.spec(zone.id, self.defaults, self.offering_of(m)[1], tz)
                 for zone, m in self.machines()
             ),
             publish_interval_ms=ms(self.defaults.publish_interval_s),

@@ -1,15 +1,17 @@
-"""What ``pilotline check`` prints of a good configuration: the site, each zone's machines,
-the outputs."""
+"""What ``pilotline check`` prints of a good configuration: the site, each zone's machines
+(with the offering policy that applies to each), the outputs."""
 
 from __future__ import annotations
 
+from pilotline.gateway.config.machine import Machine
 from pilotline.gateway.config.site import SiteConfig
 
 __all__ = ["summarize"]
 
 
 def summarize(config: SiteConfig) -> str:
-    """A few lines for ``pilotline check``: the site, each zone's machines, the outputs."""
+    """A few lines for ``pilotline check``: the site, each zone's machines and which offering
+    policy applies to each, the outputs."""
     pairs = config.machines()
     by_source = {kind: sum(m.source == kind for _, m in pairs) for kind in ("mqtt", "opcua")}
     sources = ", ".join(f"{n} {kind}" for kind, n in by_source.items() if n)
@@ -24,7 +26,7 @@ def summarize(config: SiteConfig) -> str:
             capabilities = ", ".join(machine.capabilities) or "(no capabilities)"
             lines.append(
                 f"{prefix}{machine.id} [{machine.source}: {', '.join(machine.signals())}] "
-                f"{capabilities}"
+                f"{capabilities} · {_offer(config, machine)}"
             )
     if config.mqtt is not None:
         lines.append(f"  mqtt broker {config.mqtt.url}")
@@ -47,6 +49,18 @@ def summarize(config: SiteConfig) -> str:
     lines.append(f"  store {config.store}")
     lines.append(f"  api {config.api}")
     return "\n".join(lines)
+
+
+def _offer(config: SiteConfig, machine: Machine) -> str:
+    source, offering = config.offering_of(machine)
+    if offering is None:
+        return "not offered: no policy"
+    where = {
+        "machine": "own policy",
+        "owner": f"owner {machine.owner}'s policy",
+        "default": "site default",
+    }[source]
+    return f"offered: {where} ({offering.describe()})"
 
 
 def _plural(n: int, word: str) -> str:
