@@ -1,8 +1,9 @@
 """``pilotline``: run, check, demo.
 
-Exit codes: 0 success, 1 a configuration or start-up problem the user must fix, 130 after
-Ctrl-C. SIGTERM and SIGINT stop the service cleanly: staged samples are committed and the
-outbox flushed for up to ``stop_timeout_s`` (the rest stays durable for the next start).
+Exit codes: 0 success, 1 a configuration or start-up problem the user must fix (another
+gateway running on the same store among them), 130 after Ctrl-C. SIGTERM and SIGINT stop
+the service cleanly: staged samples are committed and the outbox flushed for up to
+``stop_timeout_s`` (the rest stays durable for the next start).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class StoreInUseError(StoreError):
         super().__init__(
             path,
             f"in use by another pilotline process ({holder.describe()}); one gateway per "
-            "store: stop that one first, or give this configuration another store:",
+            "store: stop that one first, or give this configuration its own store: path",
         )
         self.holder = holder
 
