@@ -206,6 +206,7 @@ def test_a_restarted_gateway_backfills_missing_days(gateway: Gateway, tmp_path: 
     clock: Clock = gateway.clock_ms  # type: ignore[assignment]
     clock.ms = T0 + 3 * DAY + gateway.settle_ms
     assert gateway.report_utilization() == [T0, T0 + DAY, T0 + 2 * DAY]
+    gateway.store.close()  # the first gateway has stopped: its lock on the store is let go
     restarted = Gateway(gateway.config, writer=MemoryWriter(), clock_ms=clock)
     clock.ms += DAY
     assert restarted.report_utilization() == [T0 + 3 * DAY]

@@ -130,3 +130,83 @@ async def test_a_lost_broker_is_one_collector_alert(
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+class Rival:
+    """A second gateway on another host with our client id, as paho reconnects it: when the
+    broker hands the session back to us, it takes it again within half a second."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.drops: list[float] = []
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        self.client.reconnect_delay_set(0.2, 0.5)
+        self.client.on_disconnect = lambda *_: self.drops.append(time.monotonic())
+        self.client.connect("127.0.0.1", port, clean_start=False)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+async def test_a_second_client_with_our_client_id_is_an_error_an_alert_and_unhealthy(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """Mosquitto 2.0.11 (this machine's) closes the old connection without DISCONNECT 0x8E,
+    so the gateway recognises the takeover by the broker closing it again and again;
+    brokers that send 0x8E are recognised at the first one (tests/collectors)."""
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        live_site(
+            {"photonics": [machine_config(m, topic=f"plant/{m}") for m in MACHINES]},
+            site="alert-site",
+            mqtt_url=broker.url,
+            client_id="gw-twin",
+            port=free_port(),
+            store=tmp_path / "gw.db",
+            defaults={"debounce_s": 0, "stale_after_s": 60, "min_idle_s": 60,
+                      "publish_interval_s": 60},
+            alerts=ALERTS,
+        )
+    )
+    gateway = Gateway(load_config(path), options=ServiceOptions(lateness_ms=200))
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run(api=False))
+        rival: Rival | None = None
+        try:
+            # healthy, and the rules timer runs (the alert rules with it)
+            await until(lambda: gateway.health()["healthy"] and gateway.caught_up, 15)
+            rival = Rival(broker.port, "gw-twin")
+
+            def taken_over() -> list[dict[str, Any]]:
+                return [e for e in logs if e["event"] == "mqtt.session_taken_over"]
+
+            await until(lambda: bool(taken_over()), 15)
+            event = taken_over()[0]
+            assert event["log_level"] == "error"
+            assert event["client_id"] == "gw-twin"
+            assert "second gateway" in event["likely_cause"]
+            assert event["retry_in_s"] >= 10  # minutes at worst, not a second
+
+            health = gateway.health()
+            assert health["healthy"] is False
+            assert health["mqtt"]["healthy"] is False
+            assert health["mqtt"]["why"].startswith("session taken over by another client")
+            assert "'gw-twin'" in health["mqtt"]["why"]
+            assert health["mqtt"]["contested_since_ms"] is not None
+            await until(lambda: ("collector-down", "mqtt", True) in transitions(logs), 15)
+
+            # the gateway keeps away: the rival holds the session, no flapping every second
+            drops = len(rival.drops)
+            await asyncio.sleep(3)
+            assert len(rival.drops) == drops
+            assert gateway.health()["mqtt"]["healthy"] is False
+            assert taken_over() == [event]
+        finally:
+            if rival is not None:
+                rival.close()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task

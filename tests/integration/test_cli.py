@@ -457,6 +457,55 @@ def test_run_reports_an_api_port_in_use(
     assert "Traceback" not in gateway.stderr_path.read_text()
 
 
+def test_a_second_run_on_the_same_store_refuses_and_a_killed_one_blocks_nothing(
+    site: tuple[Path, str], start_gateway: Callable[[Path], GatewayProcess]
+) -> None:
+    """One gateway per store: a second ``run`` on the same configuration (here with only the
+    API port changed, as a manual start beside a systemd unit) exits at once naming the
+    store and the first one's pid, before it connects anything; the lock dies with its
+    holder, so a SIGKILLed gateway never blocks the next start."""
+    config, api = site
+    first = start_gateway(config)
+    wait_healthy(first, api)
+    port = free_port()
+    twin = config.with_name("twin.yaml")
+    doc = yaml.safe_load(config.read_text())
+    doc["api"] = f"127.0.0.1:{port}"
+    twin.write_text(yaml.safe_dump(doc, sort_keys=False))
+    store = str(doc["store"])
+
+    second = start_gateway(twin)
+    started = time.monotonic()
+    try:
+        code = second.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a second gateway runs on the same store:\n{second.describe()}")
+    took = time.monotonic() - started
+    print(f"second gateway refused in {took:.2f} s")
+    assert code != 0, second.describe()
+    refused = [e for e in second.events() if e["event"] == "gateway.store_in_use"]
+    assert refused, second.describe()
+    assert refused[0]["store"] == store
+    assert refused[0]["holder_pid"] == first.proc.pid
+    assert store in refused[0]["error"]
+    assert f"pid {first.proc.pid}" in refused[0]["error"]
+    names = second.names()
+    for name in ("gateway.started", "mqtt.connected", "api.listening"):
+        assert name not in names, (name, second.describe())
+    assert "Traceback" not in second.stderr_path.read_text()
+    # the first one never noticed: its broker session was not taken
+    assert first.proc.poll() is None
+    assert first.names().count("mqtt.connected") == 1, first.describe()
+
+    first.kill()  # SIGKILL: no clean stop, the lock file keeps its pid
+    third = start_gateway(twin)
+    health = wait_healthy(third, f"http://127.0.0.1:{port}")
+    assert health["store"]["path"] == store
+
+
+# --------------------------------------------------------------------------- demo
+
+
 # --------------------------------------------------------------------------- demo
 
 

@@ -1,8 +1,9 @@
 """``pilotline``: run, check, demo.
 
-Exit codes: 0 success, 1 a configuration or start-up problem the user must fix, 130 after
-Ctrl-C. SIGTERM and SIGINT stop the service cleanly: staged samples are committed and the
-outbox flushed for up to ``stop_timeout_s`` (the rest stays durable for the next start).
+Exit codes: 0 success, 1 a configuration or start-up problem the user must fix (another
+gateway running on the same store among them), 130 after Ctrl-C. SIGTERM and SIGINT stop
+the service cleanly: staged samples are committed and the outbox flushed for up to
+``stop_timeout_s`` (the rest stays durable for the next start).
 """
 
 from __future__ import annotations
@@ -286,6 +287,7 @@ def _replay(args: argparse.Namespace) -> int:
         replay,
     )
     from pilotline.gateway.store import StoreError
+    from pilotline.gateway.store.lock import StoreLock
     from pilotline.gateway.timefmt import NoTimeZoneError, TimeFormatError, iso, parse_time
 
     def parse(text: str | None, name: str) -> int | None:
@@ -312,6 +314,9 @@ def _replay(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
         from_ms, to_ms = parse(args.from_, "--from"), parse(args.to, "--to")
+        # A store another process holds (a gateway, a replay) is neither overwritten nor
+        # written; replay's own gateway then holds the lock while it writes.
+        StoreLock.check(args.out_store)
         if (args.input is None) == (args.influx_url is None):
             raise ReplayError("give an INPUT file, or --influx-url and --db (not both)")
         started = time.perf_counter()
@@ -418,6 +423,7 @@ def _run(path: Path, log_format: str | None, shard: Shard | None = None) -> int:
 
 def _serve(coro: Coroutine[Any, Any, Any]) -> int:
     """Run until done or a signal; the first SIGTERM/SIGINT cancels for a clean stop."""
+    from pilotline.gateway.store import StoreError, StoreInUseError
 
     async def supervised() -> int:
         task = asyncio.ensure_future(coro)
@@ -438,6 +444,19 @@ def _serve(coro: Coroutine[Any, Any, Any]) -> int:
         except asyncio.CancelledError:
             if not received:
                 raise
+        except StoreInUseError as exc:  # another gateway runs on this store: nothing was started
+            log.error(
+                "gateway.store_in_use",
+                store=str(exc.path),
+                holder_pid=exc.holder.pid,
+                holder_host=exc.holder.host,
+                holder_started=exc.holder.started,
+                error=str(exc),
+            )
+            return 1
+        except StoreError as exc:  # a store of a newer pilotline, or no store at all
+            log.error("gateway.start_failed", error=str(exc))
+            return 1
         except (OSError, BaseExceptionGroup) as exc:  # a port in use, an unwritable store...
             failures = exc.subgroup(OSError) if isinstance(exc, BaseExceptionGroup) else exc
             if failures is None:

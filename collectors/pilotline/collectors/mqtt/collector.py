@@ -16,7 +16,9 @@ PUBACK goes out only when the gateway calls ``ack()`` after the sample is durabl
 
 This module holds the collector: the reconnect loop, paho's protocol callbacks, and the
 per-message path from a PUBLISH to ``on_sample``/``on_reject`` (the hot path).
-``health.py`` holds what it reports.
+``health.py`` holds what it reports; ``contest.py`` decides when another client with our
+client id takes the session over (then the collector says so, counts as down and backs off
+for minutes rather than seconds).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from pilotline.collectors.clock import wall_clock_ms
 from pilotline.collectors.mqtt.acks import AckToken, acknowledge
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.collectors.mqtt.connection import Connection, close_quietly
+from pilotline.collectors.mqtt.contest import QUIET_S, Contest, how_it_ended
 from pilotline.collectors.mqtt.health import MqttHealth, health_report
 from pilotline.collectors.mqtt.parse import OVERSIZED, UNKNOWN_TOPIC, Rejection, decode
 from pilotline.collectors.mqtt.reader import BufferedClient
@@ -114,6 +117,9 @@ class MqttCollector:
         self._rejected: dict[str, int] = {}
         self._dropped_acks = 0
         self._pauses = 0
+        self._contest = Contest(self._client_id)
+        self._contested_now: str | None = None  # why the connection just lost was contested
+        self._ended_generation = 0  # the last connection whose end was judged (judged once)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -127,7 +133,21 @@ class MqttCollector:
         try:
             while True:
                 was_up = await self._connect_once(executor)
-                if was_up:
+                contested, self._contested_now = self._contested_now, None
+                if contested is not None:
+                    failures = 0
+                    delay = self._contest.backoff_s()
+                    log.error(
+                        "mqtt.session_taken_over",
+                        url=self._url,
+                        client_id=self._client_id,
+                        why=contested,
+                        likely_cause="a second gateway (or another client) uses this client id",
+                        contested_since_ms=self._contest.since_ms,
+                        rounds=self._contest.rounds,
+                        retry_in_s=round(delay, 1),
+                    )
+                elif was_up:
                     failures = 0
                     delay = self._backoff(0)
                     log.warning("mqtt.connection_lost", reason=self._last_error, retry_in_s=delay)
@@ -154,6 +174,7 @@ class MqttCollector:
             conn.resume()
 
     def health(self) -> MqttHealth:
+        contest = self._contest
         return MqttHealth(
             connected=self._connected,
             since_ms=self._since_ms,
@@ -167,13 +188,17 @@ class MqttCollector:
             dropped_acks=self._dropped_acks,
             pauses=self._pauses,
             session_present=self._connected and self._session_present,
+            contested=contest.why,
+            contested_since_ms=contest.since_ms,
         )
 
     # -- what the gateway reads (its Collector protocol) ----------------------------------
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        """Connected with the session ours: while another client takes it over from us,
+        the collector counts as down for the alert rules even between two takeovers."""
+        return self._connected and not self._contest.active
 
     def health_report(self, now_ms: int) -> dict[str, Any]:
         """This collector's part of the gateway's ``/health``."""
@@ -344,6 +369,8 @@ class MqttCollector:
         self._session_present = bool(flags.session_present)
         self._set_connected(True)
         log.info("mqtt.connected", url=self._url, session_present=flags.session_present)
+        if self._contest.active and self._loop is not None:
+            self._loop.call_later(QUIET_S, self._held, conn)
         self._subscribe(conn)
         if not conn.connack.done():
             conn.connack.set_result(None)
@@ -381,10 +408,27 @@ class MqttCollector:
         reason_code: ReasonCode,
         _properties: Properties | None,
     ) -> None:
-        if self._current(client) is None:
+        conn = self._current(client)
+        if conn is None:
             return
-        origin = "broker" if flags.is_disconnect_packet_from_server else "client"
-        self._last_error = f"{origin}: {reason_code}"
+        from_broker = flags.is_disconnect_packet_from_server
+        self._last_error = f"{'broker' if from_broker else 'client'}: {reason_code}"
+        if self._connected and self._ended_generation != conn.generation:
+            # paho may report one end twice (a DISCONNECT, then the socket): judge it once
+            self._ended_generation = conn.generation
+            now = self._clock_ms()
+            self._contested_now = self._contest.ended(
+                how_it_ended(from_broker=from_broker, reason=reason_code.value),
+                lasted_ms=now - (self._since_ms if self._since_ms is not None else now),
+                at_ms=now,
+            )
+
+    def _held(self, conn: Connection) -> None:
+        """``QUIET_S`` after a connection in a contest was accepted: if it still holds, the
+        other client is gone."""
+        if self._conn is conn and self._connected and self._contest.active:
+            log.info("mqtt.session_settled", url=self._url, held_s=QUIET_S)
+            self._contest.held()
 
     # -- messages (the hot path) ---------------------------------------------------------------
 

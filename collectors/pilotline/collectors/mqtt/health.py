@@ -22,12 +22,16 @@ class MqttHealth:
     dropped_acks: int = 0  # tokens of an earlier connection, or acknowledged twice
     pauses: int = 0  # times reading stopped because receive_maximum messages were unacked
     session_present: bool = False  # the broker resumed our session (and its subscriptions)
+    contested: str | None = None  # why another client is taking our session over (contest.py)
+    contested_since_ms: int | None = None
 
 
 def health_report(h: MqttHealth, now_ms: int) -> dict[str, Any]:
     """The collector's part of the gateway's ``/health``: healthy, and if not, why."""
     why = None
-    if not h.connected:
+    if h.contested is not None:
+        why = f"session taken over by another client: {h.contested}"
+    elif not h.connected:
         why = f"disconnected: {h.last_error or 'connecting'}"
     elif not h.subscribed and not h.session_present:
         # A resumed session keeps its subscriptions: the broker delivers the backlog it
@@ -39,6 +43,7 @@ def health_report(h: MqttHealth, now_ms: int) -> dict[str, Any]:
         "why": why,
         "connected": h.connected,
         "session_resumed": h.session_present,
+        "contested_since_ms": h.contested_since_ms,
         "subscribed": h.subscribed,
         "since_ms": h.since_ms,
         "reconnects": h.reconnects,

@@ -51,7 +51,8 @@ class Collector(Protocol):
 
     @property
     def connected(self) -> bool:
-        """Up now (the alert rules' collector state)."""
+        """Up now, and its input its own (the alert rules' collector state): an MQTT
+        session that another client keeps taking over counts as down."""
         ...
 
     async def run(self) -> None:

@@ -80,8 +80,10 @@ class Gateway:
         self.plant_spec = config.plant_spec()
         self.plant = Plant(self.plant_spec)
         self._zone_of = {m.id: z.id for z, m in config.machines()}
+        # The store's lock comes first, before anything connects: one gateway per store.
         self.store = Store(
             config.store,
+            exclusive=True,
             outbox_max_points=config.influx.outbox_max_points if config.influx else None,
         )
         if writer is None and config.influx is not None:

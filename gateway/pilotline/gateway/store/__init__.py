@@ -26,7 +26,9 @@ writer of its tables:
 rest of ``Store``'s methods delegate to a family, for the many callers written against them.
 
 The store is used from the event-loop thread only (one connection, no locks). Reads for
-the HTTP API are small indexed queries on the same connection.
+the HTTP API are small indexed queries on the same connection. One process writes it: the
+gateway opens it ``exclusive`` (lock.py), so a second gateway on the same file refuses to
+start; ``pilotline token`` and readers open it without the lock.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 from pilotline.gateway.store.alert_state import AlertStateStore
 from pilotline.gateway.store.db import SYNCHRONOUS, Transaction, configure, connect, rows
 from pilotline.gateway.store.errors import StoreError
+from pilotline.gateway.store.lock import StoreInUseError, StoreLock
 from pilotline.gateway.store.notifications import Notifications
 from pilotline.gateway.store.outbox import LINES_PER_BATCH, Outbox, OutboxDrop
 from pilotline.gateway.store.plant import Plant, changes
@@ -58,6 +61,7 @@ __all__ = [
     "QuarantineRow",
     "Store",
     "StoreError",
+    "StoreInUseError",
     "Transaction",
 ]
 
@@ -71,7 +75,10 @@ class Store:
         quarantine_limit: int = 10_000,
         dead_letter_limit: int = 100_000,
         outbox_max_points: int | None = None,
+        exclusive: bool = False,
     ) -> None:
+        """``exclusive``: hold the store's lock while open (the gateway's one writer, lock.py);
+        raises ``StoreInUseError`` naming the process that holds it."""
         synchronous = synchronous.upper()
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}")
@@ -81,7 +88,13 @@ class Store:
             raise ValueError("outbox_max_points must be positive")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = db = connect(self.path)
+        # The lock before the first statement: a second gateway touches nothing.
+        self._lock = StoreLock.acquire(self.path) if exclusive else None
+        try:
+            self._db = db = connect(self.path)
+        except BaseException:
+            self._release()
+            raise
         try:
             configure(db, self.path, synchronous)
             migrate(db, self.path)
@@ -98,9 +111,11 @@ class Store:
             self.resume.compact()
         except sqlite3.DatabaseError as exc:
             db.close()
+            self._release()
             raise StoreError(self.path, str(exc)) from exc
         except BaseException:
             db.close()
+            self._release()
             raise
 
     # -- writes ------------------------------------------------------------------------------
@@ -276,6 +291,12 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Store:
         return self
