@@ -94,7 +94,13 @@ def test_compose_services_wire_up_with_one_another() -> None:
     prometheus = yaml.safe_load(doc["configs"]["prometheus"]["content"])
     (job,) = prometheus["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
-    assert "pilotline:8080" in job["static_configs"][0]["targets"]
+    targets = job["static_configs"][0]["targets"]
+    assert "pilotline:8080" in targets
+    # The API answers only to its own host names by default (api.allowed_hosts): each
+    # gateway's container is named as Prometheus calls it.
+    for target in targets:
+        name = target.rpartition(":")[0]
+        assert services[name]["hostname"] == name
     grafana = services["grafana"]["environment"]
     assert grafana["PILOTLINE_INFLUX_URL"] == "http://influxdb:8086"
     assert grafana["PILOTLINE_PROMETHEUS_URL"] == "http://prometheus:9090"

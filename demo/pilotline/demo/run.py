@@ -387,4 +387,4 @@ def _duration(seconds: float) -> str:
 
 
 def _print_table(gateway: Gateway, console: Console) -> None:
-    console.print(_table(gateway, DemoOptions(api=gateway.config.api)))
+    console.print(_table(gateway, DemoOptions(api=gateway.config.api.listen)))

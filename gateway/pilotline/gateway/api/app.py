@@ -14,6 +14,10 @@ capacity, with owner names only where ``owners.<id>.show_to_tenants`` allows. A 
 without a declaration fails ``tests/gateway/test_api_access.py``. The OpenAPI document is at
 ``/openapi.json`` (a token is needed); Swagger UI is not served (it would fetch the
 document without a token). The API listens on loopback unless configured otherwise.
+
+``serve_api`` puts what no route should see past it in front of the app: a Host it does not
+answer to (``hosts.py``), a client that holds connections without sending a request
+(``connections.py``), a forwarded client address from a peer that is not a trusted proxy.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pilotline.gateway import __version__
 from pilotline.gateway.api import alerts, capacity, history, quarantine
 from pilotline.gateway.api.auth import EVERYONE, SCRAPERS, Access, RequestGuard
+from pilotline.gateway.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
+from pilotline.gateway.api.hosts import HostGuard
 from pilotline.gateway.api.metrics import registry
 from pilotline.gateway.api.ports import Api
 
@@ -47,6 +53,8 @@ def create_app(gateway: Api) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # No redirect for a trailing slash: its Location would be built from the Host header.
+        redirect_slashes=False,
     )
     app.state.access = Access(gateway.store.tokens, gateway.metrics.auth_failures)
     app.add_middleware(RequestGuard)
@@ -104,17 +112,40 @@ def bind(address: str) -> socket.socket:
 
 
 async def serve_api(gateway: Api) -> None:
-    sock = bind(gateway.config.api)
+    settings = gateway.config.api
+    sock = bind(settings.listen)
+    limits = ConnectionLimits(
+        request_timeout_s=settings.request_timeout_s,
+        max_connections=settings.max_connections,
+        max_per_client=settings.max_connections_per_client,
+        shares=lambda peer: not settings.is_trusted_proxy(peer),
+    )
+    guard = ConnectionGuard(limits, gateway.metrics.api_connections_closed)
+    hosts = settings.hosts([socket.gethostname()])
     config = uvicorn.Config(
-        create_app(gateway),
+        HostGuard(create_app(gateway), hosts, gateway.metrics.auth_failures),
+        http=guarded_protocol(guard),
         log_config=None,
         access_log=False,  # api.access (auth.py) audits authenticated requests instead
         lifespan="off",
-        limit_concurrency=256,  # beyond this many open requests: 503, not unbounded memory
+        # The guard bounds connections (so, one request each, requests too); uvicorn's
+        # limit_concurrency would count idle connections and answer 503 to everyone.
+        limit_concurrency=None,
+        timeout_keep_alive=settings.keep_alive_s,
+        # X-Forwarded-For/-Proto only from the configured proxies; given explicitly so that
+        # uvicorn's default (loopback) and FORWARDED_ALLOW_IPS never apply.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
         server_header=False,
     )
     server = _EmbeddedServer(config)
-    log.info("api.listening", url=f"http://{gateway.config.api}", openapi="/openapi.json")
+    log.info(
+        "api.listening",
+        url=f"http://{settings.listen}",
+        openapi="/openapi.json",
+        hosts=hosts,
+        trusted_proxies=settings.trusted_proxies,
+    )
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(serving)

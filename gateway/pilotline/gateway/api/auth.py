@@ -15,7 +15,8 @@ calls every route as every principal and fails for a route that declares no role
 
 ``RequestGuard`` (ASGI middleware) bounds request bodies (413 above ``MAX_BODY_BYTES``) and
 writes one ``api.access`` audit line per authenticated request: principal, role, method,
-route template and status.
+route template, status and client address (the peer's, or what a trusted proxy forwarded:
+``api.trusted_proxies``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ __all__ = [
     "RequestGuard",
     "Role",
     "allow",
+    "header",
+    "plain",
 ]
 
 log = structlog.get_logger("pilotline.gateway.auth")
@@ -154,9 +157,9 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = _header(scope, b"content-length")
+        length = header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            await _plain(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+            await plain(send, 413, f"request body larger than {self.max_body_bytes} bytes")
             return
         status = 500
         received = 0
@@ -182,6 +185,7 @@ class RequestGuard:
             principal = scope.get(PRINCIPAL_KEY)
             if isinstance(principal, Principal):
                 route = scope.get("route")
+                client = scope.get("client")
                 log.info(
                     "api.access",
                     principal=principal.name,
@@ -190,17 +194,18 @@ class RequestGuard:
                     method=scope.get("method"),
                     route=getattr(route, "path", scope.get("path")),
                     status=status,
+                    client=client[0] if client else None,
                 )
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
             return bytes(value).decode("latin-1").strip()
     return None
 
 
-async def _plain(send: Send, status: int, text: str) -> None:
+async def plain(send: Send, status: int, text: str) -> None:
     body = text.encode()
     await send(
         {

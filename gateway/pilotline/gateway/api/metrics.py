@@ -23,6 +23,8 @@ class Metrics:
     commits: int = 0
     acked: int = 0
     auth_failures: Counter[str] = field(default_factory=Counter)  # API refusals, by reason
+    # API connections closed by its limits, by reason (api/connections.py)
+    api_connections_closed: Counter[str] = field(default_factory=Counter)
     # alert notifications, by (channel, "sent" | "failed"); a failed attempt is retried
     notifications: Counter[tuple[str, str]] = field(default_factory=Counter)
     # sources whose clock runs ahead: samples refused as `future`, and the latest one's
@@ -79,12 +81,21 @@ class GatewayCollector(Collector):
         yield events
         auth = CounterMetricFamily(
             "pilotline_auth_failures",
-            "API requests refused: missing, malformed, unknown, revoked token or forbidden role",
+            "API requests refused: missing, malformed, unknown, revoked token, forbidden role "
+            "or a Host the API does not answer to",
             labels=["reason"],
         )
         for reason, n in sorted(m.auth_failures.items()):
             auth.add_metric([reason], n)
         yield auth
+        closed = CounterMetricFamily(
+            "pilotline_api_connections_closed",
+            "API connections closed by its limits: per_client, evicted, full, request_timeout",
+            labels=["reason"],
+        )
+        for reason, n in sorted(m.api_connections_closed.items()):
+            closed.add_metric([reason], n)
+        yield closed
         notifications = CounterMetricFamily(
             "pilotline_notifications",
             "Alert notification attempts, by channel and outcome (sent, failed: retried)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
+from pilotline.gateway.api.config import ApiConfig
 from pilotline.gateway.api.metrics import Gauges, Metrics
 from pilotline.gateway.notify.alerting import Marks
 from pilotline.gateway.store.alert_state import StoredSilence
@@ -33,8 +34,8 @@ class ApiSettings(Protocol):
     """The site configuration's part the API reads."""
 
     @property
-    def api(self) -> str:
-        """host:port to listen on."""
+    def api(self) -> ApiConfig:
+        """Where to listen, which hosts to answer to, what clients may hold."""
         ...
 
     @property

@@ -4,14 +4,11 @@ and OPC UA collectors', the InfluxDB sink's, the alert channels') with the site'
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
     BeforeValidator,
     Field,
     PrivateAttr,
@@ -22,6 +19,7 @@ from pydantic import (
 
 from pilotline.collectors.fields import Id, Model
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
+from pilotline.gateway.api.config import ApiConfig, api_section
 from pilotline.gateway.config.alerts import AlertsConfig
 from pilotline.gateway.config.checks import cross_checks
 from pilotline.gateway.config.fields import ms
@@ -65,40 +63,6 @@ class LogConfig(Model):
         return value.lower() if isinstance(value, str) else value
 
 
-def _check_api(value: str) -> str:
-    host, port = _split_api(value)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-_HOSTNAME_RE: Final = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
-
-
-def _split_api(value: str) -> tuple[str, int]:
-    shape = "api must be host:port, like 127.0.0.1:8080 or [::1]:8080"
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{shape}, got {value!r}")
-    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"api port must be 1-65535, got {port_text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{shape}: {host!r} is not an IPv6 address") from None
-    elif re.fullmatch(r"[0-9.]+", host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            raise ValueError(f"{shape}: {host!r} is not an IPv4 address") from None
-    elif not _HOSTNAME_RE.fullmatch(host):
-        raise ValueError(f"{shape}: {host!r} is not a host name or an address")
-    return host, int(port_text)
-
-
 class SiteConfig(Model):
     """The whole file."""
 
@@ -106,7 +70,8 @@ class SiteConfig(Model):
     mqtt: MqttBrokerConfig | None = None
     influx: InfluxConfig | None = None
     store: Path = Path("./var/pilotline.db")
-    api: Annotated[str, AfterValidator(_check_api)] = "127.0.0.1:8080"
+    api: Annotated[ApiConfig, BeforeValidator(api_section)] = Field(default_factory=ApiConfig)
+    """``api: host:port`` or the section (gateway/api/config.py)."""
     defaults: Defaults = Field(default_factory=Defaults)
     zones: list[Zone] = Field(min_length=1)
     log: LogConfig = Field(default_factory=LogConfig)
@@ -135,11 +100,11 @@ class SiteConfig(Model):
 
     @property
     def api_host(self) -> str:
-        return _split_api(self.api)[0]
+        return self.api.host
 
     @property
     def api_port(self) -> int:
-        return _split_api(self.api)[1]
+        return self.api.port
 
     @property
     def applied_shard(self) -> str:

@@ -47,7 +47,7 @@ def summarize(config: SiteConfig) -> str:
             f"channels: {channels or 'none (the alert measurement and /api/alerts only)'}"
         )
     lines.append(f"  store {config.store}")
-    lines.append(f"  api {config.api}")
+    lines.append(f"  api {config.api.listen}")
     return "\n".join(lines)
 
 
