@@ -167,6 +167,9 @@ class AlertsConfig(Model):
     group_wait: DurationMs = 10_000
     group_interval: DurationMs = 60_000
     repeat_interval: DurationMs = 4 * 3_600_000
+    max_silences: int = Field(default=1000, ge=1, le=100_000)
+    """Silences active or still to come at once (POST /api/silences answers 409 beyond):
+    every notification is checked against each of them."""
 
     @field_validator("group_by")
     @classmethod
