@@ -101,6 +101,7 @@ def test_every_channel_kind_loads_with_its_defaults(tmp_path: Path) -> None:
     assert panel.prefix(config.site) == "pilotline/unit-site/alerts"
     assert andon.prefix(config.site) == "factory/andon"
     assert andon.timeout_s == 3
+    assert (panel.private, andon.private) == (False, False)  # owner names left out by default
 
 
 def test_each_channel_routes_by_severity_and_zone(tmp_path: Path) -> None:
@@ -213,6 +214,41 @@ def test_an_mqtt_channel_needs_the_sites_broker(tmp_path: Path) -> None:
     assert found == [
         "alerts.mqtt[0]: an MQTT alert channel publishes to the site's mqtt: broker: "
         "add an mqtt: section"
+    ]
+
+
+OWNER_RULE = (
+    "  rules:\n"
+    "    - {{name: down, state: down, severity: {severity}, zones: [{zone}],"
+    " message: '{{machine}} of {{owner}} is down'}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("rule", "channel", "refused"),
+    [
+        (OWNER_RULE.format(severity="warning", zone="photonics"), "{name: panel}", True),
+        (OWNER_RULE.format(severity="warning", zone="photonics"),
+         "{name: panel, private: true}", False),
+        (OWNER_RULE.format(severity="info", zone="photonics"),
+         "{name: panel, min_severity: critical}", False),  # never reaches it
+        (OWNER_RULE.format(severity="critical", zone="photonics"),
+         "{name: panel, zones: [imaging]}", False),
+        (OWNER_RULE.format(severity="critical", zone="imaging"),
+         "{name: panel, zones: [imaging]}", True),
+    ],
+)
+def test_a_message_naming_the_owner_reaches_only_a_private_mqtt_channel(
+    tmp_path: Path, rule: str, channel: str, refused: bool
+) -> None:
+    alerts = f"{rule}  mqtt:\n    - {channel}\n"
+    if not refused:
+        load_config(write(tmp_path, alerts))
+        return
+    assert problems(tmp_path, alerts) == [
+        "alerts.rules[0].message: names {owner}, and alerts.mqtt[0] ('panel') is not private: "
+        "any client of the broker could read it. Leave {owner} out, or set private: true "
+        "there once the broker's ACLs restrict its topics"
     ]
 
 

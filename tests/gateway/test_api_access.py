@@ -28,6 +28,7 @@ from pilotline.collectors.mqtt.collector import AckToken, Quarantined
 from pilotline.gateway.api.app import create_app
 from pilotline.gateway.api.auth import roles_of
 from pilotline.gateway.config import load_config
+from pilotline.gateway.forecasts import update_forecasts
 from pilotline.gateway.service import Gateway
 from pilotline.gateway.store.tokens import Role
 from pilotline.rules import Sample
@@ -278,6 +279,67 @@ async def test_what_each_principal_sees(gateway: Gateway, client: httpx.AsyncCli
 
     quarantine = await get("/api/quarantine", "operator")
     assert "acme-secret-recipe" in json.dumps(quarantine)
+
+
+HOUR = 3_600_000
+
+
+async def test_a_tenant_counts_and_forecasts_only_what_is_offered(tmp_path: Path) -> None:
+    """The fleet and the hours no policy offers are the owners' business: a tenant's
+    ``machines`` counts the machines offered now, its forecast lists only offered hours."""
+    blackout_6h = {"blackouts": [{"from": "2026-11-26T00:00:00Z", "to": "2026-11-27T06:00:00Z"}]}
+    blackout_month = {"blackouts": [{"from": "2026-11-26T00:00:00Z",
+                                     "to": "2026-12-31T00:00:00Z"}]}
+    cut = ["laser-cutting"]
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        site_yaml(
+            {"photonics": [
+                machine_config("laser-01", "acme-optics", capabilities=cut),  # idle, offered
+                machine_config("laser-02", "acme-optics", capabilities=cut),  # running
+                machine_config("laser-03", "umbra-works", capabilities=cut),  # idle, blackout 6 h
+                machine_config("laser-04", "umbra-works", capabilities=cut,
+                               offering=blackout_month),  # idle, its own month-long blackout
+            ]},
+            influx=None,
+            store=tmp_path / "gw.db",
+            defaults={**UNIT_DEFAULTS, "stale_after_s": 3600},
+            owners={"acme-optics": {"offering": {}}, "umbra-works": {"offering": blackout_6h}},
+        )
+    )
+    clock = Clock()
+    gw = Gateway(load_config(path), clock_ms=clock)
+    for seq, (machine, state) in enumerate(
+        [("laser-01", "NotExecuting"), ("laser-02", "Executing"), ("laser-03", "NotExecuting"),
+         ("laser-04", "NotExecuting")], start=1
+    ):
+        gw.ingest.sample(Sample(machine, T0, {"state": state}), AckToken(1, seq, seq))
+    gw.commit()
+    clock.ms = T0 + 300_000
+    gw.ingest.advance(clock.ms)
+    gw.commit()
+    gw.forecasts, _ = await update_forecasts(gw, clock.ms, None)
+    tenant = bearer(gw.store, Role.TENANT, "smallco")
+    operator = bearer(gw.store, Role.OPERATOR)
+    transport = httpx.ASGITransport(app=create_app(gw))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        for query in ("", "?capability=laser-cutting"):
+            seen = (await c.get(f"/api/capacity{query}", headers=tenant)).json()
+            assert [a["machine"] for a in seen["available"]] == ["laser-01"]
+            assert seen["machines"] == 1, "the fleet size, told to a tenant"
+            everything = (await c.get(f"/api/capacity{query}", headers=operator)).json()
+            assert everything["machines"] == 4
+
+        forecast = {f["machine"]: f["hours"]
+                    for f in (await c.get("/api/forecast", headers=tenant)).json()}
+        assert sorted(forecast) == ["laser-01", "laser-02", "laser-03"]  # not laser-04
+        assert all(h["offered_min"] > 0 for hours in forecast.values() for h in hours)
+        assert len(forecast["laser-01"]) == 48
+        assert min(h["start_ms"] for h in forecast["laser-03"]) == T0 + 6 * HOUR
+        everything = (await c.get("/api/forecast", headers=operator)).json()
+        assert {f["machine"]: len(f["hours"]) for f in everything} == dict.fromkeys(
+            ["laser-01", "laser-02", "laser-03", "laser-04"], 48
+        )
 
 
 async def test_refusals_are_counted_and_logged_without_the_token(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 from tests.fakes import T0
 
 from pilotline.gateway.sinks.influx.points import PRIORITY_EVENT, PRIORITY_TELEMETRY
 from pilotline.gateway.store import SCHEMA_VERSION, QuarantineRow, Store, StoreError, Transaction
+from pilotline.gateway.store.tokens import Role
 from pilotline.rules.events import (
     Capacity,
     IdleWindowClosed,
@@ -34,6 +39,52 @@ def test_creates_directories_wal_and_schema_version(tmp_path: Path) -> None:
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     db.close()
+
+
+@pytest.fixture
+def shell_umask() -> Iterator[None]:
+    """The umask of a login shell (022): new files are world-readable unless made otherwise."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _modes(path: Path) -> dict[str, int]:
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    return {f.name: stat.S_IMODE(f.stat().st_mode) for f in files if f.exists()}
+
+
+@pytest.mark.usefixtures("shell_umask")
+def test_the_store_and_its_wal_and_shm_are_owner_only(tmp_path: Path) -> None:
+    """They hold the API's token hashes and quarantined raw payloads."""
+    path = tmp_path / "store.db"
+    store = Store(path)
+    store.tokens().create("ops", Role.OPERATOR, None, now_ms=T0)
+    store.commit(now_ms=T0, quarantined=[_q(1)])
+    assert _modes(path) == {"store.db": 0o600, "store.db-wal": 0o600, "store.db-shm": 0o600}
+    store.close()
+
+
+@pytest.mark.usefixtures("shell_umask")
+def test_a_world_readable_store_left_by_an_older_version_is_narrowed(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    db = sqlite3.connect(path)  # as before: SQLite's default 0644 under umask 022
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("CREATE TABLE t (x)")
+    wal = path.with_name("store.db-wal")
+    kept = sqlite3.connect(path)  # a second connection keeps the -wal and -shm on disk
+    kept.execute("SELECT * FROM t").fetchall()
+    db.close()
+    assert wal.exists()
+    assert _modes(path)["store.db"] == 0o644
+    with capture_logs() as logs:
+        Store(path).close()
+    kept.close()
+    assert set(_modes(path).values()) == {0o600}
+    narrowed = [e["file"] for e in logs if e["event"] == "store.permissions_narrowed"]
+    assert str(path) in narrowed
 
 
 def test_refuses_a_newer_schema_and_bad_options(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 subscriber: one message per notification on ``<prefix>/notifications``, each alert's current
 state retained on ``<prefix>/state/<rule>/<machine>`` (a subscriber that comes later gets them
 all at once), a broker down then back gets the notification exactly once, a group of 50
-alerts is one notification message, and refused credentials are reported once and retried
+alerts is one notification message, owner names reach only a private channel, and refused
+credentials are reported once and retried
 until the password file is fixed."""
 
 from __future__ import annotations
@@ -96,9 +97,9 @@ def notification(*alerts: AlertTransition, kind: str = "firing", ts_ms: int = T0
     return Notification("panel", group, kind, ts_ms, alerts)  # type: ignore[arg-type]
 
 
-def channel(broker: MosquittoBroker, **broker_extra: Any) -> MqttChannel:
+def channel(broker: MosquittoBroker, *, private: bool = False, **broker_extra: Any) -> MqttChannel:
     config = MqttBrokerConfig(url=broker.url, **broker_extra)
-    return MqttChannel(AlertMqttConfig(name="panel", timeout_s=5), config, SITE)
+    return MqttChannel(AlertMqttConfig(name="panel", timeout_s=5, private=private), config, SITE)
 
 
 def queue(tmp_path: Path, *notifications: Notification) -> Store:
@@ -216,6 +217,36 @@ async def test_a_group_of_50_alerts_is_one_notification_message(
     assert len(message["alerts"]) == 50
     assert sorted(live.states()) == [f"machine-down/laser-{i:02d}" for i in range(50)]
     assert len(live.messages) == 51
+    store.close()
+
+
+@pytest.mark.parametrize("private", [False, True])
+async def test_owner_names_are_published_only_on_a_private_channel(
+    tmp_path: Path, broker: MosquittoBroker, private: bool
+) -> None:
+    """Any client the broker lets subscribe reads these topics: unless the channel says its
+    topics are private, no payload names whose machine it is (the alert's ``owner``, nor an
+    ``owner`` group label)."""
+    by_owner = Notification(
+        "panel", (("owner", "acme"), ("rule", "machine-down")), "firing", T0, (DOWN,)
+    )
+    store = queue(tmp_path, by_owner)
+    anyone = Subscriber(broker.port, f"anyone-{private}")
+    sender = NotificationSender(store, channel(broker, private=private))
+    try:
+        await run_until(sender, lambda: len(anyone.on("notifications")) == 1)
+    finally:
+        anyone.close()
+    (message,) = anyone.on("notifications")
+    seen = [json.dumps(body) for _, body, _ in anyone.messages]
+    assert len(seen) == 2  # the notification and the alert's state
+    if private:
+        assert message["alerts"][0]["owner"] == "acme"
+        assert message["group"] == {"owner": "acme", "rule": "machine-down"}
+    else:
+        assert not any("acme" in text or "owner" in text for text in seen), seen
+        assert message["group"] == {"rule": "machine-down"}
+        assert message["alerts"][0]["machine"] == "laser-01"  # the rest is all there
     store.close()
 
 

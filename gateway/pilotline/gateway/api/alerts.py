@@ -6,7 +6,6 @@ Owners see the alerts of their own machines; only operators acknowledge and sile
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
@@ -14,14 +13,19 @@ from pydantic import BaseModel, Field
 
 from pilotline.gateway.api.auth import OPERATORS, OWNERS, Principal
 from pilotline.gateway.api.ports import AlertsPort
+from pilotline.gateway.api.times import ApiTime
 from pilotline.gateway.config import duration_ms
-from pilotline.gateway.timefmt import iso
+from pilotline.gateway.notify.alerting import SilenceLimitError
+from pilotline.gateway.timefmt import MAX_MS, MIN_MS, iso
 from pilotline.rules.alerts import AlertView
 from pilotline.rules.dispatch import Label, Silence
 
 DAY_MS = 86_400_000
 MAX_SILENCE_MS = 90 * DAY_MS
 """The longest silence the API sets: a forgotten silence must not mute a site for ever."""
+MAX_SILENCE_AHEAD_MS = 366 * DAY_MS
+"""How far ahead a silence may start: with ``MAX_SILENCE_MS`` it ends within reach of
+``iso()`` and of any plan an operator can mean."""
 
 
 class AlertOut(BaseModel):
@@ -57,15 +61,15 @@ class AckOut(BaseModel):
 
 class SilenceIn(BaseModel):
     """Mute the notifications of every alert whose labels equal all ``matchers`` (labels:
-    rule, zone, severity, machine, owner) from ``starts_at`` (default now) until ``ends_at``,
-    or for ``duration`` (``30m``, ``2h``, ``1d``)."""
+    rule, zone, severity, machine, owner) from ``starts_at`` (default now; epoch ms or ISO 8601
+    with a zone) until ``ends_at``, or for ``duration`` (``30m``, ``2h``, ``1d``)."""
 
     matchers: dict[Label, Annotated[str, Field(min_length=1, max_length=400)]] = Field(
         min_length=1
     )
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
-    duration: str | None = None
+    starts_at: ApiTime = None
+    ends_at: ApiTime = None
+    duration: str | None = Field(default=None, max_length=40)
     comment: str = Field(default="", max_length=1000)
 
 
@@ -127,11 +131,13 @@ def add_routes(routes: APIRouter, gateway: AlertsPort) -> None:
                  summary="Mute matching alerts' notifications until an end time. Operators.")
     async def add_silence(body: SilenceIn, who: Annotated[Principal, OPERATORS]) -> SilenceOut:
         now_ms = gateway.clock_ms()
-        starts_ms = now_ms if body.starts_at is None else _aware_ms(body.starts_at, "starts_at")
+        starts_ms = now_ms if body.starts_at is None else body.starts_at
         if (body.ends_at is None) == (body.duration is None):
             raise HTTPException(422, "give exactly one of ends_at and duration")
+        if starts_ms > now_ms + MAX_SILENCE_AHEAD_MS:
+            raise HTTPException(422, "starts_at: a silence starts at most 366 days ahead")
         if body.ends_at is not None:
-            ends_ms = _aware_ms(body.ends_at, "ends_at")
+            ends_ms = body.ends_at
         else:
             assert body.duration is not None
             try:
@@ -142,10 +148,16 @@ def add_routes(routes: APIRouter, gateway: AlertsPort) -> None:
             raise HTTPException(422, "the silence would end before it starts or in the past")
         if ends_ms - starts_ms > MAX_SILENCE_MS:
             raise HTTPException(422, "a silence lasts at most 90 days")
-        silence = gateway.add_silence(
-            {str(k): v for k, v in body.matchers.items()}, starts_ms, ends_ms, who.name,
-            body.comment,
-        )
+        try:
+            silence = gateway.add_silence(
+                {str(k): v for k, v in body.matchers.items()}, starts_ms, ends_ms, who.name,
+                body.comment,
+            )
+        except SilenceLimitError as e:
+            raise HTTPException(
+                409, f"{e.limit} silences are already active or to come (alerts.max_silences):"
+                " end one (DELETE /api/silences/{id}) or widen an existing one's matchers",
+            ) from None
         return _silence(silence, now_ms, now_ms)
 
     @routes.delete("/api/silences/{silence_id}", summary="End a silence now. Operators.",
@@ -168,19 +180,20 @@ def _marks(gateway: AlertsPort, view: AlertView) -> dict[str, Any]:
 
 
 def _silence(silence: Silence, created_ms: int, now_ms: int) -> SilenceOut:
+    """A silence as listed. Cannot fail for a stored one (the store hands out only valid
+    silences): a time that an older version let past the year 9999 is shown as the last
+    instant ISO 8601 can print, so the silence stays listed and can be ended."""
     return SilenceOut(
         id=silence.id,
         matchers=dict(silence.matchers),
-        starts_at=iso(silence.starts_ms),
-        ends_at=iso(silence.ends_ms),
+        starts_at=_iso(silence.starts_ms),
+        ends_at=_iso(silence.ends_ms),
         created_by=silence.created_by,
-        created_at=iso(created_ms),
+        created_at=_iso(created_ms),
         comment=silence.comment,
         active=silence.starts_ms <= now_ms < silence.ends_ms,
     )
 
 
-def _aware_ms(moment: datetime, name: str) -> int:
-    if moment.tzinfo is None:
-        raise HTTPException(422, f"{name} has no time zone; add Z or an offset")
-    return int(moment.timestamp() * 1000)
+def _iso(ms: int) -> str:
+    return iso(min(max(ms, MIN_MS), MAX_MS))

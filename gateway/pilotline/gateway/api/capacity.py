@@ -1,7 +1,9 @@
 """What is free now and what is expected to be: machines, capacity and forecasts.
 
 An owner sees only its own machines; a tenant only offered capacity, with owner names only
-where ``owners.<id>.show_to_tenants`` allows.
+where ``owners.<id>.show_to_tenants`` allows: its ``machines`` count is of the machines
+offered now (not the fleet), its forecast only the hours a policy offers, of the machines
+that have any.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class CapacityAnswer(BaseModel):
     at: str | None
     available: list[CapacityOut]  # bookable now: offered, longest idle first
     idle_not_yet_available: list[CapacityOut]  # idle, but too briefly or outside the policy
-    machines: int
+    machines: int  # matching the filters; for a tenant, the machines offered now
 
 
 class ForecastHour(BaseModel):
@@ -114,11 +116,11 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
                 continue
             if capability is not None and capability not in v.capabilities:
                 continue
+            if tenant and not v.offered:
+                continue  # the fleet, and what is idle but not offered, are the owner's business
             count += 1
             if v.state is not State.IDLE or v.window_start_ms is None:
                 continue
-            if tenant and not v.offered:
-                continue  # idle but not offered is the owner's business, not a tenant's
             item = CapacityOut(
                 machine=v.id,
                 zone=v.zone,
@@ -142,7 +144,8 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
 
     @routes.get(
         "/api/forecast",
-        summary="Expected offered free minutes per hour, next 48 h. Everyone; owners: their own.",
+        summary="Expected offered free minutes per hour, next 48 h. Everyone; owners: their own; "
+        "tenants: the offered hours of machines that have any.",
     )
     async def forecast(
         who: Annotated[Principal, EVERYONE],
@@ -161,6 +164,11 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
                 continue
             if machine is not None and spec.id != machine:
                 continue
+            hours = gateway.forecasts.get(spec.id, [])
+            if tenant:  # hours no policy offers are the owner's plans, not a tenant's business
+                hours = [h for h in hours if h.offered_min > 0]
+                if not hours:
+                    continue
             out.append(
                 ForecastOut(
                     machine=spec.id,
@@ -174,7 +182,7 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
                             expected_free_min=h.expected_free_min,
                             offered_min=h.offered_min,
                         )
-                        for h in gateway.forecasts.get(spec.id, [])
+                        for h in hours
                     ],
                 )
             )

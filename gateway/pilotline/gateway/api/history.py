@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 
 from pilotline.gateway.api.auth import OWNERS, Principal, Role
 from pilotline.gateway.api.ports import HistoryPort
-from pilotline.gateway.timefmt import NoTimeZoneError, TimeFormatError, iso, parse_time
+from pilotline.gateway.api.times import ApiTime
+from pilotline.gateway.timefmt import iso
 from pilotline.rules.utilization import STATES as UTILIZATION_STATES
 from pilotline.rules.utilization import Usage
 
@@ -60,16 +61,6 @@ class UtilizationAnswer(BaseModel):
     zones: list[ZoneUsageOut]
 
 
-def query_time(text: str) -> int:
-    """A time in a query (epoch ms or ISO 8601 with a zone), or 422."""
-    try:
-        return parse_time(text)
-    except NoTimeZoneError:
-        raise HTTPException(422, f"{text!r} has no time zone; add Z or an offset") from None
-    except TimeFormatError:
-        raise HTTPException(422, f"not a time: {text!r} (epoch ms or ISO 8601)") from None
-
-
 def add_routes(routes: APIRouter, gateway: HistoryPort) -> None:
     """Adds this group's routes to the app's router."""
     owned: dict[str, list[str]] = {}
@@ -83,15 +74,15 @@ def add_routes(routes: APIRouter, gateway: HistoryPort) -> None:
     async def windows(
         who: Annotated[Principal, OWNERS],
         since: Annotated[
-            str | None,
-            Query(max_length=40, description=f"epoch ms or ISO 8601; at most {MAX_HISTORY_DAYS}"
-                  " days back (default: 24 h)"),
+            ApiTime,
+            Query(description=f"epoch ms or ISO 8601; at most {MAX_HISTORY_DAYS} days back "
+                  "(default: 24 h)"),
         ] = None,
         machine: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[WindowOut]:
         now = gateway.clock_ms()
-        since_ms = query_time(since) if since else now - DAY_MS
+        since_ms = since if since is not None else now - DAY_MS
         if since_ms < now - MAX_HISTORY_DAYS * DAY_MS:
             raise HTTPException(
                 422, f"since reaches more than {MAX_HISTORY_DAYS} days back: query InfluxDB"
@@ -109,18 +100,17 @@ def add_routes(routes: APIRouter, gateway: HistoryPort) -> None:
     async def utilization(
         who: Annotated[Principal, OWNERS],
         from_: Annotated[
-            str | None,
-            Query(alias="from", max_length=40, description="epoch ms or ISO 8601 (default: "
-                  "24 h before `to`)"),
+            ApiTime,
+            Query(alias="from", description="epoch ms or ISO 8601 (default: 24 h before `to`)"),
         ] = None,
         to: Annotated[
-            str | None,
-            Query(max_length=40, description=f"epoch ms or ISO 8601 (default: now); at most "
+            ApiTime,
+            Query(description=f"epoch ms or ISO 8601 (default: now); at most "
                   f"{MAX_HISTORY_DAYS} days after `from`"),
         ] = None,
     ) -> UtilizationAnswer:
-        to_ms = query_time(to) if to else gateway.clock_ms()
-        from_ms = query_time(from_) if from_ else to_ms - DAY_MS
+        to_ms = to if to is not None else gateway.clock_ms()
+        from_ms = from_ if from_ is not None else to_ms - DAY_MS
         if to_ms <= from_ms:
             raise HTTPException(422, "`to` must be after `from`")
         if to_ms - from_ms > MAX_HISTORY_DAYS * DAY_MS:

@@ -5,6 +5,7 @@ and the notification policy (rules/dispatch/)."""
 from __future__ import annotations
 
 import difflib
+import string
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -27,6 +28,7 @@ from pilotline.rules.alerts import (
     validate_template,
 )
 from pilotline.rules.dispatch import GROUP_LABELS, Dispatcher, Route
+from pilotline.rules.labels import SEVERITIES, at_least
 from pilotline.rules.states import State
 
 __all__ = [
@@ -167,6 +169,9 @@ class AlertsConfig(Model):
     group_wait: DurationMs = 10_000
     group_interval: DurationMs = 60_000
     repeat_interval: DurationMs = 4 * 3_600_000
+    max_silences: int = Field(default=1000, ge=1, le=100_000)
+    """Silences active or still to come at once (POST /api/silences answers 409 beyond):
+    every notification is checked against each of them."""
 
     @field_validator("group_by")
     @classmethod
@@ -226,6 +231,7 @@ def alert_checks(
     alerts = data.get("alerts")
     if isinstance(alerts, dict):
         _channel_checks(alerts, data.get("mqtt") is not None, zone_ids, found)
+        _owner_checks(alerts, found)
     rules = alerts.get("rules") if isinstance(alerts, dict) else None
     names: dict[str, Loc] = {}
     for ri, rule in enumerate(rules if isinstance(rules, list) else []):
@@ -250,6 +256,50 @@ def alert_checks(
 
 ALERT_CHANNEL_KINDS: Final = ("webhooks", "email", "mqtt")
 """The lists under ``alerts:`` that hold notification channels."""
+
+
+def _names_owner(template: Any) -> bool:
+    if not isinstance(template, str):
+        return False
+    try:
+        return any(name == "owner" for _, name, _, _ in string.Formatter().parse(template))
+    except ValueError:
+        return False  # the rule's own validation says what is wrong with it
+
+
+def _reaches(rule: dict[Any, Any], channel: dict[Any, Any]) -> bool:
+    """Whether the dispatcher may send ``rule``'s alerts to ``channel`` (as Route.wants)."""
+    severity = rule.get("severity", "warning")
+    minimum = channel.get("min_severity", "info")
+    if minimum in SEVERITIES and not at_least(str(severity), minimum):
+        return False
+    zones, served = rule.get("zones"), channel.get("zones")
+    if isinstance(zones, list) and isinstance(served, list):
+        return bool(set(map(str, zones)) & set(map(str, served)))
+    return True
+
+
+def _owner_checks(alerts: dict[Any, Any], found: list[tuple[Loc, str]]) -> None:
+    """A rule whose message names ``{owner}`` reaches no MQTT channel that is not private:
+    such a channel leaves owner names out of its payloads, but cannot take one out of a
+    message's text."""
+    rules, channels = alerts.get("rules"), alerts.get("mqtt")
+    public = [
+        (i, c) for i, c in enumerate(channels if isinstance(channels, list) else [])
+        if isinstance(c, dict) and c.get("private") is not True
+    ]
+    for ri, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, dict) or not _names_owner(rule.get("message")):
+            continue
+        for ci, channel in public:
+            if _reaches(rule, channel):
+                found.append((
+                    ("alerts", "rules", ri, "message"),
+                    f"names {{owner}}, and alerts.mqtt[{ci}] ({channel.get('name')!r}) is not "
+                    "private: any client of the broker could read it. Leave {owner} out, or "
+                    "set private: true there once the broker's ACLs restrict its topics",
+                ))
+                break
 
 
 def _channel_checks(

@@ -14,7 +14,9 @@ acknowledgements). This class feeds one into the other and keeps what must survi
   (it then fires that much later); a transition not yet in it is decided again after the
   restart, and the dispatcher does not notify a status it already sent, so nothing is
   notified twice;
-- silences and acknowledgements are written when the API sets them, before it answers.
+- silences and acknowledgements are written when the API sets them, before it answers; at
+  most ``alerts.max_silences`` silences are active or to come at once (``SilenceLimitError``
+  beyond: each one is checked against every alert's labels at every notification).
 
 Time: both cores run on the gateway's watermark clock (``Gateway.tick``); API actions are
 applied at the watermark too, so they interleave with the rules' own time.
@@ -45,6 +47,14 @@ ALERTS_CHECKPOINT_MIN_MS = 1_000
 (rule, machine) instance, so on a large site writing it per commit would cost more than the
 commit. A transition not yet in it is decided again after a restart, and the dispatcher
 (checkpointed with every notification) does not notify a status it already sent."""
+
+
+class SilenceLimitError(Exception):
+    """``alerts.max_silences`` silences are already active or to come."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} silences are already active or to come (alerts.max_silences)")
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,7 @@ class Alerting:
         now_ms: int,
     ) -> None:
         self._store = store
+        self._max_silences = config.alerts.max_silences
         specs = list(machines)
         ids = {s.id for s in specs}
         self.alerts = Alerts(
@@ -92,7 +103,7 @@ class Alerting:
         known = {s.id for s in self.dispatcher.silences(now_ms)}
         for stored in store.silences(now_ms):
             s = stored.silence
-            if s.id not in known and s.ends_ms > now_ms:
+            if s.id not in known and s.ends_ms > max(now_ms, s.starts_ms):
                 self.dispatcher.add_silence(s)
         self._collectors: dict[str, bool] = {}
         self._alerts_saved_ms: int | None = None
@@ -201,6 +212,8 @@ class Alerting:
         comment: str,
         at_ms: int,
     ) -> Silence:
+        if len(self.dispatcher.silences(at_ms)) >= self._max_silences:
+            raise SilenceLimitError(self._max_silences)
         silence = Silence(
             id=secrets.token_hex(6),
             matchers=dict(matchers),
@@ -244,4 +257,4 @@ def _json(data: Mapping[str, object]) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
-__all__ = ["ALERTS_CHECKPOINT_MS", "Alerting", "Marks", "collector_names"]
+__all__ = ["ALERTS_CHECKPOINT_MS", "Alerting", "Marks", "SilenceLimitError", "collector_names"]

@@ -73,6 +73,17 @@ def notification_payload(site: str, n: Notification) -> dict[str, Any]:
     }
 
 
+def without_owners(p: dict[str, Any]) -> dict[str, Any]:
+    """``p`` without owner names (each alert's ``owner``, an ``owner`` group label), for a
+    channel whose readers must not learn whose machines these are (a non-private MQTT
+    channel). ``p`` is left as it is."""
+    return {
+        **p,
+        "group": {k: v for k, v in p["group"].items() if k != "owner"},
+        "alerts": [{k: v for k, v in a.items() if k != "owner"} for a in p["alerts"]],
+    }
+
+
 def dumps(payload: dict[str, Any]) -> str:
     """Compact JSON with sorted keys: the same payload is always the same text."""
     return json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)

@@ -5,7 +5,9 @@
   which alerts are firing and which were notified, and every firing alert would fire and be
   notified again after its ``for:``.
 - ``silences``: every silence set through the API, kept after it ends (the list shows recent
-  ones) until it is older than ``SILENCE_KEEP_MS``.
+  ones) until it is older than ``SILENCE_KEEP_MS``. A row that cannot make a valid
+  ``Silence`` (one an older version stored, or a file edited by hand) is left out of what
+  ``silences()`` returns, with a warning, so neither the API's list nor a restart fails on it.
 - ``alert_acks``: who acknowledged which alert and when (an audit trail; the dispatcher's
   checkpoint holds the acks that are in force).
 
@@ -23,8 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import structlog
+
 from pilotline.gateway.store.db import Transaction
 from pilotline.rules.dispatch import Silence
+from pilotline.rules.labels import LABELS
+
+log = structlog.get_logger("pilotline.gateway.store")
 
 SILENCE_KEEP_MS: Final = 30 * 86_400_000
 """Ended silences are listed (with ``expired=true``) for 30 days, then forgotten."""
@@ -122,20 +129,13 @@ class AlertStateStore:
             "SELECT id, matchers, starts_ms, ends_ms, created_by, comment, created_ms"
             " FROM silences ORDER BY created_ms DESC, id"
         ).fetchall()
-        return [
-            StoredSilence(
-                Silence(
-                    id=row[0],
-                    matchers=json.loads(row[1]),
-                    starts_ms=row[2],
-                    ends_ms=row[3],
-                    created_by=row[4],
-                    comment=row[5],
-                ),
-                row[6],
-            )
-            for row in rows
-        ]
+        out = []
+        for row in rows:
+            try:
+                out.append(_stored_silence(tuple(row)))
+            except ValueError as e:
+                log.warning("alerts.silence_unreadable", silence=str(row[0])[:64], error=str(e))
+        return out
 
     # -- acknowledgements ---------------------------------------------------------------------
 
@@ -145,3 +145,30 @@ class AlertStateStore:
             " VALUES (?, ?, ?, ?, ?)",
             (rule, machine, by, at_ms, comment),
         )
+
+
+def _stored_silence(row: tuple[Any, ...]) -> StoredSilence:
+    """A ``silences`` row as a valid silence, or ``ValueError`` saying what is wrong."""
+    silence_id, matchers_json, starts_ms, ends_ms, created_by, comment, created_ms = row
+    try:
+        matchers = json.loads(matchers_json)
+    except (TypeError, ValueError):
+        raise ValueError("matchers are not JSON") from None
+    if not isinstance(matchers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in matchers.items()
+    ):
+        raise ValueError("matchers are not an object of strings")
+    # What the dispatcher would refuse when the gateway restarts. (A silence ended before it
+    # started has ends_ms <= starts_ms: that is kept, it is listed as ended.)
+    if not matchers:
+        raise ValueError("no matchers")
+    unknown = sorted(set(matchers) - set(LABELS))
+    if unknown:
+        raise ValueError(f"unknown label {unknown[0]!r}")
+    texts = (silence_id, created_by, comment)
+    numbers = (starts_ms, ends_ms, created_ms)
+    if not all(isinstance(t, str) for t in texts) or not all(type(n) is int for n in numbers):
+        raise ValueError("a column has the wrong type")
+    return StoredSilence(
+        Silence(silence_id, matchers, starts_ms, ends_ms, created_by, comment), created_ms
+    )

@@ -9,6 +9,9 @@ For each notification, QoS 1:
 - then the notification payload itself (payload.py), not retained, on
   ``<prefix>/notifications``: one message per notification, however many alerts it groups.
 
+Unless the channel is ``private``, both leave owner names out (``payload.without_owners``;
+the state payload never carries one): a broker's other clients may read these topics.
+
 Delivery succeeds only when the broker has acknowledged every one of those publishes (PUBACK,
 with a success reason code) within ``timeout_s``; otherwise the row is retried as a whole, and
 since the sender keeps the channel's order, the retained states end at the latest one.
@@ -35,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.gateway.notify.channel import DeliveryError
 from pilotline.gateway.notify.mqtt.config import AlertMqttConfig
-from pilotline.gateway.notify.payload import dumps
+from pilotline.gateway.notify.payload import dumps, without_owners
 
 QOS = 1
 PERMANENT_CONNACK = frozenset({0x84, 0x85, 0x86, 0x87, 0x8C})
@@ -115,6 +118,8 @@ class MqttChannel:
     def deliver(self, payload: dict[str, Any]) -> None:
         if self._closed:
             raise DeliveryError("channel closed")
+        if not self.config.private:
+            payload = without_owners(payload)
         client = self._connected()
         try:
             self._publish(client, messages(self.prefix, payload))

@@ -25,10 +25,17 @@ def _check_topic_prefix(value: str) -> str:
 class AlertMqttConfig(ChannelConfig):
     """One ``alerts.mqtt`` entry: publishes to the site's broker (the ``mqtt:`` section) with
     its own client, QoS 1: each notification on ``<topic_prefix>/notifications`` and each
-    alert's current state, retained, on ``<topic_prefix>/state/<rule>/<machine>``."""
+    alert's current state, retained, on ``<topic_prefix>/state/<rule>/<machine>``.
+
+    Unless ``private``, the payloads leave owner names out: any client the broker lets read
+    the topics would learn whose machines these are (pilotline check refuses a rule whose
+    message names ``{owner}`` and reaches such a channel)."""
 
     KIND: ClassVar[str] = "mqtt"
 
+    private: bool = False
+    """True when the broker's ACLs let only trusted clients read ``topic_prefix``: then the
+    payloads carry each alert's owner (and an ``owner`` group label)."""
     topic_prefix: Annotated[str, AfterValidator(_check_topic_prefix)] | None = None
     """Default: ``pilotline/<site>/alerts``."""
     timeout_s: PositiveSeconds = 10.0
