@@ -22,6 +22,7 @@ class MqttHealth:
     dropped_acks: int = 0  # tokens of an earlier connection, or acknowledged twice
     pauses: int = 0  # times reading stopped because receive_maximum messages were unacked
     session_present: bool = False  # the broker resumed our session (and its subscriptions)
+    signals_dropped: dict[str, int] | None = None  # machine -> keys beyond max_signals
 
 
 def health_report(h: MqttHealth, now_ms: int) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def health_report(h: MqttHealth, now_ms: int) -> dict[str, Any]:
         "unacked": h.unacked,
         "read_pauses": h.pauses,
         "rejected": dict(h.rejected),
+        "signals_dropped": dict(h.signals_dropped or {}),
         "subscriptions": {
             topic: {
                 "last_message_ms": last,
