@@ -83,6 +83,7 @@ class Gateway:
         self.store = Store(
             config.store,
             outbox_max_points=config.influx.outbox_max_points if config.influx else None,
+            outbox_max_bytes=config.influx.outbox_max_bytes if config.influx else None,
         )
         if writer is None and config.influx is not None:
             writer = InfluxClientWriter(
