@@ -210,6 +210,9 @@ class MqttCollector:
             reconnect_on_failure=False,
         )
         client.manual_ack_set(True)
+        # A broker that ignores the Maximum Packet Size below loses the connection rather
+        # than have the gateway gather a huge packet.
+        client.max_packet_size = self._config.max_packet_bytes
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
