@@ -234,6 +234,19 @@ def test_a_large_packet_is_gathered_in_parts() -> None:
     assert drain(reader) == [(b"t/big", payload, 7, 1), Packet(0xD0, b"")]
 
 
+def test_a_packet_over_the_maximum_length_is_refused_from_its_header() -> None:
+    """A broker that ignores the CONNECT's Maximum Packet Size: the 100 MB packet is refused
+    from its five header bytes, before any of its body is gathered."""
+    fits = encode_publish(b"t", b"x" * 990, qos=1, mid=1)
+    reader = PacketReader(max_length=len(fits) - 3)  # just fits: fixed header 1 + 2 bytes
+    reader.feed(fits)
+    assert reader.next_packet() == (b"t", b"x" * 990, 1, 1)
+    reader.feed(b"\x32" + encode_remaining_length(100_000_000))
+    with pytest.raises(PacketError, match="over the Maximum Packet Size"):
+        reader.next_packet()
+    assert reader.missing == 0
+
+
 # -- writing -------------------------------------------------------------------------------
 
 

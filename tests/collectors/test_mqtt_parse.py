@@ -19,6 +19,7 @@ from pilotline.collectors.mqtt.parse import (
     REJECT_REASONS,
     Rejection,
     _from_object,
+    cap_signals,
     decode,
     from_object,
 )
@@ -120,6 +121,36 @@ def test_oversized_is_refused_before_parsing() -> None:
 )
 def test_malformed_json(payload: bytes) -> None:
     assert reason(payload) == "malformed_json"
+
+
+@pytest.mark.parametrize(
+    "name", ["bad\\", "a\\b\\", "", "x" * 129, "line\nbreak", "tab\there", "nul\x00", "del\x7f"]
+)
+@pytest.mark.parametrize("value", [1.5, 2, "Executing"])
+def test_a_signal_name_line_protocol_cannot_write_is_refused(name: str, value: object) -> None:
+    """Ending in a backslash (it would escape the ``=`` after it), empty, longer than 128
+    characters, or with a control character: the whole payload, as for any bad key."""
+    assert reason(orjson.dumps({"power_w": 812.5, name: value})) == "bad_signal_name"
+    assert reason(orjson.dumps({name: value, "power_w": 812.5})) == "bad_signal_name"
+
+
+@pytest.mark.parametrize("name", ["a\\b", "x" * 128, "with space", "comma,=equals", "µ_°C"])
+def test_names_line_protocol_escapes_are_accepted(name: str) -> None:
+    assert dec(orjson.dumps({name: 1.5})) == Sample("cam-02", ARRIVAL, {name: 1.5})
+
+
+def test_cap_signals_keeps_the_configured_ones_then_the_first_others() -> None:
+    values = {f"k{i}": float(i) for i in range(10)} | {"power_w": 1.0, "temp_c": 2.0}
+    sample = Sample("m", TS, values)
+    capped, dropped = cap_signals(sample, 4, frozenset({"temp_c", "power_w", "absent"}))
+    assert capped == Sample("m", TS, {"k0": 0.0, "k1": 1.0, "power_w": 1.0, "temp_c": 2.0})
+    assert dropped == [f"k{i}" for i in range(2, 10)]
+    # configured ones beyond the bound are kept all the same
+    capped, dropped = cap_signals(sample, 1, frozenset({"temp_c", "power_w"}))
+    assert capped.values == {"power_w": 1.0, "temp_c": 2.0}
+    assert len(dropped) == 10
+    # within the bound: the sample itself
+    assert cap_signals(sample, 12, frozenset()) == (sample, [])
 
 
 @pytest.mark.parametrize("payload", ["[]", "[1]", "1", '"x"', "null", "true"])

@@ -400,6 +400,20 @@ def test_mqtt_machine_without_a_broker(tmp_path: Path) -> None:
     assert all("broker section" in i.message for i in issues)
 
 
+def test_a_signal_name_line_protocol_cannot_write_is_refused(tmp_path: Path) -> None:
+    """A name ending in a backslash would make every telemetry line of its machine fail."""
+    text = MINIMAL.replace("state: {signal: state}", "state: {signal: 'state\\'}").replace(
+        "        mqtt: {topic: t/m2}",
+        "        opcua: {endpoint: 'opc.tcp://h:4840', nodes: {power_w: 'ns=2;s=P', 'x\\': 'n'}}",
+    )
+    issues = issues_of(write(tmp_path, text))
+    assert sorted(where(issues)) == [
+        ("zones[0].machines[0].state.signal", 10),
+        (f"zones[0].machines[1].opcua.nodes[{'x' + chr(92)!r}]", 13),
+    ]
+    assert all("must not end with a backslash" in i.message for i in issues)
+
+
 def test_opcua_state_signal_must_be_a_node(tmp_path: Path) -> None:
     text = MINIMAL.replace(
         "        mqtt: {topic: t/m1}",

@@ -148,6 +148,83 @@ def test_dropping_from_a_large_outbox_stays_cheap(tmp_path: Path) -> None:
         assert all(step.startswith("SEARCH") for step in plan), (statement, plan)
 
 
+# -- the limit in bytes ---------------------------------------------------------------------------
+
+
+def stored_bytes(store: Store) -> int:
+    """What the outbox's byte depth must be: each batch's stored JSON, pro rata of its lines
+    left (the module doc of store/outbox.py)."""
+    total = 0
+    for data, count, skip in store._db.execute("SELECT lines, count, skip FROM outbox_batch"):
+        total += len(data.encode()) * (count - skip) // count
+    return total
+
+
+def telemetry(i: int, fields: int) -> str:
+    body = ",".join(f"k{j}={i}.5" for j in range(fields))
+    return f"telemetry,machine=m,site=s,zone=z {body} {i}000000"
+
+
+def test_wide_lines_are_bounded_in_bytes_before_the_line_limit(tmp_path: Path) -> None:
+    """64-field lines (~700 bytes each): 1,000 of them exceed 256 KiB long before the line
+    limit; telemetry goes oldest first and the events all stay."""
+    limit = 256 * 1024
+    store = Store(tmp_path / "o.db", outbox_max_points=1_000_000, outbox_max_bytes=limit)
+    for k in range(100):
+        lines = [(EV, f"machine_state,machine=m state_code=1i {k}")]
+        lines += [(TM, telemetry(k * 10 + i, 64)) for i in range(10)]
+        store.commit(now_ms=k, lines=lines)
+        assert store.outbox_bytes() == stored_bytes(store) <= limit
+    kept = rows(store)
+    assert len(kept) < 600  # 100 events and under 500 of the 1,000 telemetry lines
+    assert [line for p, line in kept if p == EV] == [
+        f"machine_state,machine=m state_code=1i {k}" for k in range(100)
+    ]
+    telemetry_kept = [line for p, line in kept if p == TM]
+    assert telemetry_kept == [telemetry(i, 64) for i in range(1000 - len(telemetry_kept), 1000)]
+    assert store.outbox_dropped == {TM: 1000 - len(telemetry_kept)}
+    assert store.last_drop is not None
+    assert store.last_drop.bytes == store.outbox_bytes()
+    # Within a few lines of the limit: a drop takes what is needed, not whole batches.
+    assert store.outbox_bytes() > limit - 2 * len(telemetry(0, 64))
+
+
+def test_events_go_by_bytes_only_when_they_alone_exceed_it(tmp_path: Path) -> None:
+    store = Store(tmp_path / "o.db", outbox_max_bytes=10_000)
+    store.commit(now_ms=1, lines=[(TM, "t" * 3000), (EV, "e" * 3000)])
+    store.commit(now_ms=2, lines=[(EV, "f" * 3000), (EV, "g" * 3000)])  # 12,000 bytes and more
+    assert [line[0] for _, line in rows(store)] == ["e", "f", "g"]
+    assert store.outbox_dropped == {TM: 1}
+    store.commit(now_ms=3, lines=[(EV, "h" * 3000)])
+    assert [line[0] for _, line in rows(store)] == ["f", "g", "h"]
+    assert store.outbox_dropped == {TM: 1, EV: 1}
+    assert store.outbox_bytes() == stored_bytes(store) <= 10_000
+
+
+def test_byte_depths_follow_drains_dead_letters_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    store = Store(path, outbox_max_bytes=20_000)
+    for k in range(40):  # over the limit many times, in whole batches and in parts
+        store.commit(now_ms=k, lines=[(TM, telemetry(k * 3 + i, k % 7 + 1)) for i in range(3)])
+        store.commit(now_ms=k, lines=[(EV, f"e{k} ünïcødé")])
+        assert store.outbox_bytes() == stored_bytes(store) <= 20_000
+    peeked = store.outbox_peek(7)
+    store.outbox_delete(peeked[-1][0])  # ends inside a batch
+    assert store.outbox_bytes() == stored_bytes(store)
+    peeked = store.outbox_peek(5)
+    store.outbox_dead_letter(peeked[-1][0], now_ms=99, status=400, error="refused")
+    assert store.outbox_bytes() == stored_bytes(store)
+    expected = store.outbox_bytes()
+    store.close()
+    reopened = Store(path, outbox_max_bytes=20_000)
+    assert reopened.outbox_bytes() == expected
+
+
+def test_a_byte_limit_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="outbox_max_bytes"):
+        Store(tmp_path / "o.db", outbox_max_bytes=0)
+
+
 # -- the gateway: metrics, log, health ---------------------------------------------------------
 
 def test_the_gateway_counts_logs_and_reports_drops(tmp_path: Path) -> None:
@@ -162,6 +239,7 @@ def test_the_gateway_counts_logs_and_reports_drops(tmp_path: Path) -> None:
     clock = Clock()
     gateway = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
     assert gateway.store.outbox_max_points == 1000
+    assert gateway.store.outbox_max_bytes == 1024**3  # the default
     assert gateway.health()["influx"]["healthy"]
     with capture_logs() as logs:
         for i in range(1500):  # InfluxDB away: nothing drains

@@ -27,6 +27,8 @@ from typing import Annotated, Any, Final, NoReturn
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from pilotline.collectors.signals import signal_name_problem
+
 __all__ = [
     "MAX_SECONDS",
     "Connection",
@@ -76,6 +78,9 @@ def _check_id(value: str) -> str:
 def _check_signal(value: str) -> str:
     if not value or any(ch.isspace() for ch in value):
         raise ValueError(f"{value!r} is not a valid signal name: non-empty, without spaces")
+    problem = signal_name_problem(value)
+    if problem is not None:
+        raise ValueError(f"{value[:40]!r} is not a valid signal name: {problem}")
     return value
 
 

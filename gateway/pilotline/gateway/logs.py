@@ -3,10 +3,13 @@
 Every kind of log line has a stable event name (``mqtt.connected``, ``outbox.flushed``...);
 context such as ``machine``, ``zone`` and ``collector`` is bound with contextvars per task.
 Secrets are redacted by key name before rendering, so a token passed by mistake never leaves.
+Tracebacks never show local variables (structlog's and rich's default): a frame's locals
+hold payloads, tokens and passwords, which must not reach a log.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -28,6 +31,23 @@ def redact_secrets(
     return event_dict
 
 
+def json_tracebacks() -> structlog.processors.ExceptionRenderer:
+    """``exc_info`` as structured frames, without locals (``dict_tracebacks`` shows them)."""
+    return structlog.processors.ExceptionRenderer(
+        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    )
+
+
+def console_tracebacks(*, colors: bool) -> structlog.typing.ExceptionRenderer:
+    """rich's traceback without locals where rich is installed, else the plain one
+    (structlog would otherwise pick rich or better-exceptions, both showing locals)."""
+    if importlib.util.find_spec("rich") is not None:
+        return structlog.dev.RichTracebackFormatter(
+            color_system="truecolor" if colors else None, show_locals=False
+        )
+    return structlog.dev.plain_traceback
+
+
 def configure_logging(
     fmt: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
@@ -36,7 +56,9 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=console_tracebacks(colors=out.isatty())
+        )
     )
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     processors: list[Any] = [
@@ -47,7 +69,7 @@ def configure_logging(
         structlog.processors.StackInfoRenderer(),
     ]
     if use_json:  # the console renderer formats exceptions itself
-        processors.append(structlog.processors.dict_tracebacks)
+        processors.append(json_tracebacks())
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),

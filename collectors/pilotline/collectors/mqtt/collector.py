@@ -45,7 +45,13 @@ from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.collectors.mqtt.connection import Connection, close_quietly
 from pilotline.collectors.mqtt.contest import QUIET_S, Contest, how_it_ended
 from pilotline.collectors.mqtt.health import MqttHealth, health_report
-from pilotline.collectors.mqtt.parse import OVERSIZED, UNKNOWN_TOPIC, Rejection, decode
+from pilotline.collectors.mqtt.parse import (
+    OVERSIZED,
+    UNKNOWN_TOPIC,
+    Rejection,
+    cap_signals,
+    decode,
+)
 from pilotline.collectors.mqtt.reader import BufferedClient
 from pilotline.collectors.mqtt.topics import TopicMap
 from pilotline.rules.sample import Sample
@@ -88,7 +94,10 @@ class MqttCollector:
         *,
         client_id: str,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        signals: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
+        """``signals``: per machine, the signals it is configured with (its state signal,
+        those alert rules read), which a payload beyond ``max_signals`` always keeps."""
         if not client_id:
             raise ValueError("client_id must not be empty: the persistent session depends on it")
         self._config = config
@@ -96,6 +105,8 @@ class MqttCollector:
         self._topics = self._topic_map.machines  # the per-message path reads these two
         self._by_topic_bytes = self._topic_map.by_bytes
         self._on_sample = on_sample
+        self._keep = {machine: frozenset(names) for machine, names in (signals or {}).items()}
+        self._max_signals = config.max_signals
         self._on_reject = on_reject
         self._client_id = config.client_id or client_id
         self._clock_ms = clock_ms
@@ -115,6 +126,7 @@ class MqttCollector:
         self._received = 0
         self._deliveries = 0
         self._rejected: dict[str, int] = {}
+        self._signals_dropped: dict[str, int] = {}
         self._dropped_acks = 0
         self._pauses = 0
         self._contest = Contest(self._client_id)
@@ -190,6 +202,7 @@ class MqttCollector:
             session_present=self._connected and self._session_present,
             contested=contest.why,
             contested_since_ms=contest.since_ms,
+            signals_dropped=dict(self._signals_dropped),
         )
 
     # -- what the gateway reads (its Collector protocol) ----------------------------------
@@ -222,6 +235,9 @@ class MqttCollector:
             reconnect_on_failure=False,
         )
         client.manual_ack_set(True)
+        # A broker that ignores the Maximum Packet Size below loses the connection rather
+        # than have the gateway gather a huge packet.
+        client.max_packet_size = self._config.max_packet_bytes
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
@@ -266,6 +282,9 @@ class MqttCollector:
         # PUBACK, and PUBACKs go out only once samples are durable. Mosquitto 2.0 does not
         # hold to it under a steady stream, so the connection also stops reading at that many.
         props.ReceiveMaximum = self._config.receive_maximum
+        # The broker must not send a larger packet (it drops it): a 100 MB message is never
+        # read into memory to be refused after.
+        props.MaximumPacketSize = self._config.max_packet_bytes
         cfuture = executor.submit(
             client.connect,
             self._config.host,
@@ -486,6 +505,8 @@ class MqttCollector:
                 result = decode(payload, machine, arrival_ms, max_bytes)
         try:
             if isinstance(result, Sample):
+                if len(result.values) > self._max_signals:
+                    result = self._cap(result, topic)
                 self._on_sample(result, token)
             else:
                 self._reject(
@@ -498,6 +519,28 @@ class MqttCollector:
                 )
         except Exception as exc:  # a consumer bug must not stop the collector
             log.exception("mqtt.callback_failed", topic=topic, error=repr(exc))
+
+    def _cap(self, sample: Sample, topic: str) -> Sample:
+        """``sample`` within ``max_signals`` (its machine's configured signals kept); the
+        keys left out are counted per machine and logged the first time."""
+        machine = sample.machine
+        capped, dropped = cap_signals(
+            sample, self._max_signals, self._keep.get(machine, frozenset())
+        )
+        if dropped:
+            count = self._signals_dropped.get(machine, 0)
+            self._signals_dropped[machine] = count + len(dropped)
+            if count == 0:
+                log.warning(
+                    "mqtt.signals_dropped",
+                    machine=machine,
+                    topic=topic,
+                    dropped=len(dropped),
+                    first=[name[:40] for name in dropped[:5]],
+                    max_signals=self._max_signals,
+                    note="logged once per machine; later ones are only counted (/health)",
+                )
+        return capped
 
     def _reject(
         self,

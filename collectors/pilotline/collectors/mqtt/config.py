@@ -16,6 +16,10 @@ from pilotline.collectors.fields import Connection, Model, ReadFile, Secret, Sec
 PASSWORD_ENV = "PILOTLINE_MQTT_PASSWORD"  # noqa: S105 (a variable's name) # nosec B105
 PASSWORD = Secret("password", env=PASSWORD_ENV)
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+PACKET_HEADROOM_BYTES = 72 * 1024
+"""A PUBLISH's bytes besides its payload: fixed header (5), topic (2 + at most 65,535),
+packet id (2), properties (a broker adds few; 6 KiB left for them)."""
+MAX_PACKET_BYTES = 268_435_460  # MQTT's largest packet: remaining length 268,435,455 + header
 
 
 def _split_url(url: str) -> tuple[str, str, int]:
@@ -50,6 +54,13 @@ class MqttBrokerConfig(Connection):
     keepalive_s: int = Field(default=30, ge=5, le=600)
     session_expiry_s: int = Field(default=86_400, ge=0, le=0xFFFFFFFF)
     max_payload_bytes: int = Field(default=65_536, ge=16, le=268_435_455)
+    """Larger payloads are refused: quarantined as ``oversized`` when a little larger, and
+    not even sent by the broker when larger than the MQTT 5 Maximum Packet Size the gateway
+    asks for in its CONNECT (``max_packet_bytes``)."""
+    max_signals: int = Field(default=64, ge=1, le=10_000)
+    """Most signals one payload may bring: beyond it the machine's configured signals (its
+    state signal, those the alert rules read) are kept and the other keys dropped and
+    counted, so a publisher cannot turn one message into thousands of telemetry fields."""
     receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
     """MQTT 5 Receive Maximum: QoS 1 messages the broker may have in flight to the gateway
     unacknowledged. It bounds what the gateway holds in memory; the broker keeps the rest
@@ -84,6 +95,13 @@ class MqttBrokerConfig(Connection):
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file is set without a username")
         return self
+
+    @property
+    def max_packet_bytes(self) -> int:
+        """The Maximum Packet Size the gateway announces: a PUBLISH of the largest accepted
+        payload with room for any topic (up to 65,535 bytes) and properties, so that a
+        slightly oversized payload still arrives to be quarantined as ``oversized``."""
+        return min(self.max_payload_bytes + PACKET_HEADROOM_BYTES, MAX_PACKET_BYTES)
 
     @property
     def host(self) -> str:

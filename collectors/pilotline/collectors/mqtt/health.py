@@ -24,6 +24,7 @@ class MqttHealth:
     session_present: bool = False  # the broker resumed our session (and its subscriptions)
     contested: str | None = None  # why another client is taking our session over (contest.py)
     contested_since_ms: int | None = None
+    signals_dropped: dict[str, int] | None = None  # machine -> keys beyond max_signals
 
 
 def health_report(h: MqttHealth, now_ms: int) -> dict[str, Any]:
@@ -51,6 +52,7 @@ def health_report(h: MqttHealth, now_ms: int) -> dict[str, Any]:
         "unacked": h.unacked,
         "read_pauses": h.pauses,
         "rejected": dict(h.rejected),
+        "signals_dropped": dict(h.signals_dropped or {}),
         "subscriptions": {
             topic: {
                 "last_message_ms": last,

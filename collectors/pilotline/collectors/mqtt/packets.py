@@ -19,8 +19,9 @@ costs measurably more: benchmarks/README.md; tell the two kinds apart with
 and a packet longer than what is buffered is gathered in parts and joined once whole
 (linear, where appending each read to the buffer would copy it over and over).
 
-A stream that breaks the framing or a PUBLISH's layout raises ``PacketError``; the reader
-is then stuck at the bad packet and the connection must go.
+A stream that breaks the framing or a PUBLISH's layout, or announces a packet longer than
+the reader's ``max_length``, raises ``PacketError``; the reader is then stuck at the bad
+packet and the connection must go.
 """
 
 from __future__ import annotations
@@ -81,9 +82,13 @@ def _varint(buf: bytes, i: int, stop: int) -> tuple[int, int]:
 class PacketReader:
     """Splits a byte stream from the broker into packets (see the module doc)."""
 
-    __slots__ = ("_buf", "_missing", "_parts", "_pos")
+    __slots__ = ("_buf", "_max_length", "_missing", "_parts", "_pos")
 
-    def __init__(self) -> None:
+    def __init__(self, max_length: int = MAX_REMAINING_LENGTH) -> None:
+        """``max_length``: the longest remaining length accepted; a packet announcing more
+        raises ``PacketError`` before any of it is gathered (the broker was asked, with the
+        CONNECT's Maximum Packet Size, never to send one)."""
+        self._max_length = max_length
         self._buf = b""
         self._pos = 0  # start of the first packet not yet handed out
         # A packet whose header is read but whose rest is not: the reads that bring the
@@ -156,6 +161,8 @@ class PacketReader:
                 shift += 7
                 if shift > 21:
                     raise PacketError("a remaining length longer than 4 bytes")
+        if length > self._max_length:
+            raise PacketError(f"a packet of {length} bytes, over the Maximum Packet Size")
         end = i + length
         if end > size:
             self._missing = end - size

@@ -35,7 +35,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 
-from pilotline.collectors.mqtt.packets import Packet, PacketError, PacketReader, encode_pubacks
+from pilotline.collectors.mqtt.packets import (
+    MAX_REMAINING_LENGTH,
+    Packet,
+    PacketError,
+    PacketReader,
+    encode_pubacks,
+)
 
 if TYPE_CHECKING:
     from paho.mqtt.client import _InPacket
@@ -76,6 +82,8 @@ class BufferedClient(paho.Client):
         if self._protocol != MQTTProtocolVersion.MQTTv5:
             raise ValueError("BufferedClient reads MQTT 5 only (protocol=paho.MQTTv5)")
         self.on_publish_raw: RawPublish = _publish_raw_unset
+        self.max_packet_size = MAX_REMAINING_LENGTH
+        """Longest packet body read; a longer one ends the connection (protocol error)."""
         self._packets = PacketReader()
         self._rsock: Any = None
 
@@ -92,7 +100,7 @@ class BufferedClient(paho.Client):
             return MQTTErrorCode.MQTT_ERR_NO_CONN
         if sock is not self._rsock:  # a new connection: nothing of the old one is valid
             self._rsock = sock
-            self._packets = PacketReader()
+            self._packets = PacketReader(self.max_packet_size)
         packets = self._packets
         recv = sock.recv
         handled = 0

@@ -73,6 +73,17 @@ def mqtt_topics(config: SiteConfig) -> dict[str, str]:
     return {m.mqtt.topic: m.id for _, m in config.machines() if m.mqtt is not None}
 
 
+def mqtt_signals(config: SiteConfig) -> dict[str, frozenset[str]]:
+    """Machine -> the signals its configuration reads (its state signal and every signal an
+    alert rule watches), which a payload beyond ``mqtt.max_signals`` always keeps."""
+    watched = {r.signal for r in config.alerts.rules if r.signal is not None}
+    return {
+        m.id: frozenset({m.state.signal, *watched})
+        for _, m in config.machines()
+        if m.mqtt is not None
+    }
+
+
 def mqtt_collector(config: SiteConfig, intake: Intake, clock_ms: Clock) -> MqttCollector:
     """The site's MQTT collector (its ``mqtt:`` broker, one topic per machine)."""
     assert config.mqtt is not None
@@ -83,6 +94,7 @@ def mqtt_collector(config: SiteConfig, intake: Intake, clock_ms: Clock) -> MqttC
         functools.partial(intake.reject, "mqtt"),
         client_id=config.mqtt.client_id or f"pilotline-{config.site}",
         clock_ms=clock_ms,
+        signals=mqtt_signals(config),
     )
 
 

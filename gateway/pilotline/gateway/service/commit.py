@@ -68,6 +68,8 @@ class DropLog:
             events=self._burst.get(PRIORITY_EVENT, 0),
             depth=None if drop is None else drop.depth,
             limit=self._store.outbox_max_points,
+            bytes=None if drop is None else drop.bytes,
+            max_bytes=self._store.outbox_max_bytes,
             note="outbox full (InfluxDB away too long): raw telemetry is dropped first, oldest"
             " first; counts are since the previous outbox.dropped line",
         )

@@ -85,6 +85,7 @@ class Gateway:
             config.store,
             exclusive=True,
             outbox_max_points=config.influx.outbox_max_points if config.influx else None,
+            outbox_max_bytes=config.influx.outbox_max_bytes if config.influx else None,
         )
         if writer is None and config.influx is not None:
             writer = InfluxClientWriter(

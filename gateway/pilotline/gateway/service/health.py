@@ -97,7 +97,8 @@ class Health:
         if drop is not None and now - drop.at_ms < DROPPING_UNHEALTHY_MS:
             dropped = store.outbox_dropped
             full = (
-                f"outbox full ({store.outbox_max_points} points): dropping"
+                f"outbox full ({store.outbox_max_points} points or"
+                f" {store.outbox_max_bytes} bytes): dropping"
                 f" (since start {dropped.get(PRIORITY_TELEMETRY, 0)} telemetry,"
                 f" {dropped.get(PRIORITY_EVENT, 0)} events;"
                 f" last {round((now - drop.at_ms) / 1000, 1)} s ago)"
@@ -110,6 +111,8 @@ class Health:
             "retries": s.retries,
             "outbox_depth": store.outbox_depth(),
             "outbox_max_points": store.outbox_max_points,
+            "outbox_bytes": store.outbox_bytes(),
+            "outbox_max_bytes": store.outbox_max_bytes,
             "outbox_dropped": {str(p): n for p, n in sorted(store.outbox_dropped.items())},
             "oldest_unsent_s": None if oldest is None else round((now - oldest) / 1000, 1),
         }

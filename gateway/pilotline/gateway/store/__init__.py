@@ -76,6 +76,7 @@ class Store:
         dead_letter_limit: int = 100_000,
         outbox_max_points: int | None = None,
         exclusive: bool = False,
+        outbox_max_bytes: int | None = None,
     ) -> None:
         """``exclusive``: hold the store's lock while open (the gateway's one writer, lock.py);
         raises ``StoreInUseError`` naming the process that holds it."""
@@ -86,6 +87,8 @@ class Store:
             raise ValueError("quarantine_limit and dead_letter_limit must be positive")
         if outbox_max_points is not None and outbox_max_points < 1:
             raise ValueError("outbox_max_points must be positive")
+        if outbox_max_bytes is not None and outbox_max_bytes < 1:
+            raise ValueError("outbox_max_bytes must be positive")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The lock before the first statement: a second gateway touches nothing.
@@ -99,7 +102,10 @@ class Store:
             configure(db, self.path, synchronous)
             migrate(db, self.path)
             self.outbox = Outbox(
-                db, max_points=outbox_max_points, dead_letter_limit=dead_letter_limit
+                db,
+                max_points=outbox_max_points,
+                max_bytes=outbox_max_bytes,
+                dead_letter_limit=dead_letter_limit,
             )
             self.plant = Plant(db)
             self.resume = ResumePoints(db)
@@ -233,6 +239,10 @@ class Store:
         return self.outbox.max_points
 
     @property
+    def outbox_max_bytes(self) -> int | None:
+        return self.outbox.max_bytes
+
+    @property
     def outbox_dropped(self) -> dict[int, int]:
         return self.outbox.dropped
 
@@ -242,6 +252,9 @@ class Store:
 
     def outbox_depth(self) -> int:
         return self.outbox.depth()
+
+    def outbox_bytes(self) -> int:
+        return self.outbox.bytes()
 
     def outbox_depth_by_priority(self) -> dict[int, int]:
         return self.outbox.depth_by_priority()

@@ -13,14 +13,20 @@ number of leading lines already gone), not one row per line: cheaper to commit a
 can stop, delete or dead-letter in the middle of a batch (``skip``). The view ``outbox``
 shows one row per line (``id, priority, enqueued_ms, line``) for people and tests.
 
-**Limit** (``max_points``): when an append would take the outbox above the limit, the
-oldest rows of the least important priority go first, in the same transaction: raw
-telemetry (priority 1) oldest first, and only when no telemetry is left the oldest events
-(priority 0: states, windows, capacity, alerts). Each drop is counted by priority
-(``dropped``) and remembered (``last_drop``) for the gateway to log, export and report in
-/health. Per-priority depths are kept in memory (like the total depth) so enforcing the
-limit costs no COUNT; it deletes whole batches found on the ``(priority, id)`` index and
-trims the oldest lines of the last one (``skip``).
+**Limits** (``max_points`` lines, ``max_bytes`` bytes): when an append would take the
+outbox above either, the oldest rows of the least important priority go first, in the same
+transaction, until it is within both: raw telemetry (priority 1) oldest first, and only when
+no telemetry is left the oldest events (priority 0: states, windows, capacity, alerts).
+Each drop is counted by priority (``dropped``, in lines) and remembered (``last_drop``) for
+the gateway to log, export and report in /health. Per-priority depths (lines and bytes) are
+kept in memory (like the total depth) so enforcing the limits costs no COUNT; it deletes
+whole batches found on the ``(priority, id)`` index and trims the oldest lines of the last
+one (``skip``).
+
+**Bytes** are those of the stored line text: a batch's JSON array (``lines``, UTF-8), what
+the file holds. A batch partly sent or trimmed counts pro rata of its lines left
+(``_left_bytes``), so the figure needs no per-line sizes and never drifts: it is the same
+function of ``(size, count, skip)`` on every path.
 """
 
 from __future__ import annotations
@@ -72,18 +78,27 @@ _INSERT_BATCH: Final = (
 )
 
 
+def _left_bytes(size: int, count: int, skip: int) -> int:
+    """Bytes a batch of ``size`` bytes and ``count`` lines counts for with ``skip`` gone."""
+    return size * (count - skip) // count if count else 0
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxDrop:
-    """One enforcement of the outbox limit: rows dropped, by priority."""
+    """One enforcement of the outbox limits: lines dropped, by priority."""
 
     at_ms: int
     dropped: dict[int, int]
     depth: int
-    """Outbox depth after the drop (at most the limit)."""
+    """Outbox depth (lines) after the drop (at most ``max_points``)."""
+    bytes: int = 0
+    """Outbox bytes after the drop (at most ``max_bytes``)."""
 
 
 def _batches(lines: Sequence[tuple[int, str]], now_ms: int) -> Iterator[tuple[int, int, str, int]]:
-    """``outbox_batch`` rows of ``lines``: one per run of the same priority, in order."""
+    """``outbox_batch`` rows of ``lines``: one per run of the same priority, in order (the
+    bytes of each are ``len(row[2].encode())``, as SQLite's ``length(CAST(lines AS BLOB))``
+    counts them)."""
     start = 0
     end = len(lines)
     while start < end:
@@ -118,120 +133,180 @@ def move_v1_rows(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE outbox")
 
 
+def _lines_for_bytes(size: int, count: int, skip: int, need: int) -> int:
+    """The fewest oldest lines of a batch (``size`` bytes, ``count`` lines, ``skip`` gone)
+    whose going frees at least ``need`` bytes (``need`` below what is left of it)."""
+    if need <= 0:
+        return 0
+    left = _left_bytes(size, count, skip)
+    k = max(1, need * count // size) if size else 1
+    while k > 1 and left - _left_bytes(size, count, skip + k - 1) >= need:
+        k -= 1
+    while left - _left_bytes(size, count, skip + k) < need:
+        k += 1
+    return k
+
+
 class Outbox:
     """``outbox_batch`` and ``dead_letter`` on the store's connection, with the depths."""
 
     def __init__(
-        self, db: sqlite3.Connection, *, max_points: int | None, dead_letter_limit: int
+        self,
+        db: sqlite3.Connection,
+        *,
+        max_points: int | None,
+        dead_letter_limit: int,
+        max_bytes: int | None = None,
     ) -> None:
         self._db = db
         self.max_points = max_points
+        self.max_bytes = max_bytes
         self.dead_letter_limit = dead_letter_limit
         self.dropped: dict[int, int] = {}
-        """Lines dropped by the limit since the store was opened, by priority."""
+        """Lines dropped by the limits since the store was opened, by priority."""
         self.last_drop: OutboxDrop | None = None
-        self._by_priority: dict[int, int] = {
-            int(row[0]): int(row[1])
-            for row in db.execute(
-                "SELECT priority, SUM(count - skip) FROM outbox_batch GROUP BY priority"
-            )
-        }
+        self._by_priority: dict[int, int] = {}
+        self._bytes_by_priority: dict[int, int] = {}
+        for priority, left, size in db.execute(
+            "SELECT priority, SUM(count - skip),"
+            " SUM(length(CAST(lines AS BLOB)) * (count - skip) / count)"
+            " FROM outbox_batch GROUP BY priority"
+        ):
+            self._by_priority[int(priority)] = int(left)
+            self._bytes_by_priority[int(priority)] = int(size)
         self._depth: int = sum(self._by_priority.values())
+        self._bytes: int = sum(self._bytes_by_priority.values())
 
     # -- writes ------------------------------------------------------------------------------
 
     def append(self, tx: Transaction, lines: Sequence[tuple[int, str]], now_ms: int) -> None:
         """Inside ``tx``: append ``(priority, line)`` rows stamped ``now_ms`` and enforce the
-        limit; the depths follow once ``tx`` is committed."""
-        self._db.executemany(_INSERT_BATCH, _batches(lines, now_ms))
-        dropped = self._enforce_limit(lines)
-        tx.after_commit(lambda: self._appended(lines, dropped, now_ms))
+        limits; the depths follow once ``tx`` is committed."""
+        rows = list(_batches(lines, now_ms))
+        self._db.executemany(_INSERT_BATCH, rows)
+        added: dict[int, tuple[int, int]] = {}  # priority -> (lines, bytes) appended
+        for priority, _, text, count in rows:
+            n, size = added.get(priority, (0, 0))
+            added[priority] = (n + count, size + len(text.encode()))
+        dropped = self._enforce_limits(added)
+        tx.after_commit(lambda: self._appended(added, dropped, now_ms))
 
-    def _enforce_limit(self, lines: Sequence[tuple[int, str]]) -> dict[int, int]:
-        """Inside the appending transaction: drop what exceeds ``max_points``, the highest
-        priority number (least important) first, oldest first: whole batches, and the
-        oldest lines of the last one (``skip``). Returns the lines dropped by priority."""
-        limit = self.max_points
-        if limit is None:
+    def _enforce_limits(self, added: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        """Inside the appending transaction: drop what exceeds ``max_points`` or
+        ``max_bytes``, the highest priority number (least important) first, oldest first:
+        whole batches, and the oldest lines of the last one (``skip``). Returns the
+        ``(lines, bytes)`` dropped by priority."""
+        excess_lines = excess_bytes = 0
+        if self.max_points is not None:
+            excess_lines = self._depth + sum(n for n, _ in added.values()) - self.max_points
+        if self.max_bytes is not None:
+            excess_bytes = self._bytes + sum(b for _, b in added.values()) - self.max_bytes
+        if excess_lines <= 0 and excess_bytes <= 0:
             return {}
-        excess = self._depth + len(lines) - limit
-        if excess <= 0:
-            return {}
-        counts = dict(self._by_priority)
-        for priority, _ in lines:
-            counts[priority] = counts.get(priority, 0) + 1
-        dropped: dict[int, int] = {}
+        priorities = set(self._by_priority) | set(added)
+        dropped: dict[int, tuple[int, int]] = {}
         db = self._db
-        for priority in sorted(counts, reverse=True):
-            want = min(excess, counts[priority])
-            if want <= 0:
-                continue
-            gone = 0
+        for priority in sorted(priorities, reverse=True):
+            gone_lines = gone_bytes = 0
             whole: list[tuple[int]] = []
-            for batch_id, count, skip in db.execute(
-                "SELECT id, count, skip FROM outbox_batch WHERE priority = ? ORDER BY id",
+            for batch_id, count, skip, size in db.execute(
+                "SELECT id, count, skip, length(CAST(lines AS BLOB)) FROM outbox_batch"
+                " WHERE priority = ? ORDER BY id",
                 (priority,),
             ):
-                left = count - skip
-                if gone + left <= want:
-                    whole.append((batch_id,))
-                    gone += left
-                    if gone == want:
-                        break
+                need_lines, need_bytes = excess_lines - gone_lines, excess_bytes - gone_bytes
+                left_lines, left_bytes = count - skip, _left_bytes(size, count, skip)
+                if need_lines >= left_lines or need_bytes >= left_bytes:
+                    k = left_lines
+                else:  # the oldest lines of this one may be enough for both limits
+                    k = max(need_lines, _lines_for_bytes(size, count, skip, need_bytes))
+                if k >= left_lines:
+                    whole.append((batch_id,))  # all of it, and maybe more to go
                 else:
                     db.execute(
-                        "UPDATE outbox_batch SET skip = ? WHERE id = ?",
-                        (skip + want - gone, batch_id),
+                        "UPDATE outbox_batch SET skip = ? WHERE id = ?", (skip + k, batch_id)
                     )
-                    gone = want
+                gone_lines += min(k, left_lines)
+                gone_bytes += left_bytes - _left_bytes(size, count, min(count, skip + k))
+                if gone_lines >= excess_lines and gone_bytes >= excess_bytes:
                     break
             db.executemany("DELETE FROM outbox_batch WHERE id = ?", whole)
-            dropped[priority] = gone
-            excess -= gone
-            if excess <= 0:
+            if gone_lines:
+                dropped[priority] = (gone_lines, gone_bytes)
+            excess_lines -= gone_lines
+            excess_bytes -= gone_bytes
+            if excess_lines <= 0 and excess_bytes <= 0:
                 break
         return dropped
 
     def _appended(
-        self, lines: Sequence[tuple[int, str]], dropped: dict[int, int], now_ms: int
+        self,
+        added: dict[int, tuple[int, int]],
+        dropped: dict[int, tuple[int, int]],
+        now_ms: int,
     ) -> None:
-        by_priority = self._by_priority
-        for priority, _ in lines:
-            by_priority[priority] = by_priority.get(priority, 0) + 1
-        self._depth += len(lines)
+        by_priority, bytes_by_priority = self._by_priority, self._bytes_by_priority
+        for priority, (n, size) in added.items():
+            by_priority[priority] = by_priority.get(priority, 0) + n
+            bytes_by_priority[priority] = bytes_by_priority.get(priority, 0) + size
+            self._depth += n
+            self._bytes += size
         if dropped:
-            for priority, n in dropped.items():
+            for priority, (n, size) in dropped.items():
                 by_priority[priority] -= n
+                bytes_by_priority[priority] -= size
                 self.dropped[priority] = self.dropped.get(priority, 0) + n
-            self._depth -= sum(dropped.values())
-            self.last_drop = OutboxDrop(now_ms, dropped, self._depth)
+                self._depth -= n
+                self._bytes -= size
+            self.last_drop = OutboxDrop(
+                now_ms, {p: n for p, (n, _) in dropped.items()}, self._depth, self._bytes
+            )
 
-    def _delete_upto(self, upto_id: int) -> dict[int, int]:
-        """Inside a transaction: forget lines ``id <= upto_id``; returns how many of each
-        priority went (taken off the depths with ``_removed`` once committed)."""
+    def _delete_upto(self, upto_id: int) -> dict[int, tuple[int, int]]:
+        """Inside a transaction: forget lines ``id <= upto_id``; returns the ``(lines,
+        bytes)`` of each priority that went (taken off the depths with ``_removed`` once
+        committed)."""
         batch_id, index = divmod(upto_id, LINES_PER_BATCH)
-        removed: dict[int, int] = {}
+        removed: dict[int, tuple[int, int]] = {}
+
+        def remove(priority: int, n: int, size: int) -> None:
+            had_n, had_size = removed.get(priority, (0, 0))
+            removed[priority] = (had_n + n, had_size + size)
+
         db = self._db
-        for priority, left in db.execute(
-            "DELETE FROM outbox_batch WHERE id < ? RETURNING priority, count - skip", (batch_id,)
+        for priority, left, size in db.execute(
+            "DELETE FROM outbox_batch WHERE id < ?"
+            " RETURNING priority, count - skip,"
+            " length(CAST(lines AS BLOB)) * (count - skip) / count",
+            (batch_id,),
         ).fetchall():
-            removed[priority] = removed.get(priority, 0) + left
+            remove(priority, left, size)
         row = db.execute(
-            "SELECT priority, count, skip FROM outbox_batch WHERE id = ?", (batch_id,)
+            "SELECT priority, count, skip, length(CAST(lines AS BLOB)) FROM outbox_batch"
+            " WHERE id = ?",
+            (batch_id,),
         ).fetchone()
         if row is not None and index >= row[2]:
-            priority, count, skip = row
+            priority, count, skip, size = row
             if index + 1 >= count:
                 db.execute("DELETE FROM outbox_batch WHERE id = ?", (batch_id,))
             else:
                 db.execute("UPDATE outbox_batch SET skip = ? WHERE id = ?", (index + 1, batch_id))
-            removed[priority] = removed.get(priority, 0) + min(count, index + 1) - skip
+            new_skip = min(count, index + 1)
+            remove(
+                priority,
+                new_skip - skip,
+                _left_bytes(size, count, skip) - _left_bytes(size, count, new_skip),
+            )
         return removed
 
-    def _removed(self, removed: dict[int, int]) -> int:
-        for priority, n in removed.items():
+    def _removed(self, removed: dict[int, tuple[int, int]]) -> int:
+        count = 0
+        for priority, (n, size) in removed.items():
             self._by_priority[priority] -= n
-        count = sum(removed.values())
+            self._bytes_by_priority[priority] -= size
+            self._bytes -= size
+            count += n
         self._depth -= count
         return count
 
@@ -273,6 +348,10 @@ class Outbox:
 
     def depth(self) -> int:
         return self._depth
+
+    def bytes(self) -> int:
+        """Bytes of the lines waiting (see the module doc: kept in memory)."""
+        return self._bytes
 
     def depth_by_priority(self) -> dict[int, int]:
         """Lines waiting, by priority (kept in memory)."""

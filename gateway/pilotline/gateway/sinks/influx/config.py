@@ -36,6 +36,11 @@ class InfluxConfig(Connection):
     """Most lines the durable outbox keeps while InfluxDB is away (their size on disk:
     benchmarks/README.md); beyond it raw telemetry is dropped first, oldest first, then
     events."""
+    outbox_max_bytes: int = Field(default=1024**3, ge=1024**2)
+    """Most bytes of line text the outbox keeps (1 GiB: lines of up to 200 bytes reach
+    ``outbox_max_points`` first); beyond it the same policy as ``outbox_max_points``. Lines
+    are not all alike (64 signals make a line of a kilobyte), so the disk is bounded in
+    bytes too."""
     inline_token: Annotated[None, BeforeValidator(TOKEN.refuse)] = Field(
         default=None, alias="token", exclude=True, repr=False
     )

@@ -11,7 +11,9 @@ escaping of ``Point.to_line_protocol()`` (and is checked against it by the tests
   and ``\\r`` (line protocol has no way to carry them; a raw newline would end the line);
 - a tag value ending in a backslash gets a trailing escaped space, as ``Point`` does, so
   the backslash cannot escape the separator after it; a measurement, tag key or field key
-  ending in a backslash raises ``ValueError`` (``Point`` writes a corrupt line for it).
+  ending in a backslash raises ``UnwritableNameError`` (``Point`` writes a corrupt line for it).
+  Signal names are checked where they come in (``pilotline.collectors.signals``: the site
+  file and the MQTT decoder refuse them), so a telemetry line never meets one.
 
 Tags are sorted by key (InfluxDB's canonical order, cheapest to ingest); tags with an empty
 key or value are omitted because line protocol forbids them. Fields keep the order given.
@@ -45,11 +47,15 @@ _SERIES_CACHE: dict[tuple[object, ...], str] = {}
 _SERIES_CACHE_MAX = 65_536
 
 
+class UnwritableNameError(ValueError):
+    """A measurement, tag key or field key line protocol has no way to write."""
+
+
 def escape_measurement(name: str) -> str:
     if not name:
-        raise ValueError("empty measurement name")
+        raise UnwritableNameError("empty measurement name")
     if name.endswith("\\"):
-        raise ValueError(f"measurement {name!r} ends with a backslash")
+        raise UnwritableNameError(f"measurement {name[:40]!r} ends with a backslash")
     return name.translate(_ESCAPE_MEASUREMENT)
 
 
@@ -60,7 +66,7 @@ def escape_key(key: str) -> str:
     ``Point`` lets through); there is no escape for it, so it is refused.
     """
     if key.endswith("\\"):
-        raise ValueError(f"key {key!r} ends with a backslash")
+        raise UnwritableNameError(f"key {key[:40]!r} ends with a backslash")
     return key.translate(_ESCAPE_KEY)
 
 
@@ -90,7 +96,7 @@ def field_key(key: str) -> str:
     escaped = _KEY_CACHE.get(key)
     if escaped is None:
         if not key:
-            raise ValueError("empty field key")
+            raise UnwritableNameError("empty field key")
         escaped = escape_key(key)
         if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
             _KEY_CACHE.clear()

@@ -34,7 +34,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from pilotline.gateway.sinks.influx.lineproto import field_key, line_from_key, series_key
+from pilotline.gateway.sinks.influx.lineproto import (
+    UnwritableNameError,
+    field_key,
+    line_from_key,
+    series_key,
+)
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.events import (
     Capacity,
@@ -86,7 +91,8 @@ def telemetry_line(
     """One ``telemetry`` line with a float field per numeric signal, or None if none.
 
     String values (enumerated states) are not telemetry fields and are skipped, as are
-    non-finite numbers (the core rejects them; they must never poison a batch).
+    non-finite numbers (the core rejects them; they must never poison a batch) and names
+    line protocol cannot write (the collectors refuse them before; this never raises).
     """
     # The hot path, one call per sample: specialised for float fields, with the series key
     # and each field's "key=" cached (measured: benchmarks/README.md, "The hot path").
@@ -110,9 +116,10 @@ def telemetry_line(
             text = text[:-2]
         prefix = _FIELD_PREFIXES.get(name)
         if prefix is None:
-            if not name:
+            try:
+                prefix = field_key(name) + "="
+            except UnwritableNameError:  # refused where names come in; never fail the sample
                 continue
-            prefix = field_key(name) + "="
             if len(_FIELD_PREFIXES) >= _KEYS_MAX:
                 _FIELD_PREFIXES.clear()
             _FIELD_PREFIXES[name] = prefix
