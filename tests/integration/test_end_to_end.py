@@ -18,13 +18,14 @@ from tests.auth import bearer
 from tests.fakes import T0, Clock
 from tests.peers import VictoriaMetrics
 from tests.sites import live_site, pilot_camera, pilot_laser
+from tests.waiting import publish_on_time
 
 from pilotline.demo.broker import MosquittoBroker, free_port
-from pilotline.demo.publisher import publish_timeline
 from pilotline.gateway.config import load_config
 from pilotline.gateway.service import Gateway, ServiceOptions
 
 pytestmark = pytest.mark.integration
+
 
 def laser(second: int) -> str:
     # running 0-19 s, idle 20-49 s, running 50-59 s, then silence
@@ -68,8 +69,10 @@ async def running(
     path = tmp_path / "site.yaml"
     path.write_text(
         live_site(
-            {"photonics": [pilot_laser("laser-cutting", "laser-marking")],
-             "imaging": [pilot_camera()]},
+            {
+                "photonics": [pilot_laser("laser-cutting", "laser-marking")],
+                "imaging": [pilot_camera()],
+            },
             site="test-site",
             mqtt_url=broker.url,
             client_id=f"gw-e2e-{port}",
@@ -90,6 +93,10 @@ async def running(
         await task
 
 
+def received(gateway: Gateway) -> Callable[[], int]:
+    return lambda: sum(gateway.metrics.samples.values())
+
+
 def series(vm: VictoriaMetrics, name: str, **labels: str) -> list[tuple[int, float]]:
     """(timestamp ms, value) pairs of every series named ``name`` matching ``labels``."""
     matcher = ",".join([f'__name__="{name}"', *(f'{k}="{v}"' for k, v in labels.items())])
@@ -104,7 +111,7 @@ async def test_scenario_becomes_contracted_points(
 ) -> None:
     gateway, clock, api = running
     messages = scenario(range(60))
-    await asyncio.to_thread(publish_timeline, gateway.config.mqtt.url, messages)  # type: ignore[union-attr]
+    await publish_on_time(gateway.config.mqtt.url, messages, clock, received(gateway))  # type: ignore[union-attr]
     await until(lambda: sum(gateway.metrics.samples.values()) == len(messages))
     # Ten minutes later on the gateway's clock: both machines are stale, and periodic reports
     # at T0+30 s ... T0+600 s have been due.
@@ -132,10 +139,10 @@ async def test_scenario_becomes_contracted_points(
     assert series(vm, "idle_window_duration_s", machine="cam-02") == [(at(10), 30.0)]
 
     available = series(vm, "capacity_available", machine="laser-01", site="test-site")
-    # becomes available min_idle_s (5 s) into the window, unavailable when running is
-    # confirmed (debounce_s after 50 s), then periodic reports of 0
-    assert available[:3] == [(at(25), 1.0), (at(30), 1.0), (at(52), 0.0)]
-    assert {v for t, v in available if t > at(52)} == {0.0}
+    # becomes available min_idle_s (5 s) into the window, unavailable at the first running
+    # sample (50 s, before the debounce confirms it), then periodic reports of 0
+    assert available[:3] == [(at(25), 1.0), (at(30), 1.0), (at(50), 0.0)]
+    assert {v for t, v in available if t > at(50)} == {0.0}
 
     zone = series(vm, "zone_capacity_available", zone="photonics", capability="laser-cutting")
     assert zone[0] == (at(30), 1.0)  # at the 30 s report laser-01 was bookable
@@ -172,13 +179,13 @@ async def test_store_down_mid_run_loses_no_point(
     gateway, clock, _ = running
     url = gateway.config.mqtt.url  # type: ignore[union-attr]
     first = scenario(range(20))
-    await asyncio.to_thread(publish_timeline, url, first)
+    await publish_on_time(url, first, clock, received(gateway))
     await until(lambda: gateway.store.outbox_depth() == 0)
     vm.persist()
 
     vm.stop(kill=True)
     second = scenario(range(20, 60))
-    await asyncio.to_thread(publish_timeline, url, second)
+    await publish_on_time(url, second, clock, received(gateway))
     await until(lambda: sum(gateway.metrics.samples.values()) == 120)
     clock.ms = T0 + 120_000
     await until(lambda: gateway.health()["influx"]["healthy"] is False)
@@ -195,7 +202,7 @@ async def test_store_down_mid_run_loses_no_point(
     assert [v for _, v in states] == [1.0, 2.0, 1.0, 0.0]
     assert gateway.health()["influx"]["healthy"] is True
     print(
-        f"\nstore away: 120 samples published ({len(second) } while victoria-metrics was down), "
+        f"\nstore away: 120 samples published ({len(second)} while victoria-metrics was down), "
         f"{sum(gateway.metrics.samples.values())} received, outbox held {waiting} lines, "
         f"{len(temperature) + len(power)} telemetry points written, "
         f"{120 - len(temperature) - len(power)} lost"

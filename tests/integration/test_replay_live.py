@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from tests.fakes import T0, Clock
 from tests.sites import live_site, pilot_camera, pilot_laser
+from tests.waiting import publish_on_time
 
 from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port
-from pilotline.demo.publisher import publish_timeline
 from pilotline.gateway.config import load_config
 from pilotline.gateway.service import Gateway, ServiceOptions
 from pilotline.gateway.sinks.influx.writer import MemoryWriter
@@ -38,8 +38,7 @@ END = T0 + 600_000
 def site(mqtt_url: str, store: Path, port: int) -> str:
     """test_end_to_end.py's site, with no InfluxDB listening at its URL."""
     return live_site(
-        {"photonics": [pilot_laser("laser-cutting", "laser-marking")],
-         "imaging": [pilot_camera()]},
+        {"photonics": [pilot_laser("laser-cutting", "laser-marking")], "imaging": [pilot_camera()]},
         site="test-site",
         mqtt_url=mqtt_url,
         client_id=f"gw-replay-{port}",
@@ -51,8 +50,10 @@ def site(mqtt_url: str, store: Path, port: int) -> str:
     )
 
 
-TOPIC = {"laser-01": "pilot/photonics/laser-01/telemetry",
-         "cam-02": "pilot/imaging/cam-02/telemetry"}
+TOPIC = {
+    "laser-01": "pilot/photonics/laser-01/telemetry",
+    "cam-02": "pilot/imaging/cam-02/telemetry",
+}
 TABLES = ("machines", "state_history", "idle_windows", "capacity", "zone_capacity")
 
 
@@ -84,7 +85,11 @@ def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 def pilotline(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pilotline.gateway.cli", *args],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
 
 
@@ -97,12 +102,15 @@ async def test_the_replay_of_what_the_gateway_received_equals_what_it_produced(
         path.write_text(site(broker.url, tmp_path / "live.db", port))
         clock = Clock(T0)
         writer = MemoryWriter()
-        gateway = Gateway(load_config(path), writer=writer, clock_ms=clock,
-                          options=ServiceOptions(lateness_ms=0))
+        gateway = Gateway(
+            load_config(path), writer=writer, clock_ms=clock, options=ServiceOptions(lateness_ms=0)
+        )
         task = asyncio.create_task(gateway.run(api=False))
         await until(lambda: gateway.health().get("mqtt", {}).get("healthy", False))
         messages = [(TOPIC[m], json.dumps(p).encode()) for m, p in scenario()]
-        await asyncio.to_thread(publish_timeline, broker.url, messages)
+        await publish_on_time(
+            broker.url, messages, clock, lambda: sum(gateway.metrics.samples.values())
+        )
         await until(lambda: sum(gateway.metrics.samples.values()) == len(messages))
         clock.ms = END
         await until(lambda: gateway.plant.now_ms == END)
@@ -112,15 +120,28 @@ async def test_the_replay_of_what_the_gateway_received_equals_what_it_produced(
             await task
     live = dump(tmp_path / "live.db")
     assert [r[3] for r in live["state_history"] if r[0] == "laser-01"] == [
-        "running", "idle", "running", "offline"
+        "running",
+        "idle",
+        "running",
+        "offline",
     ]
 
     # JSON lines: everything the payloads carried
     jsonl = tmp_path / "history.jsonl"
     jsonl.write_text("".join(json.dumps({"machine": m, **p}) + "\n" for m, p in scenario()))
     out = tmp_path / "replay.db"
-    done = pilotline("replay", "-c", str(path), str(jsonl), "--from", str(T0), "--to",
-                     "2026-11-27T00:10:00Z", "--out-store", str(out))
+    done = pilotline(
+        "replay",
+        "-c",
+        str(path),
+        str(jsonl),
+        "--from",
+        str(T0),
+        "--to",
+        "2026-11-27T00:10:00Z",
+        "--out-store",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     assert "replayed 120 samples" in done.stderr
     assert "replay: 120/120 samples" in done.stderr  # plain progress lines off a terminal
@@ -130,8 +151,18 @@ async def test_the_replay_of_what_the_gateway_received_equals_what_it_produced(
     lp = tmp_path / "telemetry.lp"
     lp.write_text("\n".join(x for x in writer.lines if x.startswith("telemetry,")) + "\n")
     out_lp = tmp_path / "replay-lp.db"
-    done = pilotline("replay", "-c", str(path), str(lp), "--from", str(T0), "--to", str(END),
-                     "--out-store", str(out_lp))
+    done = pilotline(
+        "replay",
+        "-c",
+        str(path),
+        str(lp),
+        "--from",
+        str(T0),
+        "--to",
+        str(END),
+        "--out-store",
+        str(out_lp),
+    )
     assert done.returncode == 0, done.stderr
     assert "no sample carried the state signal of laser-01" in done.stderr
     from_lp = dump(out_lp)
@@ -143,12 +174,33 @@ async def test_the_replay_of_what_the_gateway_received_equals_what_it_produced(
     ]
 
     # the same again is refused without --overwrite, and identical with it
-    again = pilotline("replay", "-c", str(path), str(jsonl), "--from", str(T0), "--to",
-                      str(END), "--out-store", str(out))
+    again = pilotline(
+        "replay",
+        "-c",
+        str(path),
+        str(jsonl),
+        "--from",
+        str(T0),
+        "--to",
+        str(END),
+        "--out-store",
+        str(out),
+    )
     assert again.returncode == 1
     assert "exists" in again.stderr
-    again = pilotline("replay", "-c", str(path), str(jsonl), "--from", str(T0), "--to",
-                      str(END), "--out-store", str(out), "--overwrite")
+    again = pilotline(
+        "replay",
+        "-c",
+        str(path),
+        str(jsonl),
+        "--from",
+        str(T0),
+        "--to",
+        str(END),
+        "--out-store",
+        str(out),
+        "--overwrite",
+    )
     assert again.returncode == 0, again.stderr
     assert dump(out) == live
 
@@ -156,8 +208,14 @@ async def test_the_replay_of_what_the_gateway_received_equals_what_it_produced(
 def test_replay_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text(site("mqtt://127.0.0.1:1", tmp_path / "l.db", free_port()))
-    missing = pilotline("replay", "-c", str(path), str(tmp_path / "nope.jsonl"),
-                        "--out-store", str(tmp_path / "r.db"))
+    missing = pilotline(
+        "replay",
+        "-c",
+        str(path),
+        str(tmp_path / "nope.jsonl"),
+        "--out-store",
+        str(tmp_path / "r.db"),
+    )
     assert missing.returncode == 1
     assert "cannot read" in missing.stderr
     neither = pilotline("replay", "-c", str(path), "--out-store", str(tmp_path / "r.db"))
@@ -180,14 +238,20 @@ def test_replay_reads_the_telemetry_of_an_influxdb_time_range(tmp_path: Path) ->
         pytest.skip(str(exc))
     try:
         lines = [
-            telemetry_line("test-site", "imaging" if m == "cam-02" else "photonics", m,
-                           {k: v for k, v in p.items() if k != "ts"}, p["ts"])
+            telemetry_line(
+                "test-site",
+                "imaging" if m == "cam-02" else "photonics",
+                m,
+                {k: v for k, v in p.items() if k != "ts"},
+                p["ts"],
+            )
             for m, p in scenario()
         ]
         other = telemetry_line("elsewhere", "imaging", "cam-02", {"power_w": 1.0}, T0)
         influx.write([x for x in (*lines, other) if x is not None])
-        data = read_influx(influx.url, influx.database, T0, T0 + 30_000, site="test-site",
-                           chunk_ms=10_000)
+        data = read_influx(
+            influx.url, influx.database, T0, T0 + 30_000, site="test-site", chunk_ms=10_000
+        )
         cams = sorted((s.ts_ms, dict(s.values)) for s in data.samples if s.machine == "cam-02")
         assert len(cams) == 30
         assert cams[0] == (T0, {"power_w": 300.0})
