@@ -31,7 +31,7 @@ _HOSTNAME_RE: Final = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-_WILDCARDS: Final = frozenset({"0.0.0.0", "::"})  # every interface: no host to answer to
+_WILDCARDS: Final = frozenset({"0.0.0.0", "::"})  # nosec B104 (recognised, never bound)
 LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "[::1]")
 
 
