@@ -57,20 +57,22 @@ def parse_time(text: str) -> int:
 
     Raises ``NoTimeZoneError`` for an ISO time without a zone, ``TimeRangeError`` for a time
     outside ``MIN_MS`` .. ``MAX_MS``, ``TimeFormatError`` for anything else that is not a time;
-    callers word the message for their users."""
+    each one's text is a sentence a person can act on (the API and the CLI show it as is)."""
     if _EPOCH_MS.fullmatch(text):
         ms = int(text)
     else:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise TimeFormatError(text) from None
+            raise TimeFormatError(
+                f"{text!r} is not a time (epoch ms or ISO 8601 with a zone)"
+            ) from None
         if parsed.tzinfo is None:
-            raise NoTimeZoneError(text)
+            raise NoTimeZoneError(f"{text!r} has no time zone: add Z or an offset")
         try:
             ms = int(parsed.timestamp() * 1000)
         except (OverflowError, ValueError):  # an offset that moves it past year 1 or 9999
-            raise TimeRangeError(text) from None
+            raise TimeRangeError(f"{text!r} is before 1970 or after 9999") from None
     if not in_range(ms):
-        raise TimeRangeError(text)
+        raise TimeRangeError(f"{text!r} is before 1970 or after 9999")
     return ms
