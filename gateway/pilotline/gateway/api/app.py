@@ -117,6 +117,7 @@ def create_app(gateway: Api) -> FastAPI:
     alerts.add_routes(app.router, gateway)
     quarantine.add_routes(app.router, gateway)
     _document_errors(app)
+    _add_problem_schemas(app)
     return app
 
 
@@ -133,15 +134,19 @@ def _document_errors(app: FastAPI) -> None:
             codes.append(422)
         for code, answer in problems.responses(*codes).items():
             route.responses.setdefault(code, answer)
+
+
+def _add_problem_schemas(app: FastAPI) -> None:
+    """The schemas those answers refer to: FastAPI adds only the models it sees."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = generate()
+            schema = generate()  # FastAPI keeps it: later calls answer this same dict
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 problems.schemas()
             )
-        return app.openapi_schema or generate()
+        return generate()
 
     app.openapi = openapi  # type: ignore[method-assign]
 
