@@ -69,6 +69,8 @@ MATRIX: dict[str, dict[str, int]] = {
                       "owner:lumen-group": 200, "tenant": 403},
     "/api/capacity": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,
                       "owner:lumen-group": 200, "tenant": 200},
+    "/api/catalog": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,
+                     "owner:lumen-group": 200, "tenant": 200},
     "/api/windows": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,
                      "owner:lumen-group": 200, "tenant": 403},
     "/api/forecast": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,

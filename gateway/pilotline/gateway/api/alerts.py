@@ -6,19 +6,23 @@ Owners see the alerts of their own machines; only operators acknowledge and sile
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from pilotline.gateway.api.auth import OPERATORS, OWNERS, Principal
+from pilotline.gateway.api.pages import LINK_HEADER, Cursor, Key, after_key, page, set_next
 from pilotline.gateway.api.ports import AlertsPort
-from pilotline.gateway.api.times import ApiTime
+from pilotline.gateway.api.problems import invalid, responses
+from pilotline.gateway.api.times import ApiTime, Instant
 from pilotline.gateway.config import duration_ms
 from pilotline.gateway.notify.alerting import SilenceLimitError
+from pilotline.gateway.store.alert_state import StoredSilence
 from pilotline.gateway.timefmt import MAX_MS, MIN_MS, iso
 from pilotline.rules.alerts import AlertView
 from pilotline.rules.dispatch import Label, Silence
+from pilotline.rules.labels import SEVERITIES, Severity
 
 DAY_MS = 86_400_000
 MAX_SILENCE_MS = 90 * DAY_MS
@@ -26,6 +30,8 @@ MAX_SILENCE_MS = 90 * DAY_MS
 MAX_SILENCE_AHEAD_MS = 366 * DAY_MS
 """How far ahead a silence may start: with ``MAX_SILENCE_MS`` it ends within reach of
 ``iso()`` and of any plan an operator can mean."""
+MAX_PAGE = 1000
+TAG = "alerts"
 
 
 class AlertOut(BaseModel):
@@ -33,14 +39,14 @@ class AlertOut(BaseModel):
     machine: str
     zone: str
     owner: str
-    severity: str
-    status: str  # pending or firing
-    since: str | None  # the condition has held since
-    firing_since: str | None
+    severity: Severity
+    status: Literal["pending", "firing"]
+    since: Instant  # the condition has held since
+    firing_since: Instant
     value: float | None
     message: str
     acked_by: str | None = None  # who acknowledged it (firing alerts; cleared on resolve)
-    acked_at: str | None = None
+    acked_at: Instant = None
     silenced_by: list[str] = Field(default_factory=list)  # ids of the silences muting it
 
 
@@ -56,7 +62,7 @@ class AckOut(BaseModel):
     rule: str
     machine: str
     acked_by: str
-    acked_at: str | None
+    acked_at: Instant
 
 
 class SilenceIn(BaseModel):
@@ -75,11 +81,11 @@ class SilenceIn(BaseModel):
 
 class SilenceOut(BaseModel):
     id: str
-    matchers: dict[str, str]
-    starts_at: str | None
-    ends_at: str | None
+    matchers: dict[Label, str]
+    starts_at: Instant
+    ends_at: Instant
     created_by: str
-    created_at: str | None
+    created_at: Instant
     comment: str
     active: bool
 
@@ -89,9 +95,22 @@ def add_routes(routes: APIRouter, gateway: AlertsPort) -> None:
 
     @routes.get(
         "/api/alerts",
-        summary="Pending and firing alerts. Operators; owners: their own machines.",
+        summary="Pending and firing alerts, most severe first, then by rule and machine; "
+        "`limit` a page, a `Link` header gives the next. Operators; owners: their own machines.",
+        tags=[TAG],
+        responses={200: {"headers": LINK_HEADER}},
     )
-    async def alerts(who: Annotated[Principal, OWNERS]) -> list[AlertOut]:
+    async def list_alerts(
+        request: Request,
+        response: Response,
+        who: Annotated[Principal, OWNERS],
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+        cursor: Cursor = None,
+    ) -> list[AlertOut]:
+        after = after_key("alerts", cursor, (int, str, str))
+        seen = sorted((a for a in gateway.alerts.view() if who.sees_owner(a.owner)), key=_alert_key)
+        shown = set_next(request, response, "alerts", page(seen, limit, _alert_key, after),
+                         limit=limit, key=_alert_key)
         return [
             AlertOut(
                 rule=a.rule,
@@ -99,43 +118,57 @@ def add_routes(routes: APIRouter, gateway: AlertsPort) -> None:
                 zone=a.zone,
                 owner=a.owner,
                 severity=a.severity,
-                status=a.status.value,
+                status="firing" if a.status.value == "firing" else "pending",
                 since=iso(a.since_ms),
                 firing_since=iso(a.firing_since_ms),
                 value=a.value if math.isfinite(a.value) else None,
                 message=a.message,
                 **_marks(gateway, a),
             )
-            for a in gateway.alerts.view()
-            if who.sees_owner(a.owner)
+            for a in shown
         ]
 
     @routes.post(
         "/api/alerts/ack",
         summary="Acknowledge a firing alert (who and when are kept); it stops repeating. "
         "Operators.",
+        tags=[TAG],
+        responses=responses(404, e404="No firing alert of that rule on that machine"),
     )
-    async def acknowledge(body: AckIn, who: Annotated[Principal, OPERATORS]) -> AckOut:
+    async def acknowledge_alert(body: AckIn, who: Annotated[Principal, OPERATORS]) -> AckOut:
         at_ms = gateway.acknowledge(body.rule, body.machine, who.name, body.comment)
         if at_ms is None:
             raise HTTPException(404, f"no firing alert {body.rule!r} on {body.machine!r}")
         return AckOut(rule=body.rule, machine=body.machine, acked_by=who.name, acked_at=iso(at_ms))
 
-    @routes.get("/api/silences", summary="Active, future and recent silences. Operators.",
-                dependencies=[OPERATORS])
-    async def silences() -> list[SilenceOut]:
+    @routes.get("/api/silences", summary="Active, future and recent silences, newest first; "
+                "`limit` a page, a `Link` header gives the next. Operators.",
+                dependencies=[OPERATORS], tags=[TAG], responses={200: {"headers": LINK_HEADER}})
+    async def list_silences(
+        request: Request,
+        response: Response,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+        cursor: Cursor = None,
+    ) -> list[SilenceOut]:
+        after = after_key("silences", cursor, (int, str))
         now_ms = gateway.clock_ms()
-        return [_silence(s.silence, s.created_ms, now_ms) for s in gateway.silences()]
+        listed = sorted(gateway.silences(), key=_silence_key)
+        shown = set_next(request, response, "silences", page(listed, limit, _silence_key, after),
+                         limit=limit, key=_silence_key)
+        return [_silence(s.silence, s.created_ms, now_ms) for s in shown]
 
     @routes.post("/api/silences", status_code=201,
-                 summary="Mute matching alerts' notifications until an end time. Operators.")
-    async def add_silence(body: SilenceIn, who: Annotated[Principal, OPERATORS]) -> SilenceOut:
+                 summary="Mute matching alerts' notifications until an end time. Operators.",
+                 tags=[TAG],
+                 responses=responses(409, e409="`alerts.max_silences` silences are active or "
+                                     "to come"))
+    async def create_silence(body: SilenceIn, who: Annotated[Principal, OPERATORS]) -> SilenceOut:
         now_ms = gateway.clock_ms()
         starts_ms = now_ms if body.starts_at is None else body.starts_at
         if (body.ends_at is None) == (body.duration is None):
-            raise HTTPException(422, "give exactly one of ends_at and duration")
+            raise invalid(("body",), "give exactly one of ends_at and duration")
         if starts_ms > now_ms + MAX_SILENCE_AHEAD_MS:
-            raise HTTPException(422, "starts_at: a silence starts at most 366 days ahead")
+            raise invalid(("body", "starts_at"), "a silence starts at most 366 days ahead")
         if body.ends_at is not None:
             ends_ms = body.ends_at
         else:
@@ -143,11 +176,13 @@ def add_routes(routes: APIRouter, gateway: AlertsPort) -> None:
             try:
                 ends_ms = starts_ms + duration_ms(body.duration)
             except ValueError as e:
-                raise HTTPException(422, f"duration: {e}") from None
+                raise invalid(("body", "duration"), str(e)) from None
         if ends_ms <= max(starts_ms, now_ms):
-            raise HTTPException(422, "the silence would end before it starts or in the past")
+            raise invalid(
+                ("body", "ends_at"), "the silence would end before it starts or in the past"
+            )
         if ends_ms - starts_ms > MAX_SILENCE_MS:
-            raise HTTPException(422, "a silence lasts at most 90 days")
+            raise invalid(("body",), "a silence lasts at most 90 days")
         try:
             silence = gateway.add_silence(
                 {str(k): v for k, v in body.matchers.items()}, starts_ms, ends_ms, who.name,
@@ -161,13 +196,24 @@ def add_routes(routes: APIRouter, gateway: AlertsPort) -> None:
         return _silence(silence, now_ms, now_ms)
 
     @routes.delete("/api/silences/{silence_id}", summary="End a silence now. Operators.",
-                   dependencies=[OPERATORS])
+                   dependencies=[OPERATORS], tags=[TAG],
+                   responses=responses(404, e404="No silence with that id"))
     async def end_silence(silence_id: str) -> SilenceOut:
         ended = gateway.end_silence(silence_id)
         if ended is None:
             raise HTTPException(404, f"no silence {silence_id!r}")
         return _silence(ended.silence, ended.created_ms, gateway.clock_ms())
 
+
+def _alert_key(view: AlertView) -> Key:
+    """Most severe first, then by rule and machine: unique, and stable between pages."""
+    rank = SEVERITIES.index(view.severity) if view.severity in SEVERITIES else -1
+    return (-rank, view.rule, view.machine)
+
+
+def _silence_key(stored: StoredSilence) -> Key:
+    """Newest first, then by id (the store's order)."""
+    return (-stored.created_ms, stored.silence.id)
 
 
 def _marks(gateway: AlertsPort, view: AlertView) -> dict[str, Any]:

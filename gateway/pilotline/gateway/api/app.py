@@ -1,7 +1,7 @@
 """The HTTP API: health, Prometheus metrics, machines, capacity and idle windows.
 
-The app is assembled here from groups of routes (capacity.py, history.py, alerts.py,
-quarantine.py); each group reads the gateway through its protocol in ports.py.
+The app is assembled here from groups of routes (capacity.py, catalog.py, history.py,
+alerts.py, quarantine.py); each group reads the gateway through its protocol in ports.py.
 
 Served by uvicorn inside the gateway's own event loop; every handler is ``async`` so it runs in
 that loop (never in a thread pool) and reads the core and the SQLite store without locks.
@@ -12,8 +12,16 @@ Access (``auth.py``): every route but ``/health`` declares who may call it with 
 an owner sees only its own machines (``who.sees_owner(owner)``), a tenant only offered
 capacity, with owner names only where ``owners.<id>.show_to_tenants`` allows. A new route
 without a declaration fails ``tests/gateway/test_api_access.py``. The OpenAPI document is at
-``/openapi.json`` (a token is needed); Swagger UI is not served (it would fetch the
-document without a token). The API listens on loopback unless configured otherwise.
+``/openapi.json`` (a token is needed): each operation has a tag and an ``operationId``
+made from its handler's name (``list_machines``: ``listMachines``), its error answers are
+documented, all of them ``application/problem+json`` (``problems.py``). Swagger UI and
+ReDoc are not served: FastAPI's pages load their scripts from a CDN that a facility's
+network may not reach, and would fetch the document without a token; ``/docs`` and
+``/redoc`` answer a 404 that says so. The API listens on loopback unless configured
+otherwise.
+
+Lists that grow are paged with a cursor (``pages.py``); what clients poll carries an
+``ETag`` (``etag.py``).
 
 ``serve_api`` puts what no route should see past it in front of the app: a Host it does not
 answer to (``hosts.py``), a client that holds connections without sending a request
@@ -26,22 +34,39 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from typing import Any, Final
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pilotline.gateway import __version__
-from pilotline.gateway.api import alerts, capacity, history, quarantine
-from pilotline.gateway.api.auth import EVERYONE, SCRAPERS, Access, RequestGuard
+from pilotline.gateway.api import alerts, capacity, catalog, history, problems, quarantine
+from pilotline.gateway.api.auth import EVERYONE, SCRAPERS, Access, RequestGuard, roles_of
 from pilotline.gateway.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
 from pilotline.gateway.api.hosts import HostGuard
 from pilotline.gateway.api.metrics import registry
 from pilotline.gateway.api.ports import Api
 
 log = structlog.get_logger("pilotline.gateway.api")
+
+TAGS: Final = [
+    {"name": "service", "description": "Health, Prometheus metrics, this document."},
+    {"name": "capacity", "description": "Machines, what is free now, forecasts, the catalog."},
+    {"name": "history", "description": "Idle windows and utilization from the store."},
+    {"name": "alerts", "description": "Alerts, acknowledgements and silences."},
+    {"name": "quarantine", "description": "Inputs the gateway refused, with why."},
+]
+
+
+def operation_id(route: APIRoute) -> str:
+    """``list_machines`` -> ``listMachines``: the handler's name says what the call does."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 def create_app(gateway: Api) -> FastAPI:
@@ -55,35 +80,75 @@ def create_app(gateway: Api) -> FastAPI:
         openapi_url=None,
         # No redirect for a trailing slash: its Location would be built from the Host header.
         redirect_slashes=False,
+        generate_unique_id_function=operation_id,
+        openapi_tags=TAGS,
     )
+    problems.install(app)
     app.state.access = Access(gateway.store.tokens, gateway.metrics.auth_failures)
     app.add_middleware(RequestGuard)
     metrics_registry = registry(gateway.metrics, gateway.gauges())
 
-    @app.get("/health", summary="Each collector and sink, with why when unhealthy. Anyone.")
-    async def health() -> JSONResponse:
+    @app.get("/health", summary="Each collector and sink, with why when unhealthy. Anyone.",
+             tags=["service"], responses={503: {"description": "Something is unhealthy"}})
+    async def get_health() -> JSONResponse:
         body = gateway.health()
         return JSONResponse(body, status_code=200 if body["healthy"] else 503)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[EVERYONE])
-    async def openapi() -> JSONResponse:
+    async def get_openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
     @app.get(
         "/metrics",
         summary="Prometheus exposition. Operators and scrapers.",
         dependencies=[SCRAPERS],
+        tags=["service"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
     )
-    async def metrics() -> Response:
+    async def get_metrics() -> Response:
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     # On the app's own router, not through include_router: FastAPI keeps an included router's
     # routes out of ``app.routes``, where tests/gateway/test_api_access.py checks each one.
     capacity.add_routes(app.router, gateway)
+    catalog.add_routes(app.router, gateway)
     history.add_routes(app.router, gateway)
     alerts.add_routes(app.router, gateway)
     quarantine.add_routes(app.router, gateway)
+    _document_errors(app)
+    _add_problem_schemas(app)
     return app
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Every route's 401/403 (it declares roles) and 422 (it takes parameters) answers, in
+    the one error shape; the routes declare their own 404s and 409s."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        codes = [413] if route.body_field is not None else []
+        if any(roles_of(d) is not None for d in route.dependant.dependencies):
+            codes += [401, 403]
+        if get_flat_params(route.dependant) or route.body_field is not None:
+            codes.append(422)
+        for code, answer in problems.responses(*codes).items():
+            route.responses.setdefault(code, answer)
+
+
+def _add_problem_schemas(app: FastAPI) -> None:
+    """The schemas those answers refer to: FastAPI adds only the models it sees."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()  # FastAPI keeps it: later calls answer this same dict
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                problems.schemas()
+            )
+        return generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -13,7 +13,8 @@ route). Each refusal is counted in ``pilotline_auth_failures_total{reason}`` and
 ``Principal`` and filters with ``Principal.sees_owner``; ``tests/gateway/test_api_access.py``
 calls every route as every principal and fails for a route that declares no roles.
 
-``RequestGuard`` (ASGI middleware) bounds request bodies (413 above ``MAX_BODY_BYTES``) and
+``RequestGuard`` (ASGI middleware) bounds request bodies (413 above ``MAX_BODY_BYTES``, a
+problem+json answer like every other refusal: ``problems.py``) and
 writes one ``api.access`` audit line per authenticated request: principal, role, method,
 route template, status and client address (the peer's, or what a trusted proxy forwarded:
 ``api.trusted_proxies``).
@@ -30,6 +31,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from pilotline.gateway.api.problems import send_problem
 from pilotline.gateway.store.tokens import Principal, Role, TokenRegistry
 
 __all__ = [
@@ -45,7 +47,6 @@ __all__ = [
     "Role",
     "allow",
     "header",
-    "plain",
 ]
 
 log = structlog.get_logger("pilotline.gateway.auth")
@@ -159,7 +160,10 @@ class RequestGuard:
             return
         length = header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            await plain(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+            await send_problem(
+                send, 413, f"request body larger than {self.max_body_bytes} bytes",
+                scope.get("path"),
+            )
             return
         status = 500
         received = 0
@@ -203,18 +207,3 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1").strip()
     return None
-
-
-async def plain(send: Send, status: int, text: str) -> None:
-    body = text.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

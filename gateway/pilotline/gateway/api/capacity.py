@@ -8,15 +8,20 @@ that have any.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, TypeAdapter
 
 from pilotline.gateway.api.auth import EVERYONE, OWNERS, Principal, Role
+from pilotline.gateway.api.etag import ETAG_HEADERS, etagged
 from pilotline.gateway.api.ports import CapacityPort
+from pilotline.gateway.api.problems import responses
+from pilotline.gateway.api.times import Instant
 from pilotline.gateway.timefmt import iso
 from pilotline.rules import State
+
+TAG = "capacity"
 
 
 class MachineOut(BaseModel):
@@ -24,12 +29,12 @@ class MachineOut(BaseModel):
     zone: str
     owner: str
     capabilities: list[str]
-    state: str
+    state: State
     state_code: int
-    since: str | None
-    pending: str | None
-    last_seen: str | None
-    idle_since: str | None
+    since: Instant
+    pending: State | None  # a state seen but not yet held for its debounce
+    last_seen: Instant
+    idle_since: Instant
     idle_for_s: float
     available: bool
 
@@ -39,23 +44,23 @@ class CapacityOut(BaseModel):
     zone: str
     owner: str | None  # None for tenants unless the owner shows its name (show_to_tenants)
     capabilities: list[str]
-    idle_since: str | None
-    available_since: str | None  # when it had been idle min_idle_s
+    idle_since: Instant
+    available_since: Instant  # when it had been idle min_idle_s
     idle_for_s: float
     available: bool  # idle for min_idle_s
     offered: bool  # available, and inside its owner's offering policy: bookable
-    offered_until: str | None  # when the policy stops offering it (None: open-ended)
+    offered_until: Instant  # when the policy stops offering it (None: open-ended)
 
 
 class CapacityAnswer(BaseModel):
-    at: str | None
+    at: Instant
     available: list[CapacityOut]  # bookable now: offered, longest idle first
     idle_not_yet_available: list[CapacityOut]  # idle, but too briefly or outside the policy
     machines: int  # matching the filters; for a tenant, the machines offered now
 
 
 class ForecastHour(BaseModel):
-    start: str | None
+    start: Instant
     start_ms: int
     expected_free_min: float
     offered_min: float
@@ -69,23 +74,31 @@ class ForecastOut(BaseModel):
     hours: list[ForecastHour]
 
 
+_FORECASTS = TypeAdapter(list[ForecastOut])
+_ETAGGED: dict[int | str, dict[str, Any]] = {
+    200: {"headers": ETAG_HEADERS},
+    **responses(304),
+}
+
+
 def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
     """Adds this group's routes to the app's router."""
     min_idle_ms = {m.id: m.min_idle_ms for m in gateway.plant_spec.machines}
     shown_to_tenants = {o for o, policy in gateway.config.owners.items() if policy.show_to_tenants}
 
-    @routes.get("/api/machines", summary="Machines' current states. Operators; owners: their own.")
-    async def machines(who: Annotated[Principal, OWNERS]) -> list[MachineOut]:
+    @routes.get("/api/machines", summary="Machines' current states. Operators; owners: their own.",
+                tags=[TAG])
+    async def list_machines(who: Annotated[Principal, OWNERS]) -> list[MachineOut]:
         return [
             MachineOut(
                 id=v.id,
                 zone=v.zone,
                 owner=v.owner,
                 capabilities=list(v.capabilities),
-                state=v.state.value,
+                state=v.state,
                 state_code=v.state.code,
                 since=iso(v.since_ms),
-                pending=v.pending.value if v.pending else None,
+                pending=v.pending,
                 last_seen=iso(v.last_seen_ms),
                 idle_since=iso(v.window_start_ms),
                 idle_for_s=v.idle_for_s,
@@ -98,13 +111,18 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
     @routes.get(
         "/api/capacity",
         summary="What is free now, by zone and capability. Operators; owners: their own "
-        "machines; tenants: offered capacity, owner names only where the owner allows.",
+        "machines; tenants: offered capacity, owner names only where the owner allows. "
+        "`If-None-Match` with the last `ETag`: 304 while the answer is the same.",
+        tags=[TAG],
+        response_model=CapacityAnswer,
+        responses=_ETAGGED,
     )
-    async def capacity(
+    async def get_capacity(
+        request: Request,
         who: Annotated[Principal, EVERYONE],
         zone: Annotated[str | None, Query(max_length=64)] = None,
         capability: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> CapacityAnswer:
+    ) -> Response:
         available: list[CapacityOut] = []
         waiting: list[CapacityOut] = []
         count = 0
@@ -135,24 +153,29 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
             )
             (available if v.offered else waiting).append(item)
         available.sort(key=lambda c: -c.idle_for_s)
-        return CapacityAnswer(
+        answer = CapacityAnswer(
             at=iso(gateway.plant.now_ms),
             available=available,
             idle_not_yet_available=waiting,
             machines=count,
         )
+        return etagged(request, answer.model_dump_json().encode())
 
     @routes.get(
         "/api/forecast",
         summary="Expected offered free minutes per hour, next 48 h. Everyone; owners: their own; "
-        "tenants: the offered hours of machines that have any.",
+        "tenants: the offered hours of machines that have any. `ETag` as for capacity.",
+        tags=[TAG],
+        response_model=list[ForecastOut],
+        responses=_ETAGGED,
     )
-    async def forecast(
+    async def get_forecast(
+        request: Request,
         who: Annotated[Principal, EVERYONE],
         zone: Annotated[str | None, Query(max_length=64)] = None,
         capability: Annotated[str | None, Query(max_length=64)] = None,
         machine: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> list[ForecastOut]:
+    ) -> Response:
         tenant = who.role is Role.TENANT
         out = []
         for spec in gateway.plant_spec.machines:
@@ -186,5 +209,4 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
                     ],
                 )
             )
-        return out
-
+        return etagged(request, _FORECASTS.dump_json(out))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from pilotline.gateway.api.auth import OWNERS, Principal, Role
+from pilotline.gateway.api.pages import LINK_HEADER, Cursor, after_key, set_next
 from pilotline.gateway.api.ports import HistoryPort
-from pilotline.gateway.api.times import ApiTime
+from pilotline.gateway.api.problems import invalid
+from pilotline.gateway.api.times import ApiTime, Instant
 from pilotline.gateway.timefmt import iso
 from pilotline.rules.utilization import STATES as UTILIZATION_STATES
 from pilotline.rules.utilization import Usage
@@ -21,13 +23,14 @@ from pilotline.rules.utilization import Usage
 DAY_MS = 86_400_000
 MAX_HISTORY_DAYS = 366
 """How far back ``/api/windows?since=`` may reach (older history: query InfluxDB)."""
+TAG = "history"
 
 
 class WindowOut(BaseModel):
     machine: str
     zone: str
-    start: str | None
-    end: str | None
+    start: Instant
+    end: Instant
     start_ms: int
     end_ms: int | None
     duration_s: float | None
@@ -54,9 +57,9 @@ class ZoneUsageOut(UsageOut):
 
 
 class UtilizationAnswer(BaseModel):
-    from_: str | None = Field(serialization_alias="from")
-    to: str | None
-    until: str | None  # the end of what was measured: `to`, or now if `to` is later
+    from_: Instant = Field(serialization_alias="from")
+    to: Instant
+    until: Instant  # the end of what was measured: `to`, or now if `to` is later
     machines: list[MachineUsageOut]
     zones: list[ZoneUsageOut]
 
@@ -69,9 +72,15 @@ def add_routes(routes: APIRouter, gateway: HistoryPort) -> None:
 
     @routes.get(
         "/api/windows",
-        summary="Idle windows since a time, newest first. Operators; owners: their own.",
+        summary="Idle windows since a time, newest first, `limit` a page: a `Link` header "
+        "gives the next. Operators; owners: their own.",
+        tags=[TAG],
+        responses={200: {"headers": LINK_HEADER}},
     )
-    async def windows(
+    async def list_windows(
+        *,
+        request: Request,
+        response: Response,
         who: Annotated[Principal, OWNERS],
         since: Annotated[
             ApiTime,
@@ -80,24 +89,33 @@ def add_routes(routes: APIRouter, gateway: HistoryPort) -> None:
         ] = None,
         machine: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        cursor: Cursor = None,
     ) -> list[WindowOut]:
         now = gateway.clock_ms()
         since_ms = since if since is not None else now - DAY_MS
         if since_ms < now - MAX_HISTORY_DAYS * DAY_MS:
-            raise HTTPException(
-                422, f"since reaches more than {MAX_HISTORY_DAYS} days back: query InfluxDB"
+            raise invalid(
+                ("query", "since"),
+                f"since reaches more than {MAX_HISTORY_DAYS} days back: query InfluxDB",
             )
+        after = after_key("windows", cursor, (int, str))
         among = None if who.role is Role.OPERATOR else owned.get(who.subject or "", [])
-        rows = gateway.store.windows(since_ms, machine=machine, limit=limit, among=among)
-        return [_window(row) for row in rows]
+        rows = gateway.store.windows(
+            since_ms, machine=machine, limit=limit + 1, among=among,
+            after=None if after is None else (int(after[0]), str(after[1])),
+        )
+        kept = set_next(request, response, "windows", rows, limit=limit,
+                        key=lambda r: (r["start_ms"], r["machine"]), since=since_ms)
+        return [_window(row) for row in kept]
 
     @routes.get(
         "/api/utilization",
         summary="Share of time running, idle, down, in maintenance and offline per machine "
         "and zone over [from, to). Operators; owners: their own machines.",
         response_model_by_alias=True,
+        tags=[TAG],
     )
-    async def utilization(
+    async def get_utilization(
         who: Annotated[Principal, OWNERS],
         from_: Annotated[
             ApiTime,
@@ -112,9 +130,9 @@ def add_routes(routes: APIRouter, gateway: HistoryPort) -> None:
         to_ms = to if to is not None else gateway.clock_ms()
         from_ms = from_ if from_ is not None else to_ms - DAY_MS
         if to_ms <= from_ms:
-            raise HTTPException(422, "`to` must be after `from`")
+            raise invalid(("query", "to"), "`to` must be after `from`")
         if to_ms - from_ms > MAX_HISTORY_DAYS * DAY_MS:
-            raise HTTPException(422, f"the period is longer than {MAX_HISTORY_DAYS} days")
+            raise invalid(("query", "to"), f"the period is longer than {MAX_HISTORY_DAYS} days")
         among = None if who.role is Role.OPERATOR else owned.get(who.subject or "", [])
         report = gateway.utilization(from_ms, to_ms, among=among)
         return UtilizationAnswer(

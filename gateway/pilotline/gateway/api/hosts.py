@@ -18,7 +18,8 @@ from typing import Final
 
 import structlog
 
-from pilotline.gateway.api.auth import ASGIApp, Receive, Scope, Send, header, plain
+from pilotline.gateway.api.auth import ASGIApp, Receive, Scope, Send, header
+from pilotline.gateway.api.problems import send_problem
 
 __all__ = ["HostGuard", "host_of"]
 
@@ -69,4 +70,4 @@ class HostGuard:
             method=scope.get("method"),
             client=client[0] if client else None,
         )
-        await plain(send, 400, "this API does not answer to that Host (api.allowed_hosts)")
+        await send_problem(send, 400, "this API does not answer to that Host (api.allowed_hosts)")

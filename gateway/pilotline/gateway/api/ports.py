@@ -64,11 +64,14 @@ class WindowStore(Protocol):
         limit: int = 1000,
         *,
         among: Collection[str] | None = None,
+        after: tuple[int, str] | None = None,
     ) -> list[dict[str, Any]]: ...
 
 
 class QuarantineStore(Protocol):
-    def quarantine(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def quarantine(
+        self, limit: int = 100, before_id: int | None = None
+    ) -> list[dict[str, Any]]: ...
 
 
 class ApiStore(TokenStore, WindowStore, QuarantineStore, Protocol):
@@ -102,6 +105,16 @@ class CapacityPort(Protocol):
     def plant_spec(self) -> PlantSpec: ...
     @property
     def forecasts(self) -> Mapping[str, Sequence[HourForecast]]: ...
+
+
+class CatalogPort(Protocol):
+    """``/api/catalog`` (catalog.py)."""
+
+    @property
+    def config(self) -> ApiSettings: ...
+    @property
+    def plant_spec(self) -> PlantSpec: ...
+    def clock_ms(self) -> int: ...
 
 
 class HistoryPort(Protocol):
@@ -139,7 +152,9 @@ class QuarantinePort(Protocol):
     def store(self) -> QuarantineStore: ...
 
 
-class Api(ServicePort, CapacityPort, HistoryPort, AlertsPort, QuarantinePort, Protocol):
+class Api(
+    ServicePort, CapacityPort, CatalogPort, HistoryPort, AlertsPort, QuarantinePort, Protocol
+):
     """Everything the API needs: what ``create_app`` and ``serve_api`` take."""
 
     @property

@@ -22,7 +22,7 @@ from pilotline.gateway.timefmt import (
     parse_time,
 )
 
-__all__ = ["MAX_TEXT", "ApiTime", "api_time"]
+__all__ = ["MAX_TEXT", "ApiTime", "Instant", "api_time"]
 
 MAX_TEXT: Final = 40
 """Longer than any epoch ms or ISO 8601 time with a zone and nanoseconds."""
@@ -59,3 +59,10 @@ ApiTime = Annotated[
         }
     ),
 ]
+
+
+Instant = Annotated[
+    str | None,
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}),
+]
+"""A time the API answers with: ISO 8601 with the offset (``timefmt.iso``), or null."""

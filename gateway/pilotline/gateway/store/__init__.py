@@ -213,8 +213,9 @@ class Store:
         limit: int = 1000,
         *,
         among: Collection[str] | None = None,
+        after: tuple[int, str] | None = None,
     ) -> list[dict[str, Any]]:
-        return self.plant.windows(since_ms, machine, limit, among=among)
+        return self.plant.windows(since_ms, machine, limit, among=among, after=after)
 
     def state_history(self, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
         return self.plant.state_history(from_ms, to_ms)
@@ -228,8 +229,8 @@ class Store:
     def last_report(self, kind: str) -> int | None:
         return self.reports.last(kind)
 
-    def quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
-        return self.quarantined.newest(limit)
+    def quarantine(self, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+        return self.quarantined.newest(limit, before_id)
 
     def quarantine_count(self) -> int:
         return self.quarantined.count()

@@ -237,12 +237,18 @@ class Plant:
         limit: int = 1000,
         *,
         among: Collection[str] | None = None,
+        after: tuple[int, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Windows that started at or after ``since_ms``, or are still open; newest first.
+        """Windows that started at or after ``since_ms``, or are still open; newest first
+        (by start, then machine: a window's key).
 
-        ``among`` keeps only these machines (an owner's, for the API)."""
+        ``among`` keeps only these machines (an owner's, for the API); ``after`` starts
+        after the window with that key (``(start_ms, machine)``: the API's cursor)."""
         where = "(start_ms >= ? OR end_ms IS NULL)"
         params: list[Any] = [since_ms]
+        if after is not None:
+            where += " AND (start_ms < ? OR (start_ms = ? AND machine > ?))"
+            params.extend((after[0], after[0], after[1]))
         if machine is not None:
             where += " AND machine = ?"
             params.append(machine)

@@ -62,9 +62,15 @@ class Quarantine:
             (self.limit,),
         )
 
-    def newest(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Newest first."""
-        return rows(self._db, "SELECT * FROM quarantine ORDER BY id DESC LIMIT ?", (limit,))
+    def newest(self, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+        """Newest first; ``before_id``: only older than that row (the API's cursor)."""
+        if before_id is None:
+            return rows(self._db, "SELECT * FROM quarantine ORDER BY id DESC LIMIT ?", (limit,))
+        return rows(
+            self._db,
+            "SELECT * FROM quarantine WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (before_id, limit),
+        )
 
     def count(self) -> int:
         count: int = self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
