@@ -40,6 +40,7 @@ from pilotline.gateway.api.connections import ConnectionGuard, ConnectionLimits,
 from pilotline.gateway.api.hosts import HostGuard
 from pilotline.gateway.api.metrics import registry
 from pilotline.gateway.api.ports import Api
+from pilotline.gateway.api.timing import RequestTimer
 
 log = structlog.get_logger("pilotline.gateway.api")
 
@@ -58,6 +59,8 @@ def create_app(gateway: Api) -> FastAPI:
     )
     app.state.access = Access(gateway.store.tokens, gateway.metrics.auth_failures)
     app.add_middleware(RequestGuard)
+    # added last, so outermost: it also times the answers RequestGuard gives (413)
+    app.add_middleware(RequestTimer, durations=gateway.metrics.api_durations)
     metrics_registry = registry(gateway.metrics, gateway.gauges())
 
     @app.get("/health", summary="Each collector and sink, with why when unhealthy. Anyone.")
