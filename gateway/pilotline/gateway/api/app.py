@@ -5,6 +5,8 @@ quarantine.py); each group reads the gateway through its protocol in ports.py.
 
 Served by uvicorn inside the gateway's own event loop; every handler is ``async`` so it runs in
 that loop (never in a thread pool) and reads the core and the SQLite store without locks.
+(``/metrics`` reads its figures in the loop too, then writes the text from that copy in a
+thread: ``metrics.exposition``.)
 
 Access (``auth.py``): every route but ``/health`` declares who may call it with one of
 ``OPERATORS``, ``SCRAPERS``, ``OWNERS``, ``EVERYONE`` (or ``allow(Role...)``), either in
@@ -31,14 +33,14 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from pilotline.gateway import __version__
 from pilotline.gateway.api import alerts, capacity, history, quarantine
 from pilotline.gateway.api.auth import EVERYONE, SCRAPERS, Access, RequestGuard
 from pilotline.gateway.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
 from pilotline.gateway.api.hosts import HostGuard
-from pilotline.gateway.api.metrics import registry
+from pilotline.gateway.api.metrics import exposition
 from pilotline.gateway.api.ports import Api
 from pilotline.gateway.api.timing import RequestTimer
 
@@ -61,7 +63,7 @@ def create_app(gateway: Api) -> FastAPI:
     app.add_middleware(RequestGuard)
     # added last, so outermost: it also times the answers RequestGuard gives (413)
     app.add_middleware(RequestTimer, durations=gateway.metrics.api_durations)
-    metrics_registry = registry(gateway.metrics, gateway.gauges())
+    gauges = gateway.gauges()
 
     @app.get("/health", summary="Each collector and sink, with why when unhealthy. Anyone.")
     async def health() -> JSONResponse:
@@ -78,7 +80,8 @@ def create_app(gateway: Api) -> FastAPI:
         dependencies=[SCRAPERS],
     )
     async def metrics() -> Response:
-        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+        text = await exposition(gateway.metrics, gauges)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     # On the app's own router, not through include_router: FastAPI keeps an included router's
     # routes out of ``app.routes``, where tests/gateway/test_api_access.py checks each one.

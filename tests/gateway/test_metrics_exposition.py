@@ -1,5 +1,6 @@
-"""docs/metrics.md lists every family ``/metrics`` exposes, with its type and labels, and
-nothing else; and the request histogram's buckets are Prometheus's ``le`` (at most)."""
+"""``/metrics``: docs/metrics.md lists every family it exposes, with its type and labels, and
+nothing else; the request histogram's buckets are Prometheus's ``le`` (at most); the text is
+written from a snapshot, which the loop's later counting does not change."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from pathlib import Path
 
 import httpx
 from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
 from tests.auth import bearer
-from tests.exposition import documented, drift, exposed
+from tests.exposition import documented, drift, exposed, samples
+from tests.fakes import T0, Clock
 from tests.sites import machine_config, site_yaml
 
 from pilotline.collectors.mqtt.collector import AckToken, Quarantined
 from pilotline.gateway.api.app import create_app
-from pilotline.gateway.api.metrics import Histogram, registry
+from pilotline.gateway.api.metrics import GatewayCollector, Histogram, exposition, registry
 from pilotline.gateway.config import load_config
 from pilotline.gateway.service import Gateway
 from pilotline.gateway.sinks.influx.writer import MemoryWriter
@@ -79,3 +82,33 @@ def test_a_duration_on_a_bucket_bound_counts_in_that_bucket() -> None:
         ("d_seconds_sum", None): 0.01 + 0.0100001 + 0.1 + 7.0,
     }
     assert {s.labels["route"] for s in family.samples} == {"/r"}
+
+
+async def test_the_text_is_written_from_a_snapshot_of_the_figures(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(site_yaml({"photonics": [machine_config("laser-01")]}, store=tmp_path / "db"))
+    clock = Clock(T0)
+    gateway = Gateway(load_config(path), writer=MemoryWriter(), clock_ms=clock)
+    metrics, gauges = gateway.metrics, gateway.gauges()
+    metrics.api_durations.observe(("/api/machines", "GET", "200"), 0.002)
+    snapshot = CollectorRegistry(auto_describe=False)
+    snapshot.register(GatewayCollector(metrics, gauges).snapshot())
+    before = generate_latest(snapshot).decode()
+
+    # what the loop counts after the snapshot (while a thread writes the snapshot's text)
+    metrics.api_durations.observe(("/api/machines", "GET", "200"), 0.002)
+    sample = Sample("laser-01", T0 - 1500, {"state": "NotExecuting"})
+    gateway.ingest.sample(sample, AckToken(1, 1, 1))
+    gateway.commit()
+
+    assert generate_latest(snapshot).decode() == before
+    seen = ("pilotline_machine_last_seen_age_seconds", (("machine", "laser-01"),))
+    got = ("pilotline_samples_total", (("machine", "laser-01"),))
+    requests = (
+        "pilotline_api_request_duration_seconds_count",
+        (("method", "GET"), ("route", "/api/machines"), ("status", "200")),
+    )
+    then = samples(before)
+    assert (seen in then, got in then, then[requests]) == (False, False, 1)
+    now = samples((await exposition(metrics, gauges)).decode())
+    assert (now[seen], now[got], now[requests]) == (1.5, 1, 2)
