@@ -362,11 +362,14 @@ def registry(metrics: Metrics, gauges: Gauges) -> CollectorRegistry:
     return _registry(GatewayCollector(metrics, gauges))
 
 
+_PROCESS = ProcessCollector(registry=None)  # reads /proc/self at each collect
+_PLATFORM = PlatformCollector(registry=None)  # fixed at start
+
+
 def _registry(collector: GatewayCollector) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(collector)
-    ProcessCollector(registry=reg)
-    PlatformCollector(registry=reg)
+    for part in (collector, _PROCESS, _PLATFORM):
+        reg.register(part)
     return reg
 
 

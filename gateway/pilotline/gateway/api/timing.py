@@ -3,7 +3,7 @@
 ``RequestTimer`` is the outermost middleware of the app: it times each request to the end of
 its answer and counts it in ``Metrics.api_durations`` (plain counts, exposed on scrape as
 ``pilotline_api_request_duration_seconds``). The labels stay bounded whatever clients send:
-the route is the template FastAPI matched (``/api/machines/{machine}``), never the raw path,
+the route is the template FastAPI matched (``/api/silences/{silence_id}``), never the path,
 and ``unmatched`` when none did; a method outside HTTP's usual ones counts as ``other``.
 """
 
