@@ -217,10 +217,11 @@ class MqttCollector:
         """This collector's part of the gateway's ``/health``."""
         return health_report(self.health(), now_ms)
 
-    def gauges(self) -> tuple[bool, int, int, int]:
-        """connected, reconnects, values with a Bad status (none in MQTT), messages received."""
+    def gauges(self) -> tuple[bool, int, int, int, dict[str, int]]:
+        """connected, reconnects, values with a Bad status (none in MQTT), messages received,
+        signals dropped beyond ``max_signals`` by machine."""
         h = self.health()
-        return h.connected, h.reconnects, 0, h.received
+        return h.connected, h.reconnects, 0, h.received, h.signals_dropped or {}
 
     # -- connection lifecycle ------------------------------------------------------------------
 

@@ -228,10 +228,11 @@ class OpcuaCollector:
         """This collector's part of the gateway's ``/health``."""
         return health_report(self.health(), now_ms)
 
-    def gauges(self) -> tuple[bool, int, int, int]:
-        """connected, reconnects, values with a Bad status, data-change notifications."""
+    def gauges(self) -> tuple[bool, int, int, int, dict[str, int]]:
+        """connected, reconnects, values with a Bad status, data-change notifications, and
+        no signals dropped (a subscription brings only the configured nodes)."""
         o = self.health()
-        return o.connected, o.reconnects, o.bad_values, o.notifications
+        return o.connected, o.reconnects, o.bad_values, o.notifications, {}
 
     # -- connection state ---------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ alerts.py, quarantine.py); each group reads the gateway through its protocol in 
 
 Served by uvicorn inside the gateway's own event loop; every handler is ``async`` so it runs in
 that loop (never in a thread pool) and reads the core and the SQLite store without locks.
+(``/metrics`` reads its figures in the loop too, then writes the text from that copy in a
+thread: ``metrics.exposition``.)
 
 Access (``auth.py``): every route but ``/health`` declares who may call it with one of
 ``OPERATORS``, ``SCRAPERS``, ``OWNERS``, ``EVERYONE`` (or ``allow(Role...)``), either in
@@ -42,15 +44,16 @@ from fastapi import FastAPI
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from pilotline.gateway import __version__
 from pilotline.gateway.api import alerts, capacity, catalog, history, problems, quarantine
 from pilotline.gateway.api.auth import EVERYONE, SCRAPERS, Access, RequestGuard, roles_of
 from pilotline.gateway.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
 from pilotline.gateway.api.hosts import HostGuard
-from pilotline.gateway.api.metrics import registry
+from pilotline.gateway.api.metrics import exposition
 from pilotline.gateway.api.ports import Api
+from pilotline.gateway.api.timing import RequestTimer
 
 log = structlog.get_logger("pilotline.gateway.api")
 
@@ -86,7 +89,9 @@ def create_app(gateway: Api) -> FastAPI:
     problems.install(app)
     app.state.access = Access(gateway.store.tokens, gateway.metrics.auth_failures)
     app.add_middleware(RequestGuard)
-    metrics_registry = registry(gateway.metrics, gateway.gauges())
+    # added last, so outermost: it also times the answers RequestGuard gives (413)
+    app.add_middleware(RequestTimer, durations=gateway.metrics.api_durations)
+    gauges = gateway.gauges()
 
     @app.get("/health", summary="Each collector and sink, with why when unhealthy. Anyone.",
              tags=["service"], responses={503: {"description": "Something is unhealthy"}})
@@ -107,7 +112,8 @@ def create_app(gateway: Api) -> FastAPI:
         responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
     )
     async def get_metrics() -> Response:
-        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+        text = await exposition(gateway.metrics, gauges)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     # On the app's own router, not through include_router: FastAPI keeps an included router's
     # routes out of ``app.routes``, where tests/gateway/test_api_access.py checks each one.

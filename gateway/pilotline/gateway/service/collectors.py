@@ -63,8 +63,9 @@ class Collector(Protocol):
         """Its part of ``/health``: ``healthy``, ``why`` (None when healthy), then details."""
         ...
 
-    def gauges(self) -> tuple[bool, int, int, int]:
-        """For /metrics: connected, reconnects, values with a Bad status, received."""
+    def gauges(self) -> tuple[bool, int, int, int, dict[str, int]]:
+        """For /metrics: connected, reconnects, values with a Bad status, received, and
+        signals dropped beyond a payload's limit by machine."""
         ...
 
 

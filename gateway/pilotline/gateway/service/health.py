@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pilotline.gateway.api.metrics import Gauges, Metrics
+from pilotline.gateway.api.metrics import Gauges, MachineGauge, Metrics
 from pilotline.gateway.clock import Clock
 from pilotline.gateway.service.collectors import Collector
 from pilotline.gateway.sinks.influx.drain import OutboxDrainer
@@ -121,12 +121,26 @@ class Health:
         """What ``/metrics`` reads at scrape time."""
         store, drainer, collectors = self._store, self._drainer, self._collectors
 
-        def collector_gauges() -> list[tuple[str, bool, int, int, int]]:
+        def collector_gauges() -> list[tuple[str, bool, int, int, int, dict[str, int]]]:
             return [(c.name, *c.gauges()) for c in collectors]
 
         def oldest_age() -> float:
             oldest = store.outbox_oldest_ms()
             return 0.0 if oldest is None else max(0.0, (self._clock_ms() - oldest) / 1000)
+
+        def machines() -> list[MachineGauge]:
+            now = self._clock_ms()
+            return [
+                MachineGauge(
+                    v.id,
+                    v.zone,
+                    v.state.code,
+                    v.lag_ms / 1000,
+                    # a stamp up to max_skew_s ahead is accepted: no negative age
+                    None if v.last_seen_ms is None else max(0.0, (now - v.last_seen_ms) / 1000),
+                )
+                for v in self._views()
+            ]
 
         return Gauges(
             outbox_depth=store.outbox_depth,
@@ -136,5 +150,8 @@ class Health:
             write_errors=lambda: drainer.stats().errors if drainer else 0,
             collectors=collector_gauges,
             outbox_dropped=lambda: dict(store.outbox_dropped),
-            lags=lambda: {v.id: v.lag_ms for v in self._views()},
+            outbox_bytes=store.outbox_bytes,
+            outbox_max_points=store.outbox_max_points,
+            outbox_max_bytes=store.outbox_max_bytes,
+            machines=machines,
         )
