@@ -67,11 +67,14 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 def test_libraries_warnings_and_the_gateway_share_one_json_stream(restored: None) -> None:
     out = io.StringIO()
-    configure_logging("json", "info", stream=out)
+    configure_logging("json", "debug", stream=out)
     structlog.get_logger("pilotline.test.stream").info("test.event", machine="laser-01")
     logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
     logging.getLogger("asyncua.client").warning("close_secure_channel was called")
-    logging.getLogger("paho.mqtt.client").info("below WARNING: a library cannot flood the log")
+    # Libraries stay at WARNING whatever the gateway's level: they cannot flood the log, and
+    # influxdb-client's and urllib3's debug lines carry the Authorization header.
+    logging.getLogger("paho.mqtt.client").info("Sending PUBACK (Mid: 1)")
+    logging.getLogger("influxdb_client.client.http").debug(f"Authorization: Token {SECRET}")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn("an old API", DeprecationWarning, stacklevel=1)
@@ -90,6 +93,7 @@ def test_libraries_warnings_and_the_gateway_share_one_json_stream(restored: None
     assert lines[0]["machine"] == "laser-01"
     assert lines[1]["message"] == "Invalid HTTP request received."
     assert "DeprecationWarning: an old API" in lines[3]["message"]
+    assert SECRET not in out.getvalue()
     assert lines[4]["exception"][0]["exc_type"] == "OSError"  # structured, as ours are
 
 
@@ -125,3 +129,4 @@ def test_the_console_stays_readable(restored: None) -> None:
     assert "{" not in first
     for part in ("library.log", "uvicorn.error", "Invalid HTTP request received."):
         assert part in second
+

@@ -2,13 +2,14 @@
 
 A unix datagram socket of the test stands for systemd's (``$NOTIFY_SOCKET``), with a short
 watchdog (``$WATCHDOG_USEC``): the real console script says ``READY=1`` once its API
-answers, ``WATCHDOG=1`` while its loops run, and ``STOPPING=1`` on SIGTERM. The unit file
-itself is checked by ``systemd-analyze verify`` in tests/gateway/test_deploy_files.py.
+answers, ``WATCHDOG=1`` while its loops run, and ``STOPPING=1`` on SIGTERM. The shipped unit
+file passes ``systemd-analyze verify`` (scripts/setup installs systemd for the tests).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,10 +25,10 @@ from tests.sites import live_site, pilot_laser
 
 from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),
-]
+pytestmark = pytest.mark.integration
+needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+UNIT = Path(__file__).resolve().parents[2] / "deploy/systemd/pilotline.service"
 
 WATCHDOG_USEC = 300_000
 
@@ -60,6 +61,7 @@ def receive(sock: socket.socket, wanted: str, timeout_s: float) -> list[str]:
             return got
 
 
+@needs_mosquitto
 def test_ready_watchdog_and_stopping_reach_systemd(
     tmp_path: Path, broker: MosquittoBroker, notify_socket: tuple[socket.socket, str]
 ) -> None:
@@ -113,3 +115,32 @@ def test_ready_watchdog_and_stopping_reach_systemd(
             proc.kill()
             proc.wait(timeout=10)
     assert "Traceback" not in (tmp_path / "gateway.stderr").read_text()
+
+
+def verify(unit_text: str, folder: Path) -> list[str]:
+    """``systemd-analyze verify`` of ``unit_text`` as ``pilotline.service``: what it says
+    about the unit. ``ExecStart=`` must name an executable that exists, so the unit's
+    /opt/pilotline/bin/pilotline becomes this environment's console script."""
+    assert SYSTEMD_ANALYZE is not None
+    folder.mkdir()
+    unit = folder / "pilotline.service"
+    unit.write_text(unit_text.replace("/opt/pilotline/bin/pilotline", pilotline_command()[0]))
+    done = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", "--man=no", str(unit)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0"},
+    )
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "pilotline" in line]
+    assert done.returncode == 0 or said, done
+    return said
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    text = UNIT.read_text()
+    assert verify(text, tmp_path / "shipped") == []
+    # the check sees what it should: a misspelt key and a bad value are reported
+    broken = text.replace("WatchdogSec=30s", "WatchdogSec=half a minute\nWatchDogSec=30s")
+    said = verify(broken, tmp_path / "broken")
+    assert any("WatchDogSec" in line for line in said), said
+    assert any("half a minute" in line or "Failed to parse" in line for line in said), said
