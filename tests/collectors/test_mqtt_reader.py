@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import select
 import socket
 import threading
@@ -232,3 +233,13 @@ def test_automatic_acks_when_not_manual(qos: int) -> None:
 def test_mqtt_5_only() -> None:
     with pytest.raises(ValueError, match="MQTT 5 only"):
         BufferedClient(CallbackAPIVersion.VERSION2, client_id="t", protocol=paho.MQTTv311)
+
+
+def test_paho_reports_a_failed_read_through_logging(caplog: pytest.LogCaptureFixture) -> None:
+    """paho logs nothing unless given a logger; the gateway's log handler renders it."""
+    with _client(BufferedClient) as (client, _wsock, _got):
+        client._sock.close()  # the read fails with an OSError (a bad file descriptor)
+        with caplog.at_level(logging.ERROR, logger="paho.mqtt.client"):
+            assert client.loop_read(10) == MQTTErrorCode.MQTT_ERR_CONN_LOST
+    assert [(r.name, r.levelno) for r in caplog.records] == [("paho.mqtt.client", logging.ERROR)]
+    assert caplog.records[0].getMessage().startswith("failed to receive on socket")

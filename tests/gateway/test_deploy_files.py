@@ -167,6 +167,12 @@ def test_the_systemd_unit_is_hardened_and_takes_secrets_as_credentials() -> None
     ]:
         assert u[key] == [value], key
     assert u["StateDirectory"] == ["pilotline"]
+    # systemd hears READY=1, WATCHDOG=1, STOPPING=1 (tests/integration/test_systemd_notify.py)
+    assert u["Type"] == ["notify"]
+    assert u["NotifyAccess"] == ["main"]
+    assert u["WatchdogSec"] == ["30s"]
+    # a filtered system call fails with EPERM rather than killing the gateway with SIGSYS
+    assert u["SystemCallErrorNumber"] == ["EPERM"]
     assert any(v.startswith("influx_token:") for v in u["LoadCredential"])
     sysusers = (DEPLOY / "systemd/pilotline.sysusers.conf").read_text()
     assert re.search(r"^u pilotline ", sysusers, re.MULTILINE)

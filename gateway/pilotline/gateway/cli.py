@@ -413,8 +413,9 @@ def _run(path: Path, log_format: str | None, shard: Shard | None = None) -> int:
 
     async def service() -> None:
         from pilotline.gateway.service import Gateway
+        from pilotline.gateway.service.systemd import SystemdNotifier
 
-        await Gateway(config).run()
+        await Gateway(config, notifier=SystemdNotifier.from_environment()).run()
 
     return _serve(service())
 

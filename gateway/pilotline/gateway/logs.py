@@ -5,6 +5,12 @@ context such as ``machine``, ``zone`` and ``collector`` is bound with contextvar
 Secrets are redacted by key name before rendering, so a token passed by mistake never leaves.
 Tracebacks never show local variables (structlog's and rich's default): a frame's locals
 hold payloads, tokens and passwords, which must not reach a log.
+
+Everything else that writes to the log goes the same way, through one handler on the root
+logger (structlog's ``ProcessorFormatter``): the libraries that use the standard library's
+``logging`` (uvicorn, paho, asyncua, influxdb-client), ``warnings``, and exceptions nothing
+caught. Their lines carry the event name ``library.log`` (or ``python.uncaught``), so in JSON
+mode every line of the stream is a JSON object (``journalctl -o cat | jq`` never breaks).
 """
 
 from __future__ import annotations
@@ -12,12 +18,17 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
+from types import TracebackType
 from typing import Any, Literal, TextIO
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
+
+LIBRARY_EVENT = "library.log"
+HANDLER_NAME = "pilotline"
 
 SECRET_KEYS = frozenset({"password", "token", "secret", "authorization", "private_key"})
 
@@ -48,9 +59,22 @@ def console_tracebacks(*, colors: bool) -> structlog.typing.ExceptionRenderer:
     return structlog.dev.plain_traceback
 
 
+def library_event(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A library's line (uvicorn, paho, asyncua, influxdb-client, ``warnings``) gets the one
+    stable event name ``library.log``; its free text becomes ``message``, beside ``logger``."""
+    event_dict["message"] = event_dict.get("event")
+    event_dict["event"] = LIBRARY_EVENT
+    return event_dict
+
+
 def configure_logging(
     fmt: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
+    """One handler on the root logger renders every line: the gateway's structlog events and
+    the standard library's records (uvicorn, paho, asyncua, influxdb-client, ``warnings``,
+    uncaught exceptions) alike, so a JSON stream holds nothing but JSON lines."""
     out = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Any = (
@@ -61,24 +85,77 @@ def configure_logging(
         )
     )
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+    shared: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_secrets,
-        structlog.processors.StackInfoRenderer(),
     ]
-    if use_json:  # the console renderer formats exceptions itself
-        processors.append(json_tracebacks())
     structlog.configure(
-        processors=[*processors, renderer],
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            *shared,
+            redact_secrets,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
-    # Libraries that log through the standard library (uvicorn, paho, influxdb-client) go to
-    # stderr at WARNING and above, so they cannot flood the gateway's own lines.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
-    # asyncua logs a traceback for every dropped connection; the OPC UA collector reports
-    # connection life itself (opcua.* events and /health), so only asyncua's worst remains.
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, library_event],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # the console renderer formats exceptions itself
+            *([json_tracebacks()] if use_json else []),
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Libraries log at WARNING and above, so they cannot flood the gateway's own lines;
+    # asyncua's warnings among them (a dropped connection's traceback), as the docs promise.
+    root.setLevel(max(logging.WARNING, numeric_level))
+    # The gateway's events are filtered by structlog already (make_filtering_bound_logger).
+    logging.getLogger("pilotline").setLevel(numeric_level)
+    logging.captureWarnings(True)  # ``warnings`` as ``py.warnings`` records, not bare text
+    sys.excepthook = _uncaught
+    threading.excepthook = _uncaught_in_thread
+    sys.unraisablehook = _unraisable
+
+
+_log = structlog.get_logger("pilotline.process")
+
+
+def _uncaught(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    _log.critical("python.uncaught", where="main", exc_info=(kind, value, tb))
+
+
+def _uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None:
+        return
+    where = f"thread {args.thread.name}" if args.thread is not None else "thread"
+    _log.error(
+        "python.uncaught",
+        where=where,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
+def _unraisable(args: Any) -> None:
+    """An exception Python could not raise (in ``__del__``, a garbage-collected coroutine)."""
+    value = args.exc_value
+    _log.warning(
+        "python.uncaught",
+        where=f"unraisable: {args.err_msg or 'Exception ignored in'}: {args.object!r}",
+        exc_info=(args.exc_type, value, args.exc_traceback) if value is not None else None,
+    )

@@ -86,6 +86,10 @@ class BufferedClient(paho.Client):
         """Longest packet body read; a longer one ends the connection (protocol error)."""
         self._packets = PacketReader()
         self._rsock: Any = None
+        # paho's errors (a failed socket read, a callback that raised) reach the log through
+        # the standard library's ``paho.mqtt.client`` logger, rendered as the gateway's lines;
+        # its debug lines stop at the logger's level check.
+        self.enable_logger()
 
     # -- reading ---------------------------------------------------------------------------
 

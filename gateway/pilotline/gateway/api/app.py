@@ -160,9 +160,18 @@ def _add_problem_schemas(app: FastAPI) -> None:
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn inside our loop: the gateway owns the signals, not uvicorn."""
 
+    def __init__(self, config: uvicorn.Config, listening: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self._listening = listening
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._listening is not None:
+            self._listening.set()  # the gateway may tell systemd it is ready
 
 
 def bind(address: str) -> socket.socket:
@@ -182,7 +191,8 @@ def bind(address: str) -> socket.socket:
     return sock
 
 
-async def serve_api(gateway: Api) -> None:
+async def serve_api(gateway: Api, listening: asyncio.Event | None = None) -> None:
+    """Serve until cancelled; ``listening`` is set once requests are answered."""
     settings = gateway.config.api
     sock = bind(settings.listen)
     limits = ConnectionLimits(
@@ -209,7 +219,7 @@ async def serve_api(gateway: Api) -> None:
         forwarded_allow_ips=list(settings.trusted_proxies),
         server_header=False,
     )
-    server = _EmbeddedServer(config)
+    server = _EmbeddedServer(config, listening)
     log.info(
         "api.listening",
         url=f"http://{settings.listen}",

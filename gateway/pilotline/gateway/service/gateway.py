@@ -40,6 +40,7 @@ from pilotline.gateway.service.ingest import Ingest
 from pilotline.gateway.service.options import ServiceOptions
 from pilotline.gateway.service.reports import UtilizationReports
 from pilotline.gateway.service.staged import Staged
+from pilotline.gateway.service.systemd import SystemdNotifier
 from pilotline.gateway.service.timer import CatchUp, RulesTimer
 from pilotline.gateway.sinks.influx.drain import OutboxDrainer
 from pilotline.gateway.sinks.influx.writer import InfluxClientWriter, InfluxWriter
@@ -65,12 +66,16 @@ class Gateway:
         collectors: bool = True,
         telemetry: bool = True,
         monotonic_ms: Clock | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         """``collectors=False`` builds the gateway without MQTT and OPC UA collectors (replay
         feeds ``ingest`` itself); ``telemetry=False`` writes no ``telemetry`` points.
         ``monotonic_ms`` pairs an injected ``clock_ms`` with a monotonic clock to detect its
-        steps (see clock.py); the real wall clock gets ``time.monotonic``."""
+        steps (see clock.py); the real wall clock gets ``time.monotonic``. ``notifier``
+        tells systemd when it is ready, alive and stopping (``pilotline run`` passes one
+        from the environment; by default nothing is told)."""
         self.config = config
+        self.notifier = notifier or SystemdNotifier(None)
         self.options = options = options or ServiceOptions()
         self.clock_ms = clock_ms
         if monotonic_ms is None and clock_ms is wall_clock_ms:
@@ -197,6 +202,7 @@ class Gateway:
             stage_alerts=stage_alerts,
             staged=staged,
             request_commit=committer.request,
+            alive=self.notifier.alive,
         )
         self.reports = UtilizationReports(
             config=config,
@@ -251,7 +257,11 @@ class Gateway:
     # -- running ---------------------------------------------------------------------------
 
     async def run(self, *, api: bool = True, ready: asyncio.Event | None = None) -> None:
-        """Run until cancelled; on cancellation commit, flush the outbox and close."""
+        """Run until cancelled; on cancellation commit, flush the outbox and close.
+
+        Ready (``ready`` set, systemd told ``READY=1``) once every task runs and the API
+        listens; not once the peers answer: a broker that is down is the collectors' to
+        retry, and must not fail the start."""
         log.info(
             "gateway.started",
             site=self.config.site,
@@ -273,16 +283,27 @@ class Gateway:
                     tasks.create_task(self.reports.run(), name="utilization-daily")
                 for notifier in self.notifiers:
                     tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
+                listening = asyncio.Event()
                 if api:
                     # Imported here: replay and the CLI's other commands build a Gateway
                     # without the HTTP stack.
                     from pilotline.gateway.api.app import serve_api  # noqa: PLC0415
 
-                    tasks.create_task(serve_api(self), name="http-api")
-                if ready is not None:
-                    ready.set()
+                    tasks.create_task(serve_api(self, listening), name="http-api")
+                else:
+                    listening.set()
+                tasks.create_task(self._announce(listening, ready), name="ready")
         finally:
+            self.notifier.stopping("stopping: committing and flushing the outbox")
             await self._shutdown()
+
+    async def _announce(self, listening: asyncio.Event, ready: asyncio.Event | None) -> None:
+        await listening.wait()
+        self.notifier.ready(
+            f"running: {len(self._zone_of)} machines, {len(self.collectors)} collectors"
+        )
+        if ready is not None:
+            ready.set()
 
     async def _shutdown(self) -> None:
         self.commit()
@@ -303,6 +324,7 @@ class Gateway:
         if self.writer is not None:
             self.writer.close()
         self.store.close()
+        self.notifier.close()
         log.info("gateway.stopped")
 
     # -- what tests, replay, the forecasts and the API call ---------------------------------

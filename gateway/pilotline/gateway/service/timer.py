@@ -110,9 +110,11 @@ class RulesTimer:
         stage_alerts: Callable[[], bool],
         staged: Staged,
         request_commit: Callable[[], None],
+        alive: Callable[[], None] = lambda: None,
     ) -> None:
         """``advance(now)``: move the core and stage what fired (``Ingest.advance``);
-        ``stage_alerts()``: stage what the alert cores emitted (``handlers.AlertOutput``)."""
+        ``stage_alerts()``: stage what the alert cores emitted (``handlers.AlertOutput``);
+        ``alive()``: called on every turn (systemd's watchdog, ``SystemdNotifier.alive``)."""
         self._catch_up = catch_up
         self._subscribed = subscribed
         self._steady = steady
@@ -125,16 +127,20 @@ class RulesTimer:
         self._stage_alerts = stage_alerts
         self._staged = staged
         self._request_commit = request_commit
+        self._alive = alive
 
     async def run(self) -> None:
         """Arm one timer for the core's next deadline, on the watermark clock.
 
         The timer wakes at least once a second: a sample may have brought an earlier deadline,
         and events are stamped at their deadline's time whenever they fire, so a late wake-up
-        delays an event without changing it.
+        delays an event without changing it. Each turn tells the watchdog that the loop
+        runs: a turn that never ends (an event loop blocked) stops the pings.
         """
-        while True:  # noqa: ASYNC110 (a timer, not a wait for a condition)
-            await asyncio.sleep(self.tick())
+        while True:
+            delay = self.tick()
+            self._alive()
+            await asyncio.sleep(delay)
 
     def tick(self) -> float:
         """One turn: move the core to the watermark (once caught up) and stage what fired;

@@ -144,6 +144,7 @@ class MqttChannel:
             protocol=paho.MQTTv5,
             reconnect_on_failure=False,
         )
+        client.enable_logger()  # paho's errors in the gateway's log (logs.py renders them)
         connack = threading.Event()
         answer: list[ReasonCode] = []
 
