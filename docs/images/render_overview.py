@@ -3,7 +3,9 @@
 Starts Debian's InfluxDB 1.x (tests/peers.py), writes the dataset of
 tests/integration/test_dashboards.py (the gateway's own line protocol), runs the facility
 overview's "Machine states" and "Utilization" panel queries exactly as the dashboard holds
-them, and draws what Grafana would show. Needs matplotlib (not a pilotline dependency):
+them, each over its panel's time range (the utilization panel reads the completed days of the
+last 7: the dataset's two days before the states shown), and draws what Grafana would show.
+Needs matplotlib (not a pilotline dependency):
 
     .venv/bin/pip install matplotlib
     PYTHONPATH=. .venv/bin/python docs/images/render_overview.py
@@ -38,12 +40,13 @@ COLORS = {"offline": "#8e8e8e", "running": "#56a64b", "idle": "#3274d9", "down":
 def main() -> None:
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/facility-overview.json")
                            .read_text())
-    queries = {title: q for title, _, q in influx_queries(dashboard)}
+    queries = {title: (q, time_range) for title, _, q, time_range in influx_queries(dashboard)}
     with InfluxDB1() as db:
         db.write(dataset())
-        states = rows(db.query(substitute(queries["Machine states"], VARIABLES)))
-        usage = rows(db.query(substitute(
-            queries["Utilization (share of time per state)"], VARIABLES)))
+        states_query, states_range = queries["Machine states"]
+        states = rows(db.query(substitute(states_query, VARIABLES, states_range)))
+        usage_query, usage_range = queries["Utilization (share of time per state)"]
+        usage = rows(db.query(substitute(usage_query, VARIABLES, usage_range)))
     machines = sorted({r["machine"] for r in states}, reverse=True)
     end = RANGE[1]
 
@@ -69,7 +72,7 @@ def main() -> None:
     bx.set_yticks(range(len(machines)), machines)
     bx.set_xlim(0, 100)
     bx.set_xlabel("% of time")
-    bx.set_title("Utilization (share of time per state)", loc="left", fontsize=10)
+    bx.set_title("Utilization, last 7 days (utilization)", loc="left", fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLORS.values()]
     fig.legend(handles, list(COLORS), loc="lower center", ncol=5, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
