@@ -87,6 +87,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke.add_argument("-c", "--config", type=Path, required=True, help="site configuration")
     revoke.add_argument("--shard", type=_shard_arg, default=None, help=SHARD_STORE_HELP)
 
+    copy = sub.add_parser(
+        "backup",
+        help="copy the store consistently, also while the gateway runs",
+        description="Copy the configuration's store with SQLite's backup API: a consistent "
+        "copy as of one commit, taken read-only beside a running gateway (which goes on "
+        "writing). Restore: docs/operator-guide.md, 'Back up and restore the store'.",
+    )
+    copy.add_argument("-c", "--config", type=Path, required=True, help="site configuration")
+    copy.add_argument(
+        "--to", type=Path, required=True,
+        help="the copy's file, or an existing folder (then <store>-<UTC time>.db in it)",
+    )
+    copy.add_argument("--overwrite", action="store_true", help="replace --to if it exists")
+    copy.add_argument("--shard", type=_shard_arg, default=None, help=SHARD_STORE_HELP)
+
     replay = sub.add_parser(
         "replay",
         help="recompute states, windows and capacity from recorded samples",
@@ -135,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _token(args)
     if args.command == "replay":
         return _replay(args)
+    if args.command == "backup":
+        return _backup(args)
     if args.command == "browse":
         return _browse(args.endpoint, args.depth, args.yaml, args.config, args.pki)
     if (serve := getattr(args, "serve", None)) is not None:
@@ -239,6 +256,30 @@ def _token(args: argparse.Namespace) -> int:
     print(secret)
     print(f"token {args.name!r} ({role}{f' {subject}' if subject else ''}) created: it is shown "
           "this once; only its hash is kept", file=sys.stderr)
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from pilotline.gateway.clock import wall_clock_ms
+    from pilotline.gateway.config import ConfigError, load_config
+    from pilotline.gateway.store import StoreError
+    from pilotline.gateway.store.backup import backup
+
+    try:
+        whole = load_config(args.config, check_files=False)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.issues)} problem(s)", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 1
+    config = _cut(whole, args.shard, args.config)  # each shard's gateway has its own store
+    if config is None:
+        return 1
+    try:
+        copied = backup(config.store, args.to, now_ms=wall_clock_ms(), overwrite=args.overwrite)
+    except (StoreError, OSError) as exc:
+        print(f"pilotline backup: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(copied.describe()))
     return 0
 
 

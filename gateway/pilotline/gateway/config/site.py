@@ -26,6 +26,7 @@ from pilotline.gateway.config.fields import ms
 from pilotline.gateway.config.locate import format_loc
 from pilotline.gateway.config.machine import Defaults, Machine, Zone
 from pilotline.gateway.config.offering import Offering, OwnerPolicy
+from pilotline.gateway.config.retention import StoreRetention
 from pilotline.gateway.shard import ShardBy, check_shard_text, zone_shard_tag
 from pilotline.gateway.sinks.influx.config import InfluxConfig
 from pilotline.rules.alerts import AlertRule
@@ -70,6 +71,8 @@ class SiteConfig(Model):
     mqtt: MqttBrokerConfig | None = None
     influx: InfluxConfig | None = None
     store: Path = Path("./var/pilotline.db")
+    store_retention: StoreRetention = Field(default_factory=StoreRetention)
+    """How long the store keeps its history tables (config/retention.py)."""
     api: Annotated[ApiConfig, BeforeValidator(api_section)] = Field(default_factory=ApiConfig)
     """``api: host:port`` or the section (gateway/api/config.py)."""
     defaults: Defaults = Field(default_factory=Defaults)

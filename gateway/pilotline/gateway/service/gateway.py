@@ -3,10 +3,10 @@
 A thin asyncio shell around the pure core, wired here from parts that each hold one job:
 ``Ingest`` (the way in, ingest.py), the event handlers (handlers.py), the ``Committer``
 (commit.py), the ``RulesTimer`` and ``CatchUp`` (timer.py), the utilization reports
-(reports.py), operators' alert actions (actions.py) and ``/health`` with the gauges
-(health.py), the collectors (collectors.py). ``Gateway`` builds them from the site's
-configuration, runs their tasks, and offers the API (api/ports.py) and the forecasts the few
-members they read.
+(reports.py), the store's retention (pruning.py), operators' alert actions (actions.py)
+and ``/health`` with the gauges (health.py), the collectors (collectors.py). ``Gateway``
+builds them from the site's configuration, runs their tasks, and offers the API
+(api/ports.py) and the forecasts the few members they read.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pilotline.gateway.service.handlers import AlertOutput, EventPipeline, event
 from pilotline.gateway.service.health import Health
 from pilotline.gateway.service.ingest import Ingest
 from pilotline.gateway.service.options import ServiceOptions
+from pilotline.gateway.service.pruning import Pruner
 from pilotline.gateway.service.reports import UtilizationReports
 from pilotline.gateway.service.staged import Staged
 from pilotline.gateway.service.systemd import SystemdNotifier
@@ -214,6 +215,12 @@ class Gateway:
             commit=committer.commit,
             drainer=self.drainer,
         )
+        self.pruner = Pruner(
+            retention=config.store_retention,
+            store=self.store,
+            clock_ms=clock_ms,
+            needed_from=self.reports.needed_from_ms,
+        )
         self.actions = AlertActions(
             self.alerting,
             steady=self.steady,
@@ -281,6 +288,7 @@ class Gateway:
                 if self.drainer is not None:
                     tasks.create_task(self.drainer.run(), name="outbox-drainer")
                     tasks.create_task(self.reports.run(), name="utilization-daily")
+                tasks.create_task(self.pruner.run(), name="store-pruner")
                 for notifier in self.notifiers:
                     tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
                 listening = asyncio.Event()

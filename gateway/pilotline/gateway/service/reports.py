@@ -95,16 +95,9 @@ class UtilizationReports:
         now = self._clock_ms()
         complete_until = day_start_ms(now - self.settle_ms, tz)
         self._next_report_ms = next_day_ms(complete_until, tz) + self.settle_ms
-        last = store.last_report(UTILIZATION_REPORT)
-        if last is not None:
-            day = next_day_ms(last, tz)
-        else:
-            first = store.first_state_ms()
-            if first is None:
-                return []
-            day = day_start_ms(first, tz)
-        oldest = day_start_ms(complete_until - UTILIZATION_BACKFILL_DAYS * 86_400_000, tz)
-        day = max(day, oldest)
+        day = self._first_due_day(complete_until)
+        if day is None:
+            return []
         written: list[int] = []
         config = self._config
         while day < complete_until:
@@ -125,6 +118,29 @@ class UtilizationReports:
             self._drainer.notify()
             log.info("utilization.reported", days=len(written), last_day_ms=written[-1])
         return written
+
+    def needed_from_ms(self) -> int | None:
+        """Where the state history must still begin for the reports: the start of the first
+        day not written yet (None: no reports are written here, or no history yet). Pruning
+        keeps the state each machine was in at that time and everything after."""
+        if self._drainer is None:
+            return None
+        return self._first_due_day(day_start_ms(self._clock_ms() - self.settle_ms, self.tz))
+
+    def _first_due_day(self, complete_until: int) -> int | None:
+        """The first day ``report`` writes, given the days complete ``until``; None if the
+        store has no state history yet."""
+        tz = self.tz
+        last = self._store.last_report(UTILIZATION_REPORT)
+        if last is not None:
+            day = next_day_ms(last, tz)
+        else:
+            first = self._store.first_state_ms()
+            if first is None:
+                return None
+            day = day_start_ms(first, tz)
+        oldest = day_start_ms(complete_until - UTILIZATION_BACKFILL_DAYS * 86_400_000, tz)
+        return max(day, oldest)
 
     async def run(self) -> None:
         """Write each completed day's points once (see ``report``). Wakes once a second,

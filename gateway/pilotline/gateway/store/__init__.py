@@ -20,7 +20,9 @@ writer of its tables:
 - ``notifications``: the notification outbox (notifications.py);
 - ``reports``: the periodic reports already written (reports.py);
 - ``alerts``: alert cores' checkpoints, silences, acknowledgements (alert_state.py);
-- ``api_tokens``: the API's hashed tokens (tokens.py).
+- ``api_tokens``: the API's hashed tokens (tokens.py);
+- ``retention``: pruning the history tables of rows older than their retention
+  (retention.py).
 
 ``commit()`` and ``commit_report()`` compose their writes inside one ``Transaction``; the
 rest of ``Store``'s methods delegate to a family, for the many callers written against them.
@@ -48,6 +50,7 @@ from pilotline.gateway.store.plant import Plant, changes
 from pilotline.gateway.store.quarantine import HEAD_LIMIT, Quarantine, QuarantineRow
 from pilotline.gateway.store.reports import Reports
 from pilotline.gateway.store.resume import ResumePoints
+from pilotline.gateway.store.retention import Retention
 from pilotline.gateway.store.schema import SCHEMA_VERSION, migrate
 from pilotline.gateway.store.tokens import TokenRegistry
 from pilotline.rules.events import Event
@@ -114,6 +117,7 @@ class Store:
             self.reports = Reports(db)
             self.alerts = AlertStateStore(db)
             self.api_tokens = TokenRegistry(db)
+            self.retention = Retention(db)
             self.resume.compact()
         except sqlite3.DatabaseError as exc:
             db.close()
