@@ -66,7 +66,9 @@ def test_compose_has_the_stack_and_the_demo_as_a_profile() -> None:
 
 def test_compose_references_files_that_exist() -> None:
     doc = compose()
-    operator_made = {"./site.yaml"}  # the site's own configuration, documented in the header
+    # the site's own configuration, and the folder ./secrets.sh init makes for InfluxDB's
+    # tokens, both documented in the header
+    operator_made = {"./site.yaml", "./secrets/influx"}
     for name, service in doc["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -109,6 +111,40 @@ def test_compose_services_wire_up_with_one_another() -> None:
     assert provider["providers"][0]["options"]["path"] in mounts
     home = grafana["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (GRAFANA / "dashboards" / Path(home).name).is_file()
+
+
+def test_the_operator_token_stays_with_influxdb_the_others_get_least_privilege() -> None:
+    doc = compose()
+    services = doc["services"]
+    holders = {name for name, s in services.items() if "influx_token" in s.get("secrets", [])}
+    assert holders == {"influxdb"}
+    for gateway in ("pilotline", "demo"):
+        assert services[gateway]["secrets"] == ["influx_write_token"]
+    assert "influx_read_token" in services["grafana"]["secrets"]
+    assert services["grafana"]["depends_on"]["influxdb"] == {"condition": "service_healthy"}
+    # InfluxDB's first setup runs deploy/influx-tokens.sh, which writes the files those
+    # secrets are, into the folder mounted for it
+    script = DEPLOY / "influx-tokens.sh"
+    assert doc["configs"]["influx_tokens"]["file"] == "./influx-tokens.sh"
+    assert script.stat().st_mode & 0o111  # run-parts runs executable scripts only
+    (init,) = [c for c in services["influxdb"]["configs"] if c["source"] == "influx_tokens"]
+    assert init["target"].startswith("/docker-entrypoint-initdb.d/")
+    mount = next(v for v in services["influxdb"]["volumes"] if v.startswith("./secrets/influx:"))
+    tokens_dir = mount.split(":")[1]
+    text = script.read_text()
+    assert f"dir=${{PILOTLINE_TOKENS_DIR:-{tokens_dir}}}" in text
+    for secret, name, flag in (
+        ("influx_write_token", "write_token", "--write-bucket"),
+        ("influx_read_token", "read_token", "--read-bucket"),
+    ):
+        assert doc["secrets"][secret]["file"] == f"./secrets/influx/{name}"
+        assert re.search(rf"^make_token {name} .* {flag}$", text, re.MULTILINE)
+    # the healthcheck asks the final server, not the setup's temporary one
+    assert "http://localhost:8086" in services["influxdb"]["healthcheck"]["test"]
+    # each token's owner is the user of the image that reads it
+    users = [args for ins, args in dockerfile() if ins == "RUN" and "useradd" in args]
+    assert "--uid 10001" in users[0]
+    assert "write_owner=${PILOTLINE_WRITE_OWNER:-10001:10001}" in text
 
 
 def test_the_image_runs_the_console_script_as_a_non_root_user() -> None:
@@ -182,9 +218,9 @@ def test_grafana_provisions_the_data_sources_the_dashboards_use() -> None:
     sources = yaml.safe_load((GRAFANA / "provisioning/datasources/pilotline.yaml").read_text())
     uids = {s["uid"]: s["type"] for s in sources["datasources"]}
     influx = next(s for s in sources["datasources"] if s["type"] == "influxdb")
-    # the token comes from the compose secret, never inline
+    # the read-only token comes from the compose secret, never inline
     header = influx["secureJsonData"]["httpHeaderValue1"]
-    assert header == "Token $__file{/run/secrets/influx_token}"
+    assert header == "Token $__file{/run/secrets/influx_read_token}"
     for path in (GRAFANA / "dashboards").glob("*.json"):
         dashboard = json.loads(path.read_text())
         # every panel reads ${datasource} (tests/integration/test_dashboards.py), whose

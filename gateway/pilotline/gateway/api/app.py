@@ -54,6 +54,7 @@ from pilotline.gateway.api.hosts import HostGuard
 from pilotline.gateway.api.metrics import exposition
 from pilotline.gateway.api.ports import Api
 from pilotline.gateway.api.timing import RequestTimer
+from pilotline.gateway.api.tls import server_context
 
 log = structlog.get_logger("pilotline.gateway.api")
 
@@ -194,6 +195,8 @@ def bind(address: str) -> socket.socket:
 async def serve_api(gateway: Api, listening: asyncio.Event | None = None) -> None:
     """Serve until cancelled; ``listening`` is set once requests are answered."""
     settings = gateway.config.api
+    # Before binding: unusable certificate files stop the start with the keys that name them.
+    tls = server_context(settings)
     sock = bind(settings.listen)
     limits = ConnectionLimits(
         request_timeout_s=settings.request_timeout_s,
@@ -218,11 +221,14 @@ async def serve_api(gateway: Api, listening: asyncio.Event | None = None) -> Non
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies),
         server_header=False,
+        # Our own context (tls.py): TLS 1.2 at least, files checked with clear errors.
+        ssl_context_factory=None if tls is None else lambda _config, _default: tls,
     )
     server = _EmbeddedServer(config, listening)
     log.info(
         "api.listening",
-        url=f"http://{settings.listen}",
+        url=f"{'https' if tls else 'http'}://{settings.listen}",
+        client_certificates=settings.tls_client_ca_file is not None,
         openapi="/openapi.json",
         hosts=hosts,
         trusted_proxies=settings.trusted_proxies,

@@ -12,6 +12,9 @@ do")::
       keep_alive_s: 5                    # an idle kept-alive connection is closed after this
       max_connections: 256               # beyond: the oldest waiting for a request is closed
       max_connections_per_client: 32     # per peer address (a trusted proxy: no share)
+      tls_cert_file: /etc/pilotline/api.pem   # with tls_key_file: HTTPS only (tls.py)
+      tls_key_file: /etc/pilotline/api.key
+      tls_client_ca_file: /etc/pilotline/clients-ca.pem   # optional: clients need a cert
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from pilotline.collectors.fields import Model, reject_bool
+from pilotline.collectors.fields import Model, ReadFile, reject_bool
 
 __all__ = ["ApiConfig", "api_section", "split_listen"]
 
@@ -124,6 +127,13 @@ class ApiConfig(Model):
     max_connections_per_client: Annotated[
         int, BeforeValidator(reject_bool), Field(ge=1, le=10_000)
     ] = 32
+    tls_cert_file: ReadFile = None
+    """The API's certificate (PEM, intermediates after it); with ``tls_key_file`` the API
+    speaks HTTPS only."""
+    tls_key_file: ReadFile = None
+    """Its private key (PEM, unencrypted; keep it 0600, readable by the gateway's user)."""
+    tls_client_ca_file: ReadFile = None
+    """CA certificate(s) (PEM) a client's certificate must chain to: mutual TLS."""
 
     @model_validator(mode="after")
     def _share_within_total(self) -> ApiConfig:
@@ -133,6 +143,23 @@ class ApiConfig(Model):
                 f"than max_connections ({self.max_connections})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "tls_cert_file and tls_key_file go together: set both (HTTPS), or neither"
+            )
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "tls_client_ca_file is set without tls_cert_file and tls_key_file: client "
+                "certificates need the API to speak HTTPS"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     @property
     def host(self) -> str:
