@@ -25,7 +25,8 @@ _ROOT: Final = "SiteConfig"
 _INTRO: Final = f"""\
 # Configuration reference
 
-<!-- Generated from the models by `{REFERENCE_COMMAND}`: do not edit by hand.
+<!-- Generated from the models by
+     `{REFERENCE_COMMAND}`: do not edit by hand.
      tests/gateway/test_config_reference.py fails when it is out of date. -->
 
 A site is one YAML file; `pilotline check -c FILE` validates all of it at once and lists
@@ -76,7 +77,7 @@ def reference_text() -> str:
         out.extend(["", f'<a id="{_anchor(section.name)}"></a>', ""])
         out.append(f"## {_heading(section)}")
         out.append("")
-        description = section.schema.get("description")
+        description = _object_of(section.schema).get("description")
         if description:
             out.extend([_text(description), ""])
         if len(section.paths) > 1:

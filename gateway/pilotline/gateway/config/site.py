@@ -82,7 +82,8 @@ class SiteConfig(Model):
     api: Annotated[
         ApiConfig, BeforeValidator(api_section, json_schema_input_type=str | ApiConfig)
     ] = Field(default_factory=ApiConfig)
-    """``api: host:port`` or the section (gateway/api/config.py)."""
+    """Where the HTTP API listens: ``host:port`` (short for ``{listen: host:port}``), or the
+    section with the hosts it answers to, the proxies it trusts and the client limits."""
     defaults: Defaults = Field(default_factory=Defaults)
     """Timings and offering policy of machines that do not set their own."""
     zones: list[Zone] = Field(min_length=1)
