@@ -630,6 +630,27 @@ def test_influx_token_from_file_then_env(tmp_path: Path, monkeypatch: pytest.Mon
     assert "from-file" not in repr(from_file)
 
 
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("http://host:8086/api/v2/write", "http://host:8086"),
+        ("http://host:8086/api/v2/write?org=o&bucket=b", "http://host:8086"),
+        ("https://proxy.example/influx/api/v2", "https://proxy.example/influx"),
+        ("http://host:8086/write?db=pilotline", "http://host:8086"),
+    ],
+)
+def test_influx_url_with_an_api_path_is_refused_with_the_base_url(
+    tmp_path: Path, url: str, base: str
+) -> None:
+    # The client adds /api/v2/write itself: such a url was answered 404, retried forever.
+    text = MINIMAL + f"influx: {{url: '{url}', org: o, bucket: b}}\n"
+    issues = issues_of(write(tmp_path, text), check_files=False)
+    assert where(issues) == [("influx.url", 15)]
+    assert f"is not the server's base URL: give {base} " in issues[0].message
+    # The url it gives is taken, a reverse proxy's prefix (/influx) included.
+    assert InfluxConfig(url=base, org="o", bucket="b").url == base
+
+
 # --------------------------------------------------------------------------- conversion
 
 

@@ -4,7 +4,11 @@ They sit here, in the lowest part that has a configuration, because both sides n
 the collectors may import nothing of the gateway, and the gateway's own components (the
 InfluxDB sink, the notification channels) are imported by the site model, so they cannot
 take them from ``pilotline.gateway.config`` either. The site's own types (capabilities,
-state names, durations with units) are in ``pilotline.gateway.config.fields``.
+state names, alert durations that must have units) are in ``pilotline.gateway.config.fields``.
+
+Durations. Every ``*_s`` key takes a number of seconds or a duration with units (``90s``,
+``15m``, ``2h``, ``1h30m``, ``500ms``), and every ``*_ms`` key a number of milliseconds or
+the same; one parser (``duration_ms``) reads them all, alert rules' durations included.
 
 Secrets. A secret never sits in the configuration file: the key that would hold it inline
 (``password``, ``token``) is refused with a message saying where it goes instead, and the
@@ -24,16 +28,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, NoReturn
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationError,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError
 
 from pilotline.collectors.signals import signal_name_problem
 
 __all__ = [
+    "DURATION_PATTERN",
     "MAX_SECONDS",
     "Connection",
     "FileToRead",
     "Id",
+    "Milliseconds",
     "Model",
     "PositiveSeconds",
     "ReadFile",
@@ -42,6 +57,8 @@ __all__ = [
     "SecretFile",
     "Signal",
     "Threshold",
+    "WholeSeconds",
+    "duration_ms",
     "reject_bool",
 ]
 
@@ -52,7 +69,9 @@ class Model(BaseModel):
     """A configuration section: a misspelt key is an error, and a loaded section never
     changes (so sections can be shared between machines)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A field's docstring is its description: in the JSON Schema editors read, and in
+    # docs/configuration.md, which is generated from the models.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Connection(Model):
@@ -91,16 +110,90 @@ def reject_bool(value: Any) -> Any:
     return value
 
 
-Id = Annotated[str, AfterValidator(_check_id)]
-Signal = Annotated[str, AfterValidator(_check_signal)]
-Seconds = Annotated[
-    float, BeforeValidator(reject_bool), Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+Id = Annotated[
+    str, AfterValidator(_check_id), Field(json_schema_extra={"pattern": f"^{_ID_RE.pattern}$"})
 ]
+Signal = Annotated[str, AfterValidator(_check_signal)]
+Threshold = Annotated[float, BeforeValidator(reject_bool), Field(allow_inf_nan=False)]
+
+
+# --------------------------------------------------------------------------- durations
+
+_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_MS: Final = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+DURATION_PATTERN: Final = r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$"
+"""A duration with units, as the JSON Schema says it (``duration_ms`` reads it)."""
+
+
+def duration_ms(text: str) -> float:
+    """``"30s"``, ``"2m"``, ``"1h"``, ``"1h30m"``, ``"500ms"`` -> milliseconds (not rounded);
+    ``ValueError`` if ``text`` is not one, or is longer than ``MAX_SECONDS``."""
+    stripped = text.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(stripped):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_MS[match.group(2)]
+        pos = match.end()
+    if not stripped or pos != len(stripped):
+        raise ValueError(f"not a duration (like 90s, 15m, 2h or 1h30m): {text!r}")
+    if total > MAX_SECONDS * 1000:
+        raise ValueError(f"duration {text!r} is too long")
+    return total
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _in_unit(unit_ms: int) -> Any:
+    """A before-validator: a number is in the field's unit as it is; a duration with units
+    (``"15m"``) is converted to it; a boolean (YAML's yes/on) is refused."""
+
+    def convert(value: Any) -> Any:
+        value = reject_bool(value)
+        if isinstance(value, str) and not _is_number(value):
+            try:
+                return duration_ms(value) / unit_ms
+            except ValueError as exc:
+                unit = "seconds" if unit_ms == 1000 else "milliseconds"
+                raise ValueError(f"{exc}, or a number of {unit}") from None
+        return value
+
+    return convert
+
+
+@dataclass(frozen=True, slots=True)
+class _OrDurationText:
+    """The JSON Schema of a duration field: its number, or a duration with units."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        number = handler(core_schema)
+        text = {"type": "string", "pattern": DURATION_PATTERN}
+        return {"anyOf": [number, text]}
+
+
+_SECONDS: Final = BeforeValidator(_in_unit(1000))
+Seconds = Annotated[
+    float, _SECONDS, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False), _OrDurationText()
+]
+"""Seconds: a number (``90``) or a duration with units (``90s``, ``15m``, ``2h``)."""
 # At least a millisecond: these become positive integer milliseconds in the core.
 PositiveSeconds = Annotated[
-    float, BeforeValidator(reject_bool), Field(ge=0.001, le=MAX_SECONDS, allow_inf_nan=False)
+    float, _SECONDS, Field(ge=0.001, le=MAX_SECONDS, allow_inf_nan=False), _OrDurationText()
 ]
-Threshold = Annotated[float, BeforeValidator(reject_bool), Field(allow_inf_nan=False)]
+"""Seconds, at least a millisecond: a number or a duration with units."""
+WholeSeconds = Annotated[int, _SECONDS, _OrDurationText()]
+"""Whole seconds (MQTT and HTTP count in them): a number or a duration with units that comes
+to whole seconds (``90s``, ``2m``; not ``1.5s``)."""
+Milliseconds = Annotated[int, BeforeValidator(_in_unit(1)), _OrDurationText()]
+"""Whole milliseconds: a number or a duration with units (``500ms``, ``2s``)."""
 
 
 # --------------------------------------------------------------------------- files and secrets

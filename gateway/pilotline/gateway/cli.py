@@ -47,9 +47,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--shard", type=_shard_arg, default=None, help=SHARD_HELP)
 
     check = sub.add_parser("check", help="validate a configuration: exit 0 if good, 1 if not")
-    check.add_argument("-c", "--config", type=Path, required=True, help="site configuration YAML")
+    check.add_argument("-c", "--config", type=Path, default=None, help="site configuration YAML")
     check.add_argument(
         "--shard", type=_shard_arg, default=None, help=f"{SHARD_HELP}; lists what it owns"
+    )
+    check.add_argument(
+        "--no-files", action="store_true",
+        help="do not check that secret, certificate and key files exist (a machine that does "
+        "not have them yet); they are listed as not checked",
+    )
+    described = check.add_mutually_exclusive_group()
+    described.add_argument(
+        "--schema", action="store_true",
+        help="print the JSON Schema of the configuration file (for editors), no -c needed",
+    )
+    described.add_argument(
+        "--reference", action="store_true",
+        help="print the configuration reference (docs/configuration.md), no -c needed",
     )
 
     browse = sub.add_parser(
@@ -143,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "check":
-        return _check(args.config, args.shard)
+        if args.schema or args.reference:
+            return _describe_config(schema=args.schema)
+        if args.config is None:
+            check.error("the following arguments are required: -c/--config")
+        return _check(args.config, args.shard, check_files=not args.no_files)
     if args.command == "run":
         return _run(args.config, args.log_format, args.shard)
     if args.command == "token":
@@ -183,12 +201,25 @@ def _cut(config: SiteConfig, shard: Shard | None, path: Path) -> SiteConfig | No
         return None
 
 
-def _check(path: Path, shard: Shard | None = None) -> int:
+def _describe_config(*, schema: bool) -> int:
+    if schema:
+        from pilotline.gateway.config.json_schema import schema_text
+
+        sys.stdout.write(schema_text())
+    else:
+        from pilotline.gateway.config.reference import reference_text
+
+        sys.stdout.write(reference_text())
+    return 0
+
+
+def _check(path: Path, shard: Shard | None = None, *, check_files: bool = True) -> int:
     from pilotline.gateway.config import ConfigError, load_config, summarize
+    from pilotline.gateway.config.files import named_files
     from pilotline.gateway.config.sharding import describe
 
     try:
-        config = load_config(path)
+        config = load_config(path, check_files=check_files)
     except ConfigError as exc:
         print(f"{path}: {len(exc.issues)} problem(s)", file=sys.stderr)
         print(str(exc), file=sys.stderr)
@@ -200,6 +231,11 @@ def _check(path: Path, shard: Shard | None = None) -> int:
         for line in describe(cut, parse_shard(cut.applied_shard), config):
             print(line)
     print(summarize(cut))
+    unchecked = [] if check_files else named_files(cut)
+    if unchecked:
+        print(f"  not checked (--no-files): {len(unchecked)} file(s) the gateway will read")
+        for where, file in unchecked:
+            print(f"    {where}: {file}")
     return 0
 
 

@@ -11,7 +11,15 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from pilotline.collectors.fields import Connection, Model, ReadFile, Secret, SecretFile
+from pilotline.collectors.fields import (
+    Connection,
+    Model,
+    PositiveSeconds,
+    ReadFile,
+    Secret,
+    SecretFile,
+    WholeSeconds,
+)
 
 PASSWORD_ENV = "PILOTLINE_MQTT_PASSWORD"  # noqa: S105 (a variable's name) # nosec B105
 PASSWORD = Secret("password", env=PASSWORD_ENV)
@@ -48,11 +56,23 @@ class MqttBrokerConfig(Connection):
     """The ``mqtt:`` section of the site configuration."""
 
     url: str
+    """The broker: ``mqtt://host[:port]`` (1883), or ``mqtts://`` for TLS (8883); no path, no
+    credentials."""
     username: str | None = None
+    """The gateway's user on the broker; its password from ``password_file`` or
+    ``PILOTLINE_MQTT_PASSWORD``."""
     password_file: SecretFile = None
+    """The file the broker password is read from (at each connection: a rotated one is picked
+    up)."""
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
-    keepalive_s: int = Field(default=30, ge=5, le=600)
-    session_expiry_s: int = Field(default=86_400, ge=0, le=0xFFFFFFFF)
+    """A stable client id, so the broker keeps the gateway's session (and its queued messages)
+    across restarts; default: ``pilotline-<site>`` (a shard adds ``-shard-KofN``)."""
+    keepalive_s: WholeSeconds = Field(default=30, ge=5, le=600)
+    """MQTT keep-alive: the broker drops the connection after 1.5 times this without a packet (whole
+    seconds)."""
+    session_expiry_s: WholeSeconds = Field(default=86_400, ge=0, le=0xFFFFFFFF)
+    """How long the broker keeps the session and queues messages while the gateway is away (MQTT 5;
+    whole seconds)."""
     max_payload_bytes: int = Field(default=65_536, ge=16, le=268_435_455)
     """Larger payloads are refused: quarantined as ``oversized`` when a little larger, and
     not even sent by the broker when larger than the MQTT 5 Maximum Packet Size the gateway
@@ -65,7 +85,8 @@ class MqttBrokerConfig(Connection):
     """MQTT 5 Receive Maximum: QoS 1 messages the broker may have in flight to the gateway
     unacknowledged. It bounds what the gateway holds in memory; the broker keeps the rest
     (flow control, not loss)."""
-    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    reconnect_max_s: PositiveSeconds = Field(default=30.0, le=3600)
+    """The longest wait between reconnection attempts (the waits grow to it, with jitter)."""
     ca_file: ReadFile = None
     """CA certificate(s) (PEM) the broker's certificate must chain to; default: the system's."""
     cert_file: ReadFile = None
@@ -128,7 +149,9 @@ class MqttMachineSource(Model):
     """A machine's ``mqtt:`` section: the one topic its JSON payloads arrive on."""
 
     topic: str = Field(min_length=1)
+    """The topic the machine publishes its JSON payloads on: one topic per machine, no wildcards."""
     qos: Literal[1] = 1
+    """Subscriptions are QoS 1 (at least once; duplicates are dropped by time stamp)."""
     report_on_change: bool = False
     """True for a publisher that sends the state signal only when it changes: its other
     payloads (heartbeats, other signals) then keep the last state current. By default only a

@@ -18,9 +18,11 @@ from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from pilotline.collectors.fields import (
     Connection,
+    Milliseconds,
     ReadFile,
     Secret,
     SecretFile,
@@ -61,26 +63,42 @@ class OpcuaSource(Connection):
     """A machine's ``opcua:`` section: the server and which node feeds which signal."""
 
     endpoint: str
+    """The server: ``opc.tcp://host[:port][/path]``, without credentials. Machines on one endpoint
+    share one connection."""
     nodes: dict[Signal, str] = Field(min_length=1)
+    """Signal name to node id: ``ns=2;s=X``, ``nsu=<namespace URI>;s=X`` (re-resolved at each
+    session), ``i=``, ``g=`` or ``b=``."""
     security_policy: Literal["None", "Basic256Sha256"] = "None"
+    """``None``, or ``Basic256Sha256`` with a ``security_mode`` of ``Sign`` or
+    ``SignAndEncrypt``."""
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    # Client certificate (DER or PEM) and its private key (PEM or DER); without them a
-    # certificate is generated once in the gateway's PKI directory and kept there.
+    """``None``, ``Sign`` or ``SignAndEncrypt`` (goes with ``security_policy``)."""
     certificate_file: ReadFile = None
+    """The client certificate (DER or PEM; its ApplicationUri in SubjectAltName); without it and
+    ``private_key_file`` a certificate is generated once in the gateway's PKI folder and kept."""
     private_key_file: ReadFile = None
-    # Trust for the server's certificate: pin one file, and/or a directory of trusted ones.
+    """The client certificate's private key (PEM or DER); goes with ``certificate_file``."""
     server_certificate_file: ReadFile = None
+    """Pins the server's certificate: only this one is trusted."""
     trust_dir: Path | None = None
+    """A folder of trusted server certificates (DER or PEM); default: ``<pki>/trusted``."""
     username: str | None = Field(default=None, min_length=1)
+    """The user of the session (anonymous without it)."""
     password_file: SecretFile = None
-    publishing_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
-    sampling_interval_ms: int = Field(default=500, ge=0, le=3_600_000)
-    # Absolute deadband per numeric signal: a change smaller than this is not reported.
+    """The file the user's password is read from (or ``PILOTLINE_OPCUA_PASSWORD``)."""
+    publishing_interval_ms: Milliseconds = Field(default=1000, ge=10, le=3_600_000)
+    """How often the server sends the changes of a subscription; machines with the same interval
+    share one."""
+    sampling_interval_ms: Milliseconds = Field(default=500, ge=0, le=3_600_000)
+    """How often the server samples each node (0: as fast as it can)."""
     deadband: dict[Signal, Deadband] = Field(default_factory=dict)
-    # Translate numeric state codes of ``state_signal`` into the model's state names.
+    """Absolute deadband per numeric signal: a change smaller than this is not reported."""
     state_model: StateModel | None = None
+    """Translates numeric state codes of ``state_signal`` into the names of this standard model."""
     state_signal: Signal = "state"
-    inline_password: Annotated[None, BeforeValidator(PASSWORD.refuse)] = Field(
+    """The signal ``state_model`` applies to."""
+    # The inline key exists only to be refused with advice: editors never propose it.
+    inline_password: Annotated[SkipJsonSchema[None], BeforeValidator(PASSWORD.refuse)] = Field(
         default=None, alias="password", exclude=True, repr=False
     )
 

@@ -26,7 +26,13 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from pilotline.collectors.fields import Model, ReadFile, reject_bool
+from pilotline.collectors.fields import (
+    Model,
+    PositiveSeconds,
+    ReadFile,
+    WholeSeconds,
+    reject_bool,
+)
 
 __all__ = ["ApiConfig", "api_section", "split_listen"]
 
@@ -106,14 +112,11 @@ def _check_proxy(value: str) -> str:
         ) from None
 
 
-def _timeout(low: float, high: float) -> Any:
-    return Field(ge=low, le=high, allow_inf_nan=False)
-
-
 class ApiConfig(Model):
     """``api:``: where the API listens, which hosts it answers to, what a client may hold."""
 
     listen: Annotated[str, AfterValidator(_check_listen)] = "127.0.0.1:8080"
+    """``host:port`` (``[v6]:port``) the API listens on; ``0.0.0.0`` or ``::``: every interface."""
     allowed_hosts: list[Annotated[str, AfterValidator(_check_host)]] | None = Field(
         default=None, min_length=1
     )
@@ -121,12 +124,20 @@ class ApiConfig(Model):
     trusted_proxies: list[Annotated[str, AfterValidator(_check_proxy)]] = Field(
         default_factory=list
     )
-    request_timeout_s: Annotated[float, BeforeValidator(reject_bool), _timeout(0.1, 300)] = 10.0
-    keep_alive_s: Annotated[int, BeforeValidator(reject_bool), Field(ge=1, le=300)] = 5
+    """Addresses or networks (``10.1.0.0/24``) of reverse proxies whose ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed."""
+    request_timeout_s: Annotated[PositiveSeconds, Field(ge=0.1, le=300)] = 10.0
+    """A connection must send a complete request (head and body) within this of connecting, or of
+    the first byte of its next request."""
+    keep_alive_s: Annotated[WholeSeconds, Field(ge=1, le=300)] = 5
+    """An idle kept-alive connection is closed after this (whole seconds)."""
     max_connections: Annotated[int, BeforeValidator(reject_bool), Field(ge=2, le=10_000)] = 256
+    """Connections open at once; at the limit the oldest one still waiting for its request is
+    closed."""
     max_connections_per_client: Annotated[
         int, BeforeValidator(reject_bool), Field(ge=1, le=10_000)
     ] = 32
+    """Connections one client address may hold (a trusted proxy: the total only)."""
     tls_cert_file: ReadFile = None
     """The API's certificate (PEM, intermediates after it); with ``tls_key_file`` the API
     speaks HTTPS only."""

@@ -15,7 +15,9 @@ reads the file:
 - ``yamlfile``, ``locate``, ``validation``, ``schema``, ``files``: the generic reader (the
   file to data, a pydantic ``loc`` to a path and a line, pydantic's errors in a YAML
   editor's words, the files named by any model), which knows no component;
-- ``summary``: what ``pilotline check`` prints; ``sharding``: a configuration cut to one shard.
+- ``summary``: what ``pilotline check`` prints; ``sharding``: a configuration cut to one shard;
+- ``json_schema``: the file's JSON Schema for editors (``check --schema``), made from the
+  models; ``reference``: docs/configuration.md, made from the schema (``check --reference``).
 """
 
 from pilotline.collectors.mqtt.config import MqttBrokerConfig, MqttMachineSource

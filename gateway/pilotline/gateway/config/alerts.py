@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from pilotline.collectors.fields import Id, Model, Signal, Threshold
-from pilotline.gateway.config.fields import DurationMs, StateName
+from pilotline.gateway.config.fields import DurationMs, StateName, duration_default
 from pilotline.gateway.config.locate import Loc, format_loc
 from pilotline.gateway.notify.config import Severity
 from pilotline.gateway.notify.email.config import EmailConfig
@@ -59,21 +59,36 @@ class AlertRuleConfig(Model):
     while the machine is in maintenance (see rules/alerts/)."""
 
     name: Id
+    """The rule's id, unique among rules (``{rule}`` in messages)."""
     severity: Severity = "warning"
+    """``info``, ``warning`` or ``critical``: channels choose by it."""
     message: Annotated[str, AfterValidator(_check_template)] = (
         "{rule}: {machine} ({zone}) {status}"
     )
+    """The alert's text; placeholders: the labels ``{rule}``, ``{zone}``, ``{machine}``,
+    ``{owner}``, ``{severity}``, and ``{value}``, ``{state}``, ``{status}``."""
     state: StateName | None = None
+    """Alert while the machine is in this state (``offline``: no data)."""
     signal: Signal | None = None
+    """Alert while this numeric signal is ``above`` or ``below`` a threshold."""
     above: Threshold | None = None
+    """The signal's alert threshold from above."""
     below: Threshold | None = None
+    """The signal's alert threshold from below."""
     clear: Threshold | None = None
+    """Hysteresis: the alert resolves only once the signal is back past this."""
     offered_idle_for: DurationMs | None = None
+    """Alert when offered idle time has lasted this long (capacity nobody books)."""
     collector: Literal["disconnected"] | None = None
-    for_: DurationMs = Field(default=0, alias="for")
+    """``disconnected``: alert while a collector (a broker, an OPC UA server) is unreachable."""
+    for_: DurationMs = duration_default("0s", alias="for")
+    """The condition must hold this long before the alert fires."""
     machines: list[Id] | None = None
+    """Only these machines (default: all)."""
     zones: list[Id] | None = None
+    """Only machines of these zones (default: all)."""
     suppress_in_maintenance: bool = True
+    """Silent while the machine is in maintenance."""
 
     @field_validator("collector", mode="before")
     @classmethod
@@ -158,17 +173,26 @@ class AlertsConfig(Model):
     are notified of them (webhooks, e-mail, MQTT: see gateway/notify/)."""
 
     rules: list[AlertRuleConfig] = Field(default_factory=list)
+    """The alert rules."""
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    """Webhook channels (JSON or Slack/Mattermost)."""
     email: list[EmailConfig] = Field(default_factory=list)
+    """E-mail channels (SMTP)."""
     mqtt: list[AlertMqttConfig] = Field(default_factory=list)
+    """MQTT channels (on the site's broker)."""
     # Notification policy (rules/dispatch/): alerts of the same group_by values make one
     # notification per channel, first group_wait after the group's first alert, then at most
     # once per group_interval; a firing alert not acknowledged is sent again every
     # repeat_interval.
     group_by: list[GroupLabel] = Field(default_factory=_default_group_by)
-    group_wait: DurationMs = 10_000
-    group_interval: DurationMs = 60_000
-    repeat_interval: DurationMs = 4 * 3_600_000
+    """Alerts with the same values of these labels make one notification per channel."""
+    group_wait: DurationMs = duration_default("10s")
+    """A group's first notification waits this long for more alerts of the group."""
+    group_interval: DurationMs = duration_default("1m")
+    """A group is notified at most this often."""
+    repeat_interval: DurationMs = duration_default("4h")
+    """A firing alert not acknowledged is sent again this often (not shorter than
+    ``group_interval``)."""
     max_silences: int = Field(default=1000, ge=1, le=100_000)
     """Silences active or still to come at once (POST /api/silences answers 409 beyond):
     every notification is checked against each of them."""

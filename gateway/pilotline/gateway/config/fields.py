@@ -1,4 +1,4 @@
-"""Field types of the site model: capabilities, state names, durations written with units.
+"""Field types of the site model: capabilities, state names, alert durations (with units).
 
 Those every component shares (ids, signals, seconds, secrets and the files they are read
 from) are in ``pilotline.collectors.fields``.
@@ -6,15 +6,23 @@ from) are in ``pilotline.collectors.fields``.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 
-from pilotline.collectors.fields import MAX_SECONDS, Id
+from pilotline.collectors.fields import DURATION_PATTERN, Id
+from pilotline.collectors.fields import duration_ms as _shared_duration_ms
 from pilotline.rules.plant import ALL_CAPABILITIES
 
-__all__ = ["Capability", "DurationMs", "StateName", "dedupe", "duration_ms", "ms"]
+__all__ = [
+    "Capability",
+    "DurationMs",
+    "StateName",
+    "dedupe",
+    "duration_default",
+    "duration_ms",
+    "ms",
+]
 
 StateName = Literal["offline", "running", "idle", "down", "maintenance"]
 
@@ -39,28 +47,17 @@ def ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION_UNITS: Final = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
 def _duration_ms(value: Any) -> Any:
-    """``"30s"``, ``"2m"``, ``"1h"``, ``"1h30m"``, ``"500ms"`` -> milliseconds."""
+    """``"30s"``, ``"2m"``, ``"1h"``, ``"1h30m"``, ``"500ms"`` -> milliseconds.
+
+    Unlike a ``*_s`` key, a bare number is refused: an alert's ``for: 5`` could mean
+    seconds or minutes.
+    """
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(
             f"a duration needs a unit, like 30s, 2m or 1h, got {value!r}"
         )
-    text = value.strip()
-    pos, total = 0, 0.0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if not text or pos != len(text):
-        raise ValueError(f"not a duration (like 30s, 2m, 1h or 1h30m): {value!r}")
-    if total > MAX_SECONDS * 1000:
-        raise ValueError(f"duration {value!r} is too long")
-    return round(total)
+    return round(_shared_duration_ms(value))
 
 
 def duration_ms(text: str) -> int:
@@ -68,5 +65,17 @@ def duration_ms(text: str) -> int:
     return int(_duration_ms(text))
 
 
-DurationMs = Annotated[int, BeforeValidator(_duration_ms)]
+DurationMs = Annotated[
+    int,
+    BeforeValidator(
+        _duration_ms,
+        json_schema_input_type=Annotated[str, Field(pattern=DURATION_PATTERN)],
+    ),
+]
 """A duration written with units (``30s``, ``2m``, ``1h``), held in milliseconds."""
+
+
+def duration_default(text: str, **kwargs: Any) -> Any:
+    """A ``DurationMs`` field's default, written as in the file (``"10s"``): held in
+    milliseconds, shown as written in the JSON Schema and docs/configuration.md."""
+    return Field(default=duration_ms(text), json_schema_extra={"default": text}, **kwargs)

@@ -19,11 +19,11 @@ from pydantic import BaseModel
 
 from pilotline.collectors.fields import Connection, FileToRead
 from pilotline.gateway.config.errors import ConfigIssue
-from pilotline.gateway.config.locate import Loc, issue
+from pilotline.gateway.config.locate import Loc, format_loc, issue
 from pilotline.gateway.config.schema import fields_by_key, unwrap
 from pilotline.gateway.config.yamlfile import Tree
 
-__all__ = ["file_issues", "resolve_paths"]
+__all__ = ["file_issues", "named_files", "resolve_paths"]
 
 
 def file_issues(
@@ -47,6 +47,17 @@ def file_issues(
             continue
         issues.append(issue(tree.root, loc, problem))
     return issues
+
+
+def named_files(config: BaseModel) -> list[tuple[str, Path]]:
+    """The files a loaded configuration names for the gateway to read (secrets, certificates,
+    keys), each with its path in the file: what ``pilotline check --no-files`` did not check."""
+    model = type(config)
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return [
+        (format_loc(loc), Path(value))
+        for loc, value in _named_files(model, data, (), _file_keys(model))
+    ]
 
 
 def _named_files(

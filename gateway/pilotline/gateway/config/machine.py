@@ -8,7 +8,7 @@ import types
 from datetime import UTC, tzinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from pilotline.collectors.fields import (
     Id,
@@ -17,7 +17,6 @@ from pilotline.collectors.fields import (
     Seconds,
     Signal,
     Threshold,
-    reject_bool,
 )
 from pilotline.collectors.mqtt.config import MqttMachineSource
 from pilotline.collectors.opcua.config import OpcuaSource
@@ -29,9 +28,7 @@ from pilotline.rules.states import DEFAULT_STATE_MAP, State
 
 # Seconds, not minutes: a clock further ahead than this is wrong or forged, and every second
 # allowed is a second a forged stamp wins over the honest source (issue 19).
-SkewSeconds = Annotated[
-    float, BeforeValidator(reject_bool), Field(ge=0, le=60, allow_inf_nan=False)
-]
+SkewSeconds = Annotated[Seconds, Field(le=60)]
 
 __all__ = ["Defaults", "Machine", "StateConfig", "Zone"]
 
@@ -44,9 +41,14 @@ class StateConfig(Model):
     """
 
     signal: Signal
+    """The signal that carries the state (an enumeration, or a number with thresholds)."""
     map: dict[str, StateName] | None = None
+    """Values of the signal to states, laid over the default map (quote keys YAML reads as booleans:
+    ``'on'``)."""
     running_above: Threshold | None = None
+    """A numeric signal at or above this is ``running`` (goes with ``idle_below``)."""
     idle_below: Threshold | None = None
+    """A numeric signal below this is ``idle``; in between, the previous state holds."""
 
     @field_validator("map", mode="before")
     @classmethod
@@ -103,9 +105,13 @@ class Defaults(Model):
     default offering policy."""
 
     debounce_s: Seconds = 20.0
+    """A new state counts only once it has held this long (short blips never split a window)."""
     stale_after_s: PositiveSeconds = 60.0
+    """A machine with no sample for this long becomes ``offline``."""
     min_idle_s: Seconds = 900.0
+    """An idle window becomes available (and may be offered) once it has lasted this long."""
     publish_interval_s: PositiveSeconds = 60.0
+    """Capacity and zone capacity are written at least this often."""
     max_skew_s: SkewSeconds = 2.0
     """How far a machine's stamps may run ahead of the gateway's clock; a sample further
     ahead is quarantined as ``future`` (its clock is wrong, or it is forged)."""
@@ -115,17 +121,31 @@ class Defaults(Model):
 
 
 class Machine(Model):
+    """A machine: its owner, what it can do, where its data comes from (``mqtt`` or
+    ``opcua``), how its state is read, and any timing of ``defaults`` it sets itself."""
+
     id: Id
+    """The machine's id, unique in the site."""
     owner: Id
+    """The id of the company that owns the machine (one of ``owners:`` once that lists any)."""
     capabilities: Annotated[list[Capability], AfterValidator(dedupe)] = Field(default_factory=list)
+    """What the machine can do (``laser-cutting``): tenants book by capability."""
     mqtt: MqttMachineSource | None = None
+    """The machine publishes on the site's MQTT broker (one of ``mqtt`` and ``opcua``)."""
     opcua: OpcuaSource | None = None
+    """The machine is read from an OPC UA server (one of ``mqtt`` and ``opcua``)."""
     state: StateConfig
+    """How the machine's state is read from its signals."""
     debounce_s: Seconds | None = None
+    """Overrides ``defaults.debounce_s`` for this machine."""
     stale_after_s: PositiveSeconds | None = None
+    """Overrides ``defaults.stale_after_s`` for this machine."""
     min_idle_s: Seconds | None = None
+    """Overrides its offering's ``min_idle_s`` and ``defaults.min_idle_s`` for this machine."""
     publish_interval_s: PositiveSeconds | None = None
+    """Overrides ``defaults.publish_interval_s`` for this machine."""
     max_skew_s: SkewSeconds | None = None
+    """Overrides ``defaults.max_skew_s`` for this machine."""
     offering: Offering | None = None
     """This machine's own offering policy, replacing its owner's and the site default."""
 
@@ -175,5 +195,9 @@ class Machine(Model):
 
 
 class Zone(Model):
+    """A zone of the site (a hall, a line) and its machines."""
+
     id: Id
+    """The zone's id, unique in the site (a hall, a line: zone capacity is summed over it)."""
     machines: list[Machine] = Field(min_length=1)
+    """The machines of the zone."""

@@ -12,7 +12,9 @@ from datetime import datetime, tzinfo
 from datetime import time as dt_time
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from pilotline.collectors.fields import Model, Seconds
 from pilotline.gateway.config.fields import ms
@@ -53,8 +55,11 @@ class WeeklyHours(Model):
     into the next day; ``to: "24:00"`` is the end of the day."""
 
     days: list[DayName] = Field(min_length=1)
+    """Days of the week: ``mon`` ... ``sun``, ``weekdays``, ``weekend`` or ``daily``."""
     from_: ClockTime = Field(alias="from")
+    """Start, ``HH:MM`` in the site's ``timezone`` (quote it: ``"18:00"``)."""
     to: ClockTime
+    """End, ``HH:MM``; at or before ``from``: the next day; ``"24:00"``: the end of the day."""
 
     def slot(self) -> WeeklySlot:
         days = frozenset(d for name in self.days for d in _DAY_NAMES[name])
@@ -73,8 +78,11 @@ class Blackout(Model):
     offset is the facility's local time."""
 
     from_: datetime = Field(alias="from")
+    """Start, ISO 8601 (``2026-12-24T00:00:00``; without an offset: the site's ``timezone``)."""
     to: datetime
+    """End, after ``from``."""
     reason: str | None = None
+    """Why (shown to operators)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Blackout:
@@ -97,6 +105,7 @@ class Offering(Model):
     weekly: list[WeeklyHours] = Field(default_factory=list)
     """Hours of the week when idle time may be offered; none listed: any time."""
     blackouts: list[Blackout] = Field(default_factory=list)
+    """Periods when nothing is offered, whatever the weekly hours."""
     min_idle_s: Seconds | None = None
     """Idle this long before it is offered (overrides defaults.min_idle_s)."""
     min_window_s: Seconds = 0.0
@@ -113,6 +122,13 @@ class Offering(Model):
                 f"min_window_s:), got {value!r}"
             )
         return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # What ``_always`` accepts, for editors: the word, or the mapping.
+        return {"anyOf": [{"const": "always"}, handler(core_schema)]}
 
     def describe(self) -> str:
         """``weekdays 18:00-06:00, 1 blackout``, or ``any time``: for ``pilotline check``."""

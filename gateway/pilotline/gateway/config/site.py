@@ -55,8 +55,13 @@ def _zone_name(value: Any) -> Any:
 
 
 class LogConfig(Model):
+    """``log:``: what the gateway logs, and how (docs/operator-guide.md, "Log events")."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """The least level logged."""
     format: Literal["auto", "json", "console"] = "auto"
+    """``json`` (one object a line), ``console``, or ``auto``: console on a terminal, JSON
+    otherwise."""
 
     @field_validator("level", mode="before")
     @classmethod
@@ -65,23 +70,36 @@ class LogConfig(Model):
 
 
 class SiteConfig(Model):
-    """The whole file."""
+    """The whole file: a pilotline gateway's site configuration."""
 
     site: Id
+    """The site's id: the ``site`` tag of every point, and part of MQTT client ids and topics."""
     mqtt: MqttBrokerConfig | None = None
+    """The MQTT broker the machines publish to (needed by MQTT machines and alert channels)."""
     influx: InfluxConfig | None = None
+    """The InfluxDB points also go to; without it, the embedded store alone."""
     store: Path = Path("./var/pilotline.db")
+    """The embedded SQLite store and durable outbox (a shard adds ``.shard-KofN``)."""
     store_retention: StoreRetention = Field(default_factory=StoreRetention)
     """How long the store keeps its history tables (config/retention.py)."""
-    api: Annotated[ApiConfig, BeforeValidator(api_section)] = Field(default_factory=ApiConfig)
-    """``api: host:port`` or the section (gateway/api/config.py)."""
+    api: Annotated[
+        ApiConfig, BeforeValidator(api_section, json_schema_input_type=str | ApiConfig)
+    ] = Field(default_factory=ApiConfig)
+    """Where the HTTP API listens: ``host:port`` (short for ``{listen: host:port}``), or the
+    section with the hosts it answers to, the proxies it trusts, the client limits and TLS."""
     defaults: Defaults = Field(default_factory=Defaults)
+    """Timings and offering policy of machines that do not set their own."""
     zones: list[Zone] = Field(min_length=1)
+    """The zones of the site and their machines."""
     log: LogConfig = Field(default_factory=LogConfig)
+    """Log level and format."""
     owners: dict[Id, OwnerPolicy] = Field(default_factory=dict)
+    """The owners of machines and their policies; once any is listed, every machine's ``owner`` must
+    be."""
     timezone: Annotated[str, BeforeValidator(_zone_name)] = "UTC"
     """The facility's IANA time zone: offering hours and blackouts are in it."""
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    """Alert rules and the channels that are notified of them."""
     shard: Annotated[str | None, BeforeValidator(check_shard_text)] = None
     """``K/N``: this gateway owns the K-th of N shares of the machines (gateway/shard.py,
     docs/scaling.md); ``pilotline run --shard K/N`` overrides it."""

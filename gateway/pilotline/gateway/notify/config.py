@@ -28,8 +28,11 @@ class ChannelConfig(Connection):
     """The kind of channel in ``pilotline check``'s summary."""
 
     name: Id
+    """The channel's id, unique across all channels (it keys the channel's rows in the store)."""
     min_severity: Severity = "info"
+    """Only alerts at least this severe reach the channel."""
     zones: list[Id] | None = None
+    """Only alerts of these zones (default: all)."""
 
     def route(self) -> Route:
         """What the dispatcher (rules/dispatch/) sends to this channel."""

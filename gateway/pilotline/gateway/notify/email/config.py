@@ -6,6 +6,7 @@ from email.utils import parseaddr
 from typing import Annotated, ClassVar, Final
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from pilotline.collectors.fields import PositiveSeconds, ReadFile, Secret, SecretFile
 from pilotline.gateway.notify.config import ChannelConfig
@@ -47,19 +48,27 @@ class EmailConfig(ChannelConfig):
     KIND: ClassVar[str] = "e-mail"
 
     host: Annotated[str, AfterValidator(_check_host)]
+    """The SMTP submission server's host name or address (no scheme, no port)."""
     port: int | None = Field(default=None, ge=1, le=65_535)
     """Default: 465 with ``tls: true``, else 587."""
     starttls: bool = True
+    """Upgrade the connection with STARTTLS (port 587); refused by a server without it."""
     tls: bool = False
     """Implicit TLS from the first byte (SMTPS, port 465) instead of STARTTLS."""
     username: str | None = Field(default=None, min_length=1)
+    """The SMTP user (goes with ``password_file``; sent over TLS only)."""
     password_file: SecretFile = None
+    """The file the SMTP password is read from."""
     ca_file: ReadFile = None
     """CA certificate(s) (PEM) the server's certificate must chain to; default: the system's."""
     sender: Address = Field(alias="from")
+    """The ``From:`` address."""
     to: list[Address] = Field(min_length=1)
+    """The recipients."""
     timeout_s: PositiveSeconds = 30.0
-    inline_password: Annotated[None, BeforeValidator(PASSWORD.refuse)] = Field(
+    """A delivery not done within this is retried later."""
+    # The inline key exists only to be refused with advice: editors never propose it.
+    inline_password: Annotated[SkipJsonSchema[None], BeforeValidator(PASSWORD.refuse)] = Field(
         default=None, alias="password", exclude=True, repr=False
     )
 

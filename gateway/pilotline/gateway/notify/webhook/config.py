@@ -25,9 +25,13 @@ class WebhookConfig(ChannelConfig):
     KIND: ClassVar[str] = "webhook"
 
     url: str | None = None
+    """The endpoint, ``http(s)://...`` (one of ``url`` and ``url_file``)."""
     url_file: ReadFile = None
+    """A file whose first line is the endpoint: for a URL that carries a secret (a Slack hook)."""
     format: Literal["json", "slack"] = "json"
+    """``json`` (the notification as an object) or ``slack`` (Slack/Mattermost text)."""
     timeout_s: PositiveSeconds = 10.0
+    """A request not answered within this is retried later."""
 
     @field_validator("url")
     @classmethod
