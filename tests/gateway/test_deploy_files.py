@@ -135,6 +135,23 @@ def test_the_image_runs_the_console_script_as_a_non_root_user() -> None:
                 assert source.rstrip("/") not in ignored, f"{source} is in .dockerignore"
 
 
+# The first lines of each licence's text, by its SPDX id.
+LICENSE_TEXTS = {"Apache-2.0": r"\s*Apache License\s+Version 2\.0, January 2004\s"}
+
+
+def test_the_license_file_is_the_licence_the_package_and_the_image_declare() -> None:
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
+    assert declared in LICENSE_TEXTS, f"pyproject declares {declared!r}: add its text's start"
+    assert re.match(LICENSE_TEXTS[declared], (ROOT / "LICENSE").read_text())
+    labels = [args for ins, args in dockerfile() if ins == "LABEL"]
+    licences = [m for args in labels for m in re.findall(
+        r'org\.opencontainers\.image\.licenses="([^"]*)"', args)]
+    assert licences == [declared]
+    # the build stage copies it: the wheel's dist-info, hence the image, carries the text
+    copied = [shlex.split(args)[:-1] for ins, args in dockerfile() if ins == "COPY"]
+    assert any("LICENSE" in sources for sources in copied)
+
+
 def test_the_shipped_broker_keeps_queued_messages() -> None:
     settings = dict(
         line.split(None, 1)
