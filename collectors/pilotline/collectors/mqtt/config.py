@@ -11,7 +11,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from pilotline.collectors.fields import Connection, Model, ReadFile, Secret, SecretFile
+from pilotline.collectors.fields import (
+    Connection,
+    Model,
+    PrivateFile,
+    ReadFile,
+    Secret,
+    SecretFile,
+)
 
 PASSWORD_ENV = "PILOTLINE_MQTT_PASSWORD"  # noqa: S105 (a variable's name) # nosec B105
 PASSWORD = Secret("password", env=PASSWORD_ENV)
@@ -70,7 +77,7 @@ class MqttBrokerConfig(Connection):
     """CA certificate(s) (PEM) the broker's certificate must chain to; default: the system's."""
     cert_file: ReadFile = None
     """This gateway's client certificate (PEM), for a broker that requires one."""
-    key_file: ReadFile = None
+    key_file: PrivateFile = None
     """The client certificate's private key (PEM, unencrypted; keep it mode 0600)."""
 
     @model_validator(mode="before")

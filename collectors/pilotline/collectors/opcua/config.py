@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from pilotline.collectors.fields import (
     Connection,
+    PrivateFile,
     ReadFile,
     Secret,
     SecretFile,
@@ -67,7 +68,7 @@ class OpcuaSource(Connection):
     # Client certificate (DER or PEM) and its private key (PEM or DER); without them a
     # certificate is generated once in the gateway's PKI directory and kept there.
     certificate_file: ReadFile = None
-    private_key_file: ReadFile = None
+    private_key_file: PrivateFile = None
     # Trust for the server's certificate: pin one file, and/or a directory of trusted ones.
     server_certificate_file: ReadFile = None
     trust_dir: Path | None = None

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import field_validator, model_validator
 
-from pilotline.collectors.fields import PositiveSeconds, ReadFile, Secret
+from pilotline.collectors.fields import PositiveSeconds, PrivateFile, Secret
 from pilotline.gateway.notify.config import ChannelConfig
 
 __all__ = ["WebhookConfig", "check_webhook_url"]
@@ -25,7 +25,7 @@ class WebhookConfig(ChannelConfig):
     KIND: ClassVar[str] = "webhook"
 
     url: str | None = None
-    url_file: ReadFile = None
+    url_file: PrivateFile = None
     format: Literal["json", "slack"] = "json"
     timeout_s: PositiveSeconds = 10.0
 
