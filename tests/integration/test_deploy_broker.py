@@ -240,3 +240,30 @@ def test_the_compose_health_check_passes_on_the_closed_broker(shipped: ShippedBr
     assert subprocess.run(["sh", "-c", command], check=False, timeout=10).returncode == 0
     shipped.stop()
     assert subprocess.run(["sh", "-c", command], check=False, timeout=10).returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("machine", "topic", "why"),
+    [
+        ("cam-02", LASER, "already laser-01's topic"),  # would let it forge laser-01
+        ("cam-02", "pilot/+/telemetry", "one exact topic"),  # would reach every machine
+        ("cam-02", "pilot/#", "one exact topic"),
+        ("gateway", "pilot/x", "the gateway's account"),
+        ("Cam 02", "pilot/x", "an account's name"),
+    ],
+)
+def test_add_machine_refuses_what_would_open_the_acl(
+    accounts: Accounts, machine: str, topic: str, why: str
+) -> None:
+    acl = (accounts.auth / "acl").read_text()
+    passwd = (accounts.auth / "machines.passwd").read_text()
+    env = {"AUTH_DIR": str(accounts.auth), "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    done = subprocess.run(
+        [SHIPPED / "add-machine.sh", machine, topic],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode != 0
+    assert why in done.stderr
+    assert done.stdout == ""  # no password handed out
+    assert (accounts.auth / "acl").read_text() == acl
+    assert (accounts.auth / "machines.passwd").read_text() == passwd
