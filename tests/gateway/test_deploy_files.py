@@ -171,6 +171,23 @@ def test_the_image_runs_the_console_script_as_a_non_root_user() -> None:
                 assert source.rstrip("/") not in ignored, f"{source} is in .dockerignore"
 
 
+# The first lines of each licence's text, by its SPDX id.
+LICENSE_TEXTS = {"Apache-2.0": r"\s*Apache License\s+Version 2\.0, January 2004\s"}
+
+
+def test_the_license_file_is_the_licence_the_package_and_the_image_declare() -> None:
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
+    assert declared in LICENSE_TEXTS, f"pyproject declares {declared!r}: add its text's start"
+    assert re.match(LICENSE_TEXTS[declared], (ROOT / "LICENSE").read_text())
+    labels = [args for ins, args in dockerfile() if ins == "LABEL"]
+    licences = [m for args in labels for m in re.findall(
+        r'org\.opencontainers\.image\.licenses="([^"]*)"', args)]
+    assert licences == [declared]
+    # the build stage copies it: the wheel's dist-info, hence the image, carries the text
+    copied = [shlex.split(args)[:-1] for ins, args in dockerfile() if ins == "COPY"]
+    assert any("LICENSE" in sources for sources in copied)
+
+
 def test_the_shipped_broker_keeps_queued_messages() -> None:
     settings = dict(
         line.split(None, 1)
@@ -179,6 +196,54 @@ def test_the_shipped_broker_keeps_queued_messages() -> None:
     )
     assert int(settings["max_queued_messages"]) >= 1_000_000
     assert settings["persistence"] == "true"
+
+
+def listeners(text: str) -> dict[str, dict[str, str]]:
+    """The listener sections of a mosquitto.conf (``per_listener_settings``): port -> its
+    settings, up to the next listener or a global setting."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    per_listener = {"allow_anonymous", "password_file", "acl_file", "use_username_as_clientid"}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        if key == "listener":
+            current = sections.setdefault(value.split()[0], {})
+        elif current is not None and key in per_listener:
+            current[key] = value
+        else:
+            current = None
+    return sections
+
+
+def test_the_compose_broker_is_closed_and_published_on_chosen_addresses() -> None:
+    """The behaviour is proved by tests/integration/test_deploy_broker.py; here the wiring:
+    no port on every interface, every listener closed, the gateway's password handed over."""
+    services = compose()["services"]
+    for port in services["mosquitto"]["ports"]:
+        default = re.sub(r"\$\{[A-Z_]+:-([^}]+)\}", r"\1", port)
+        address, _, _ = default.rpartition(":")[0].rpartition(":")
+        assert address == "127.0.0.1", f"{port}: published on every interface by default"
+    assert "MQTT_ADDRESS" in services["mosquitto"]["ports"][0]
+    text = (DEPLOY / "mosquitto/mosquitto.conf").read_text()
+    assert "per_listener_settings true" in text
+    sections = listeners(text)
+    assert set(sections) == {"1883", "1884"}
+    for port, settings in sections.items():
+        assert settings["allow_anonymous"] == "false", port
+        assert settings["password_file"].startswith("/mosquitto/auth/"), port
+        assert settings["acl_file"] == "/mosquitto/auth/acl", port
+    assert sections["1883"]["use_username_as_clientid"] == "true"
+    assert sections["1883"]["password_file"] != sections["1884"]["password_file"]
+    assert "mqtt_password" in services["pilotline"]["secrets"]
+    # the demo's anonymous broker is reachable on the stack's network only
+    assert "ports" not in services["demo-broker"]
+    assert "--mqtt-url=mqtt://demo-broker:1883" in services["demo"]["command"]
+    # the broker's accounts never go into a build context nor into git
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert {"deploy/secrets", "deploy/mosquitto/auth"} <= set(ignored)
+    assert (DEPLOY / "mosquitto/.gitignore").read_text().split() == ["auth/"]
 
 
 def unit() -> dict[str, list[str]]:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,9 +23,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt import publish
 from structlog.testing import capture_logs
+from tests.shipped_broker import SHIPPED, ShippedBroker, make_accounts
 
 from pilotline.collectors.mqtt import MqttBrokerConfig
-from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
+from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port
 from pilotline.gateway.config import load_config
 from pilotline.gateway.service import Gateway, ServiceOptions
 
@@ -171,10 +170,11 @@ async def test_a_signal_name_ending_in_a_backslash_is_quarantined(running: Runni
     assert running.telemetry_fields() == [["power_w"]]
 
 
-def publish_once(port: int, payload: bytes) -> bool:
+def publish_once(port: int, payload: bytes, account: tuple[str, str]) -> bool:
     """One QoS 1 PUBLISH on a connection of its own: True once the broker acknowledged it
     (``publish.single`` would reconnect and send it again forever)."""
     pub = paho.Client(paho.CallbackAPIVersion.VERSION2, reconnect_on_failure=False)
+    pub.username_pw_set(*account)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
     try:
@@ -187,44 +187,35 @@ def publish_once(port: int, payload: bytes) -> bool:
         pub.loop_stop()
 
 
-SHIPPED_CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
-
-
 def test_the_shipped_broker_takes_no_packet_larger_than_the_gateway_asks_for(
     tmp_path: Path,
 ) -> None:
-    """deploy/mosquitto/mosquitto.conf, run as it ships (only its port and data directory
-    moved): a publisher's 200 KiB message is refused at the door, a normal one goes
-    through, and its ``max_packet_size`` is the Maximum Packet Size the gateway asks for."""
-    text = SHIPPED_CONF.read_text()
+    """deploy/mosquitto/mosquitto.conf, run as it ships with the accounts its scripts make
+    (tests/shipped_broker.py): a publisher's 200 KiB message is refused at the door, a
+    normal one goes through, and its ``max_packet_size`` is the Maximum Packet Size the
+    gateway asks for."""
+    text = (SHIPPED / "mosquitto.conf").read_text()
     settings = dict(
         line.split(None, 1) for line in text.splitlines() if line.strip() and line[0] != "#"
     )
     default = MqttBrokerConfig(url="mqtt://127.0.0.1")
     assert int(settings["max_packet_size"]) == default.max_packet_bytes
 
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        text.replace("listener 1883", f"listener {port} 127.0.0.1")
-        .replace("persistence_location /mosquitto/data/", f"persistence_location {tmp_path}/")
-        + f"user {getpass.getuser()}\n"
-    )
-    mosquitto = find_mosquitto()
-    assert mosquitto is not None
-    proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
+    accounts = make_accounts(tmp_path, {"m-1": [TOPIC]})
+    machine = ("m-1", accounts.machines["m-1"])
+    with ShippedBroker(accounts, tmp_path / "data") as broker:
         got: list[bytes] = []
         sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="shipped-sub")
+        sub.username_pw_set(*accounts.gateway)
         sub.on_message = lambda _c, _u, msg: got.append(msg.payload)
-        sub.connect("127.0.0.1", port)
+        sub.connect("127.0.0.1", broker.gateway_port)
         sub.subscribe(TOPIC, qos=1)
         sub.loop_start()
         try:
             time.sleep(0.3)
-            assert not publish_once(port, b"x" * (200 * 1024))  # the broker hangs up
-            assert publish_once(port, b"x" * 100)
+            # the broker hangs up
+            assert not publish_once(broker.machines_port, b"x" * (200 * 1024), machine)
+            assert publish_once(broker.machines_port, b"x" * 100, machine)
             deadline = time.monotonic() + 5
             while not got and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -233,6 +224,3 @@ def test_the_shipped_broker_takes_no_packet_larger_than_the_gateway_asks_for(
             sub.loop_stop()
             sub.disconnect()
         assert got == [b"x" * 100]
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -14,9 +14,9 @@ Secrets. A secret never sits in the configuration file: the key that would hold 
 (``password``, ``token``) is refused with a message saying where it goes instead, and the
 secret is read when it is needed, from its ``<key>_file`` or an environment variable, so a
 rotated secret is picked up without a restart. ``Secret`` describes one such secret and
-reads it; ``SecretFile`` and ``ReadFile`` mark the files a running gateway reads (secrets,
-certificates, keys) in a ``Connection``'s section, which ``pilotline check`` checks exist and
-are readable.
+reads it; ``SecretFile``, ``PrivateFile`` and ``ReadFile`` mark the files a running gateway
+reads (secrets, certificates, keys) in a ``Connection``'s section, which ``pilotline check``
+checks exist and are readable (and, for the secret ones, that others cannot read them).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ __all__ = [
     "Milliseconds",
     "Model",
     "PositiveSeconds",
+    "PrivateFile",
     "ReadFile",
     "Seconds",
     "Secret",
@@ -202,16 +203,19 @@ Milliseconds = Annotated[int, BeforeValidator(_in_unit(1)), _OrDurationText()]
 @dataclass(frozen=True, slots=True)
 class FileToRead:
     """Marks a ``Path`` field whose file the running gateway reads; ``credential``: it holds
-    a password or a token (checked first, then the other files)."""
+    a password or a token (checked first, then the other files); ``private``: its content is
+    secret, so ``pilotline check`` warns when others than its owner may read it."""
 
     credential: bool = False
+    private: bool = False
 
 
-SecretFile = Annotated[Path | None, FileToRead(credential=True)]
+SecretFile = Annotated[Path | None, FileToRead(credential=True, private=True)]
 """A file a credential is read from (``password_file``, ``token_file``)."""
+PrivateFile = Annotated[Path | None, FileToRead(private=True)]
+"""A file whose content is secret though no credential: a private key, a URL with a token."""
 ReadFile = Annotated[Path | None, FileToRead()]
-"""Any other file the gateway reads: certificates and keys (``ca_file``, ``key_file``...),
-a webhook's ``url_file``."""
+"""Any other file the gateway reads: certificates (``ca_file``, ``cert_file``...)."""
 
 
 @dataclass(frozen=True, slots=True)

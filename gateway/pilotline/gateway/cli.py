@@ -214,16 +214,20 @@ def _describe_config(*, schema: bool) -> int:
 
 
 def _check(path: Path, shard: Shard | None = None, *, check_files: bool = True) -> int:
-    from pilotline.gateway.config import ConfigError, load_config, summarize
+    from pilotline.gateway.config import ConfigError, ConfigIssue, load_config, summarize
+    from pilotline.gateway.config.errors import render_issue
     from pilotline.gateway.config.files import named_files
     from pilotline.gateway.config.sharding import describe
 
+    warnings: list[ConfigIssue] = []
     try:
-        config = load_config(path, check_files=check_files)
+        config = load_config(path, check_files=check_files, warnings=warnings)
     except ConfigError as exc:
         print(f"{path}: {len(exc.issues)} problem(s)", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 1
+    for warning in warnings:  # worth fixing, but the configuration works: still exit 0
+        print(f"warning: {render_issue(warning, str(path))}", file=sys.stderr)
     cut = _cut(config, shard, path)
     if cut is None:
         return 1

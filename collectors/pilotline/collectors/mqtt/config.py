@@ -15,6 +15,7 @@ from pilotline.collectors.fields import (
     Connection,
     Model,
     PositiveSeconds,
+    PrivateFile,
     ReadFile,
     Secret,
     SecretFile,
@@ -91,7 +92,7 @@ class MqttBrokerConfig(Connection):
     """CA certificate(s) (PEM) the broker's certificate must chain to; default: the system's."""
     cert_file: ReadFile = None
     """This gateway's client certificate (PEM), for a broker that requires one."""
-    key_file: ReadFile = None
+    key_file: PrivateFile = None
     """The client certificate's private key (PEM, unencrypted; keep it mode 0600)."""
 
     @model_validator(mode="before")

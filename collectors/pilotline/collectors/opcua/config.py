@@ -23,6 +23,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pilotline.collectors.fields import (
     Connection,
     Milliseconds,
+    PrivateFile,
     ReadFile,
     Secret,
     SecretFile,
@@ -76,7 +77,7 @@ class OpcuaSource(Connection):
     certificate_file: ReadFile = None
     """The client certificate (DER or PEM; its ApplicationUri in SubjectAltName); without it and
     ``private_key_file`` a certificate is generated once in the gateway's PKI folder and kept."""
-    private_key_file: ReadFile = None
+    private_key_file: PrivateFile = None
     """The client certificate's private key (PEM or DER); goes with ``certificate_file``."""
     server_certificate_file: ReadFile = None
     """Pins the server's certificate: only this one is trusted."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "ConfigIssue"]
+__all__ = ["ConfigError", "ConfigIssue", "render_issue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +35,14 @@ class ConfigError(Exception):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        return "\n".join(_render_issue(issue, self.source) for issue in self.issues)
+        return "\n".join(render_issue(issue, self.source) for issue in self.issues)
 
     def __str__(self) -> str:
         return self._render()
 
 
-def _render_issue(issue: ConfigIssue, source: str | None) -> str:
+def render_issue(issue: ConfigIssue, source: str | None) -> str:
+    """``file:line path: message`` (``str(issue)`` without a file)."""
     if source is None:
         return str(issue)
     where = f"{source}:{issue.line}" if issue.line is not None else source

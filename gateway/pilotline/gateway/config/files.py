@@ -5,12 +5,18 @@ Which keys name a file to read is said by the fields themselves (``SecretFile`` 
 ``ReadFile`` of ``pilotline.collectors.fields``), so this works for any model: every
 component's secrets and certificates are checked without being listed here. In the section
 of a ``Connection`` every such key of any connection is checked (a misplaced one too).
+
+A file whose content is secret (``SecretFile``, ``PrivateFile``) that others than its owner
+may read is a warning, not a refusal: a container's secrets are often mounted readable by
+all, inside a folder that only their owner can enter.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import shlex
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
@@ -23,7 +29,7 @@ from pilotline.gateway.config.locate import Loc, format_loc, issue
 from pilotline.gateway.config.schema import fields_by_key, unwrap
 from pilotline.gateway.config.yamlfile import Tree
 
-__all__ = ["file_issues", "named_files", "resolve_paths"]
+__all__ = ["exposed_files", "file_issues", "named_files", "resolve_paths"]
 
 
 def file_issues(
@@ -58,6 +64,32 @@ def named_files(config: BaseModel) -> list[tuple[str, Path]]:
         (format_loc(loc), Path(value))
         for loc, value in _named_files(model, data, (), _file_keys(model))
     ]
+
+
+def exposed_files(
+    model: type[BaseModel], data: object, tree: Tree, base: Path
+) -> list[ConfigIssue]:
+    """Secret files (passwords, tokens, private keys) that the group or others may read,
+    each with its mode and the fix. Files that are missing are left to ``file_issues``."""
+    private = _private_keys(model)
+    found = []
+    for loc, value in _named_files(model, data, (), _file_keys(model)):
+        if loc[-1] not in private:
+            continue
+        file = base / value
+        try:
+            mode = file.stat().st_mode
+        except OSError:
+            continue
+        readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
+                   if mode & bit]
+        if stat.S_ISREG(mode) and readers:
+            found.append(issue(
+                tree.root, loc,
+                f"{file} is readable by {' and '.join(readers)} (mode "
+                f"{stat.S_IMODE(mode):04o}): chmod 600 {shlex.quote(str(file))}",
+            ))
+    return found
 
 
 def _named_files(
@@ -95,6 +127,19 @@ def _file_keys(root: type[BaseModel]) -> tuple[str, ...]:
     section: credentials first, then the other files, each as first met in the model."""
     credentials: dict[str, None] = {}
     others: dict[str, None] = {}
+    for key, marker in _all_markers(root):
+        (credentials if marker.credential else others).setdefault(key)
+    return (*credentials, *others)
+
+
+@functools.cache
+def _private_keys(root: type[BaseModel]) -> frozenset[str]:
+    """The keys under ``root`` that name a file whose content is secret."""
+    return frozenset(key for key, marker in _all_markers(root) if marker.private)
+
+
+def _all_markers(root: type[BaseModel]) -> Iterator[tuple[str, FileToRead]]:
+    """The file keys of ``root`` and of every model under it, as first met."""
     stack = [root]
     seen: set[type[BaseModel]] = set()
     while stack:
@@ -102,10 +147,8 @@ def _file_keys(root: type[BaseModel]) -> tuple[str, ...]:
         if model in seen:
             continue
         seen.add(model)
-        for key, marker in _markers(model):
-            (credentials if marker.credential else others).setdefault(key)
+        yield from _markers(model)
         stack[:0] = [m for _, tp in _plan(model)[1] for m in _models_in(tp)]
-    return (*credentials, *others)
 
 
 @functools.cache

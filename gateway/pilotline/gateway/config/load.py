@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from pilotline.gateway.config import yamlfile
 from pilotline.gateway.config.checks import cross_checks
 from pilotline.gateway.config.errors import ConfigError, ConfigIssue
-from pilotline.gateway.config.files import file_issues, resolve_paths
+from pilotline.gateway.config.files import exposed_files, file_issues, resolve_paths
 from pilotline.gateway.config.locate import duplicate_keys, issue, line
 from pilotline.gateway.config.site import CROSS_CHECKED, SiteConfig
 from pilotline.gateway.config.validation import kind_of, validation_issues
@@ -41,11 +41,14 @@ from pilotline.gateway.config.validation import kind_of, validation_issues
 __all__ = ["load_config"]
 
 
-def load_config(path: Path, *, check_files: bool = True) -> SiteConfig:
+def load_config(
+    path: Path, *, check_files: bool = True, warnings: list[ConfigIssue] | None = None
+) -> SiteConfig:
     """Read, validate and resolve a site configuration; ``ConfigError`` lists every mistake.
 
     ``check_files=False`` skips checking that secret and certificate files exist (to check a
-    production file on another machine).
+    production file on another machine). ``warnings``, when given, receives what is worth
+    fixing but still works: secret files that others than their owner may read.
     """
     source = str(path)
     text = yamlfile.read_text(path, source)
@@ -79,6 +82,8 @@ def load_config(path: Path, *, check_files: bool = True) -> SiteConfig:
     base = path.absolute().parent
     if check_files:
         issues.extend(file_issues(SiteConfig, data, tree, base))
+        if warnings is not None:
+            warnings.extend(exposed_files(SiteConfig, data, tree, base))
     if issues or config is None:
         raise ConfigError(_ordered(issues), source)
     del data

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import field_validator, model_validator
 
-from pilotline.collectors.fields import PositiveSeconds, ReadFile, Secret
+from pilotline.collectors.fields import PositiveSeconds, PrivateFile, Secret
 from pilotline.gateway.notify.config import ChannelConfig
 
 __all__ = ["WebhookConfig", "check_webhook_url"]
@@ -26,7 +26,7 @@ class WebhookConfig(ChannelConfig):
 
     url: str | None = None
     """The endpoint, ``http(s)://...`` (one of ``url`` and ``url_file``)."""
-    url_file: ReadFile = None
+    url_file: PrivateFile = None
     """A file whose first line is the endpoint: for a URL that carries a secret (a Slack hook)."""
     format: Literal["json", "slack"] = "json"
     """``json`` (the notification as an object) or ``slack`` (Slack/Mattermost text)."""
