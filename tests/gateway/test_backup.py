@@ -1,6 +1,6 @@
 """``pilotline backup``'s copy (store/backup.py) on real store files: the copy holds what the
 store holds, the source is neither locked nor changed, and a target is whole or absent.
-(Beside a running gateway under load, and the restore: tests/integration/test_backup.py.)"""
+(Beside a running gateway under load, and the restore: tests/integration/test_backup_restore.py.)"""
 
 from __future__ import annotations
 
