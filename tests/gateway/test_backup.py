@@ -12,7 +12,13 @@ import pytest
 from tests.fakes import T0
 
 from pilotline.gateway.cli import main
-from pilotline.gateway.store import QuarantineRow, Store, StoreError, StoreInUseError
+from pilotline.gateway.store import (
+    SCHEMA_VERSION,
+    QuarantineRow,
+    Store,
+    StoreError,
+    StoreInUseError,
+)
 from pilotline.gateway.store.backup import backup, default_name
 from pilotline.gateway.store.lock import StoreLock
 from pilotline.rules import State, StateChanged
@@ -51,7 +57,7 @@ def test_a_store_held_by_a_gateway_is_copied_without_its_lock(tmp_path: Path) ->
         with pytest.raises(StoreInUseError):  # the gateway still holds its lock
             StoreLock.check(source)
     assert copied.target == tmp_path / "copy.db"
-    assert copied.schema_version == 7
+    assert copied.schema_version == SCHEMA_VERSION
     assert copied.latest_state_ms == T0 + 1000
     assert copied.rows["state_history"] == 2
     assert copied.rows["idle_windows open"] == 1

@@ -21,6 +21,7 @@ writer of its tables:
 - ``reports``: the periodic reports already written (reports.py);
 - ``alerts``: alert cores' checkpoints, silences, acknowledgements (alert_state.py);
 - ``api_tokens``: the API's hashed tokens (tokens.py);
+- ``booking``: reservations, their status history, idempotency keys (reservations.py);
 - ``retention``: pruning the history tables of rows older than their retention
   (retention.py).
 
@@ -49,6 +50,7 @@ from pilotline.gateway.store.outbox import LINES_PER_BATCH, Outbox, OutboxDrop
 from pilotline.gateway.store.plant import Plant, changes
 from pilotline.gateway.store.quarantine import HEAD_LIMIT, Quarantine, QuarantineRow
 from pilotline.gateway.store.reports import Reports
+from pilotline.gateway.store.reservations import Reservations
 from pilotline.gateway.store.resume import ResumePoints
 from pilotline.gateway.store.retention import Retention
 from pilotline.gateway.store.schema import SCHEMA_VERSION, migrate
@@ -117,6 +119,7 @@ class Store:
             self.reports = Reports(db)
             self.alerts = AlertStateStore(db)
             self.api_tokens = TokenRegistry(db)
+            self.booking = Reservations(db)
             self.retention = Retention(db)
             self.resume.compact()
         except sqlite3.DatabaseError as exc:
@@ -198,6 +201,11 @@ class Store:
     def tokens(self) -> TokenRegistry:
         """The API tokens kept in this file (``pilotline token``, the API's authentication)."""
         return self.api_tokens
+
+    def reservations(self) -> Reservations:
+        """The bookings kept in this file: requests (check and insert in one transaction),
+        their lifecycle, idempotency keys."""
+        return self.booking
 
     # -- delegations, for the callers written against them -----------------------------------
 

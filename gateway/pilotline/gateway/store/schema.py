@@ -25,14 +25,16 @@ from pilotline.gateway.store.outbox import (
 from pilotline.gateway.store.plant import HISTORY_SCHEMA, PLANT_SCHEMA
 from pilotline.gateway.store.quarantine import QUARANTINE_SCHEMA
 from pilotline.gateway.store.reports import REPORTS_SCHEMA
+from pilotline.gateway.store.reservations import RESERVATIONS_SCHEMA
 from pilotline.gateway.store.resume import RESUME_LOG_SCHEMA, RESUME_SCHEMA
 from pilotline.gateway.store.tokens import TOKENS_SCHEMA
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 """1: outbox, dead letters, embedded store, quarantine; 2: + api_tokens (hashed);
 3: + state_history, reports; 4: + resume; 5: + notifications; 6: + alert_state, silences,
 alert_acks; 7: the outbox in batches (``outbox_batch``, the view ``outbox``; older rows are
-moved over) and ``resume_log``."""
+moved over) and ``resume_log``; 8: + reservations, reservation_events, idempotency
+(booking)."""
 
 _VERSION_TABLE: Final = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
@@ -56,6 +58,8 @@ _STATEMENTS: Final = (
     # 7 (then ``move_v1_rows`` and ``OUTBOX_VIEW``)
     *OUTBOX_SCHEMA,
     *RESUME_LOG_SCHEMA,
+    # 8
+    *RESERVATIONS_SCHEMA,
 )
 
 
