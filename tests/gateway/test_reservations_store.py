@@ -7,13 +7,16 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import random
+import re
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pilotline.gateway.store import SCHEMA_VERSION, Store
+from pilotline.gateway.store import reservations as store_reservations
 from pilotline.gateway.store.reservations import ReservationError
 from pilotline.rules.booking import (
     LIVE,
@@ -23,6 +26,7 @@ from pilotline.rules.booking import (
     Refused,
     Request,
     Status,
+    Verdict,
 )
 
 MIN = 60_000
@@ -268,6 +272,57 @@ def test_100_threads_racing_for_one_slot_get_exactly_one_reservation(tmp_path: P
     assert sum(isinstance(v, Conflict) for v in verdicts) == threads - 1
     with Store(path) as store:
         assert len(store.reservations().list(statuses=LIVE)) == 1
+
+
+def test_no_writer_comes_between_the_check_and_the_insert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rival request for the same hour is let in at the worst moments: while the first is
+    being checked, and whenever the first, having read the machine's reservations, is
+    outside a transaction. Only one transaction from that read to the insert keeps the rival
+    out (it waits for the write lock, then sees a conflict)."""
+    path = tmp_path / "store.db"
+    first = Store(path)
+    verdicts: dict[str, object] = {}
+    rival: list[threading.Thread] = []
+    has_read = False
+
+    def rival_asks() -> None:
+        with Store(path) as other:
+            request = ask(2.5, 3.5, tenant="globex")
+            verdicts["rival"] = other.reservations().request(request, RULES, WEEK, NOW).verdict
+
+    def let_rival_in(wait_s: float) -> None:
+        if not rival:
+            rival.append(threading.Thread(target=rival_asks))
+            rival[0].start()
+        rival[0].join(timeout=wait_s)  # done by then, unless the first's write lock holds it
+
+    real_check = store_reservations.check
+
+    first_thread = threading.current_thread()
+
+    def checking(*args: Any) -> Verdict:
+        if threading.current_thread() is first_thread:  # not the rival's own check
+            let_rival_in(0.5)
+        return real_check(*args)
+
+    def traced(sql: str) -> None:
+        nonlocal has_read
+        if has_read and not first._db.in_transaction:
+            let_rival_in(5)
+        if re.search(r"FROM reservations\b", sql):
+            has_read = True
+
+    monkeypatch.setattr(store_reservations, "check", checking)
+    first._db.set_trace_callback(traced)
+    try:
+        verdicts["first"] = first.reservations().request(ask(2, 3), RULES, WEEK, NOW).verdict
+    finally:
+        first._db.set_trace_callback(None)
+        first.close()
+    rival[0].join(timeout=10)
+    assert [type(verdicts["first"]), type(verdicts["rival"])] == [Accepted, Conflict]
 
 
 BUFFERED = BookingRules(buffer_ms=15 * MIN, hold_ms=HOUR)
