@@ -213,7 +213,7 @@ class Reservations:
                 hold_until_ms=verdict.hold_until_ms,
             )
             self._db.execute(
-                f"INSERT INTO reservations ({_COLUMNS}, updated_ms)"  # noqa: S608 (constants)
+                f"INSERT INTO reservations ({_COLUMNS}, updated_ms)"  # noqa: S608 (constants, values bound) # nosec B608
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (res.id, res.machine, res.tenant, res.start_ms, res.end_ms, res.status.value,
                  now_ms, res.predecessor, purpose, res.hold_until_ms, now_ms),
@@ -306,7 +306,7 @@ class Reservations:
             where += f" AND id IN ({', '.join('?' * len(ids))})"
             params.extend(ids)
         due = [str(row[0]) for row in self._db.execute(
-            f"SELECT id FROM reservations WHERE {where} ORDER BY id", params  # noqa: S608
+            f"SELECT id FROM reservations WHERE {where} ORDER BY id", params  # noqa: S608 # nosec B608
         )]
         for rid in due:
             self._move(
@@ -400,7 +400,7 @@ class Reservations:
 
     def _select(self, where: str, params: Sequence[object]) -> builtins.list[Reservation]:
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM reservations WHERE {where}"  # noqa: S608 (constants)
+            f"SELECT {_COLUMNS} FROM reservations WHERE {where}"  # noqa: S608 (constants, values bound) # nosec B608
             " ORDER BY start_ms, id",
             params,
         ).fetchall()
