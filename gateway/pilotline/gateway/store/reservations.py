@@ -232,7 +232,9 @@ class Reservations:
     ) -> builtins.list[Reservation]:
         """What ``check`` needs of the machine: its live reservations that could clash with
         the request or with the alternatives it proposes (within the offered intervals), and
-        the tenant's reservations in the request's quota period."""
+        the tenant's reservations in the request's quota period. Of this machine only:
+        ``check`` takes every reservation it is given as the machine's (a quota across an
+        owner's machines would need the core to tell them apart)."""
         low = min([req.start_ms, *(start for start, _ in offered)]) - rules.buffer_ms
         high = max([req.end_ms, *(end for _, end in offered)]) + rules.buffer_ms
         marks = ", ".join("?" * len(_LIVE))
