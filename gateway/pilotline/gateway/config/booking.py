@@ -110,7 +110,7 @@ class Booking(Model):
 
 
 class Maintenance(Model):
-    """A planned maintenance period of a machine: never offered, never bookable. A time
+    """A planned maintenance period of a machine, taken out of its bookable time. A time
     without an offset is the facility's local time."""
 
     from_: datetime = Field(alias="from")
@@ -119,7 +119,7 @@ class Maintenance(Model):
     to: datetime
     """End, after ``from``."""
     reason: str | None = None
-    """Why (shown to operators and owners)."""
+    """Why (for operators and owners)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Maintenance:

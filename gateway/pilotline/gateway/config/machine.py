@@ -154,7 +154,8 @@ class Machine(Model):
     booking: Booking | None = None
     """This machine's booking rules: each key it sets overrides its owner's and the site's."""
     maintenance: list[Maintenance] = Field(default_factory=list)
-    """Planned maintenance periods (``{from, to, reason}``): never offered, never bookable."""
+    """Planned maintenance periods (``{from, to, reason}``): taken out of the machine's
+    bookable time (``SiteConfig.maintenance``)."""
 
     @property
     def source(self) -> Literal["mqtt", "opcua"]:
