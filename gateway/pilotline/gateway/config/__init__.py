@@ -7,7 +7,8 @@ are in ``pilotline.collectors.fields``. This package assembles them into the sit
 reads the file:
 
 - ``site``: ``SiteConfig``, the whole file; ``machine``: machines, zones, state rules,
-  defaults; ``offering``: owners and when idle time may be offered; ``alerts``: alert
+  defaults; ``offering``: owners and when idle time may be offered; ``booking``: booking
+  rules (merged machine > owner > defaults) and planned maintenance; ``alerts``: alert
   rules, channels and the notification policy; ``fields``: the site's own field types;
 - ``checks``: checks across objects of the site, on the raw data;
 - ``load``: ``load_config``, which runs every check and gathers the issues (its docstring is
@@ -23,6 +24,7 @@ reads the file:
 from pilotline.collectors.mqtt.config import MqttBrokerConfig, MqttMachineSource
 from pilotline.collectors.opcua.config import OpcuaSource
 from pilotline.gateway.config.alerts import AlertChannelConfig, AlertRuleConfig, AlertsConfig
+from pilotline.gateway.config.booking import Booking, Maintenance, Quota
 from pilotline.gateway.config.errors import ConfigError, ConfigIssue
 from pilotline.gateway.config.fields import DurationMs, StateName, duration_ms
 from pilotline.gateway.config.load import load_config
@@ -42,6 +44,7 @@ __all__ = [
     "AlertRuleConfig",
     "AlertsConfig",
     "Blackout",
+    "Booking",
     "ConfigError",
     "ConfigIssue",
     "Defaults",
@@ -50,11 +53,13 @@ __all__ = [
     "InfluxConfig",
     "LogConfig",
     "Machine",
+    "Maintenance",
     "MqttBrokerConfig",
     "MqttMachineSource",
     "Offering",
     "OpcuaSource",
     "OwnerPolicy",
+    "Quota",
     "SiteConfig",
     "StateConfig",
     "StateName",

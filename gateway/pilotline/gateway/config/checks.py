@@ -1,7 +1,8 @@
 """Checks across objects of the site: ids and topics unique, each machine with one source
 that has what it needs, machines on one OPC UA endpoint agreeing on its connection, owners
 that exist (each machine's in ``owners:`` when the site lists owners, each listed one a
-machine's), alert rules and channels that name what exists (``alerts.alert_checks``).
+machine's), alert rules and channels that name what exists (``alerts.alert_checks``), each
+machine's merged booking rules (``booking.booking_checks``).
 
 They run on the file's plain data, which may be partly wrong (those parts are skipped), so
 that they are reported with their lines and alongside the models' own errors.
@@ -13,6 +14,7 @@ import difflib
 
 from pilotline.collectors.opcua.config import CONNECTION_FIELDS
 from pilotline.gateway.config.alerts import alert_checks
+from pilotline.gateway.config.booking import booking_checks
 from pilotline.gateway.config.locate import Loc, format_loc
 
 __all__ = ["cross_checks"]
@@ -101,6 +103,7 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
                         )
                     )
     alert_checks(data, zone_ids, machine_ids, found)
+    booking_checks(data, found)
     for owner in owners if isinstance(owners, dict) else {}:
         machine_owners = {
             m.get("owner")

@@ -6,6 +6,7 @@ from) are in ``pilotline.collectors.fields``.
 
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -21,6 +22,7 @@ __all__ = [
     "dedupe",
     "duration_default",
     "duration_ms",
+    "local_epoch_ms",
     "ms",
 ]
 
@@ -45,6 +47,13 @@ Capability = Annotated[Id, AfterValidator(_check_capability)]
 def ms(seconds: float) -> int:
     """Seconds of the file as the core's integer milliseconds."""
     return round(seconds * 1000)
+
+
+def local_epoch_ms(moment: datetime, tz: tzinfo) -> int:
+    """A time of the file in epoch milliseconds: one without an offset is local time in
+    ``tz`` (when the clocks go back, the first of the two readings)."""
+    local = moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
+    return round(local.timestamp() * 1000)
 
 
 def _duration_ms(value: Any) -> Any:

@@ -20,6 +20,7 @@ from pilotline.collectors.fields import (
 )
 from pilotline.collectors.mqtt.config import MqttMachineSource
 from pilotline.collectors.opcua.config import OpcuaSource
+from pilotline.gateway.config.booking import Booking, Maintenance
 from pilotline.gateway.config.fields import Capability, StateName, dedupe, ms
 from pilotline.gateway.config.offering import Offering
 from pilotline.rules.policy import NEVER
@@ -118,6 +119,8 @@ class Defaults(Model):
     offering: Offering | None = None
     """The policy of a machine that has none of its own and whose owner has none
     (``always``, or weekly hours and blackouts); without it such a machine is never offered."""
+    booking: Booking | None = None
+    """Site-wide booking rules, under an owner's ``booking:`` and a machine's, key by key."""
 
 
 class Machine(Model):
@@ -148,6 +151,11 @@ class Machine(Model):
     """Overrides ``defaults.max_skew_s`` for this machine."""
     offering: Offering | None = None
     """This machine's own offering policy, replacing its owner's and the site default."""
+    booking: Booking | None = None
+    """This machine's booking rules: each key it sets overrides its owner's and the site's."""
+    maintenance: list[Maintenance] = Field(default_factory=list)
+    """Planned maintenance periods (``{from, to, reason}``): taken out of the machine's
+    bookable time (``SiteConfig.maintenance``)."""
 
     @property
     def source(self) -> Literal["mqtt", "opcua"]:

@@ -17,7 +17,8 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from pilotline.collectors.fields import Model, Seconds
-from pilotline.gateway.config.fields import ms
+from pilotline.gateway.config.booking import Booking
+from pilotline.gateway.config.fields import local_epoch_ms, ms
 from pilotline.rules.policy import OfferingPolicy, WeeklySlot
 
 __all__ = ["Blackout", "DayName", "Offering", "OwnerPolicy", "WeeklyHours"]
@@ -91,11 +92,7 @@ class Blackout(Model):
         return self
 
     def interval(self, tz: tzinfo) -> tuple[int, int]:
-        def epoch_ms(moment: datetime) -> int:
-            local = moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
-            return round(local.timestamp() * 1000)
-
-        return epoch_ms(self.from_), epoch_ms(self.to)
+        return local_epoch_ms(self.from_, tz), local_epoch_ms(self.to, tz)
 
 
 class Offering(Model):
@@ -157,3 +154,6 @@ class OwnerPolicy(Model):
     offering: Offering | None = None
     """When this owner's machines may be offered; without it, the site default
     (``defaults.offering``) if the configuration names one, else never."""
+    booking: Booking | None = None
+    """How this owner's machines may be booked (over ``defaults.booking``; a machine's own
+    ``booking:`` overrides it key by key)."""

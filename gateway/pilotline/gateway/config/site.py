@@ -21,6 +21,7 @@ from pilotline.collectors.fields import Id, Model
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.gateway.api.config import ApiConfig, api_section
 from pilotline.gateway.config.alerts import AlertsConfig
+from pilotline.gateway.config.booking import merged_rules
 from pilotline.gateway.config.checks import cross_checks
 from pilotline.gateway.config.fields import ms
 from pilotline.gateway.config.locate import format_loc
@@ -30,6 +31,7 @@ from pilotline.gateway.config.retention import StoreRetention
 from pilotline.gateway.shard import ShardBy, check_shard_text, zone_shard_tag
 from pilotline.gateway.sinks.influx.config import InfluxConfig
 from pilotline.rules.alerts import AlertRule
+from pilotline.rules.booking import BookingRules
 from pilotline.rules.spec import PlantSpec
 
 __all__ = ["CROSS_CHECKED", "LogConfig", "OfferingSource", "SiteConfig"]
@@ -160,6 +162,28 @@ class SiteConfig(Model):
         if self.defaults.offering is not None:
             return "default", self.defaults.offering
         return "none", None
+
+    def machine(self, machine_id: str) -> Machine:
+        """The machine ``machine_id``; ``KeyError`` if the site has none of that id."""
+        for _, machine in self.machines():
+            if machine.id == machine_id:
+                return machine
+        raise KeyError(machine_id)
+
+    def booking_rules(self, machine_id: str) -> BookingRules:
+        """The rules a booking of ``machine_id`` must keep: each key from the machine's own
+        ``booking:``, else its owner's, else ``defaults.booking``, else ``BookingRules``'."""
+        machine = self.machine(machine_id)
+        owner = self.owners.get(machine.owner)
+        return merged_rules(
+            [self.defaults.booking, owner.booking if owner else None, machine.booking]
+        )
+
+    def maintenance(self, machine_id: str) -> tuple[tuple[int, int], ...]:
+        """``machine_id``'s planned maintenance, ``[start, end)`` epoch ms in file order (a
+        time without an offset read in the site's ``timezone``)."""
+        tz = self.tz
+        return tuple(m.interval(tz) for m in self.machine(machine_id).maintenance)
 
     def plant_spec(self) -> PlantSpec:
         tz = self.tz

@@ -1,8 +1,10 @@
 """What ``pilotline check`` prints of a good configuration: the site, each zone's machines
-(with the offering policy that applies to each), the outputs."""
+(with the offering policy that applies to each), the booking rules of each machine, the
+outputs."""
 
 from __future__ import annotations
 
+from pilotline.gateway.config.booking import describe_rules
 from pilotline.gateway.config.machine import Machine
 from pilotline.gateway.config.site import SiteConfig
 
@@ -28,6 +30,8 @@ def summarize(config: SiteConfig) -> str:
                 f"{prefix}{machine.id} [{machine.source}: {', '.join(machine.signals())}] "
                 f"{capabilities} · {_offer(config, machine)}"
             )
+    lines.append("  booking rules (machine > owner > defaults.booking > pilotline's):")
+    lines.extend(f"    {_booking(config, machine)}" for _, machine in pairs)
     if config.mqtt is not None:
         lines.append(f"  mqtt broker {config.mqtt.url}")
     if config.influx is not None:
@@ -61,6 +65,13 @@ def _offer(config: SiteConfig, machine: Machine) -> str:
         "default": "site default",
     }[source]
     return f"offered: {where} ({offering.describe()})"
+
+
+def _booking(config: SiteConfig, machine: Machine) -> str:
+    line = f"{machine.id}: {describe_rules(config.booking_rules(machine.id))}"
+    if machine.maintenance:
+        line += f" · {_plural(len(machine.maintenance), 'maintenance period')}"
+    return line
 
 
 def _plural(n: int, word: str) -> str:
