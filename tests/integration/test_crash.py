@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tests.auth import cli_bearer
 from tests.peers import VictoriaMetrics, find_victoria_metrics
@@ -238,7 +239,7 @@ def test_sigkill_loses_no_sample(
     port = free_port()
     store = tmp_path / "gw.db"
     config = tmp_path / "site.yaml"
-    config.write_text(
+    site = yaml.safe_load(
         live_site(
             ZONES,
             site="crash-site",
@@ -251,6 +252,12 @@ def test_sigkill_loses_no_sample(
                       "publish_interval_s": 30},
         )
     )
+    # A narrow in-flight window (MQTT 5 Receive Maximum) paces the catch-up of the queued
+    # backlog to a few thousand samples a second, so the second kill surely lands inside it
+    # (unthrottled, a fast gateway can finish 28,000 samples before its first /metrics
+    # answer); what is tested, at-least-once across SIGKILLs, does not depend on the pace.
+    site["mqtt"]["receive_maximum"] = 40
+    config.write_text(yaml.safe_dump(site, sort_keys=False))
     api = Api(f"http://127.0.0.1:{port}", cli_bearer(pilotline_command(), config))
     # Hours ago, whole seconds: far from the gateway's future limit, and old enough that
     # victoria-metrics shows the points as soon as they are flushed.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import tzinfo
 from typing import Any
 
@@ -280,17 +280,8 @@ class Gateway:
         )
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.committer.run(), name="committer")
-                tasks.create_task(self.timer.run(), name="rules-timer")
-                tasks.create_task(run_forecasts(self), name="forecasts")
-                for collector in self.collectors:
-                    tasks.create_task(collector.run(), name=f"collector-{collector.name}")
-                if self.drainer is not None:
-                    tasks.create_task(self.drainer.run(), name="outbox-drainer")
-                    tasks.create_task(self.reports.run(), name="utilization-daily")
-                tasks.create_task(self.pruner.run(), name="store-pruner")
-                for notifier in self.notifiers:
-                    tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
+                # The API first, and the collectors once it listens: /health and /metrics
+                # answer before a broker backlog floods in, so a long catch-up is watched.
                 listening = asyncio.Event()
                 if api:
                     # Imported here: replay and the CLI's other commands build a Gateway
@@ -300,6 +291,19 @@ class Gateway:
                     tasks.create_task(serve_api(self, listening), name="http-api")
                 else:
                     listening.set()
+                tasks.create_task(self.committer.run(), name="committer")
+                tasks.create_task(self.timer.run(), name="rules-timer")
+                tasks.create_task(run_forecasts(self), name="forecasts")
+                for collector in self.collectors:
+                    tasks.create_task(
+                        _when_set(listening, collector.run), name=f"collector-{collector.name}"
+                    )
+                if self.drainer is not None:
+                    tasks.create_task(self.drainer.run(), name="outbox-drainer")
+                    tasks.create_task(self.reports.run(), name="utilization-daily")
+                tasks.create_task(self.pruner.run(), name="store-pruner")
+                for notifier in self.notifiers:
+                    tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
                 tasks.create_task(self._announce(listening, ready), name="ready")
         finally:
             self.notifier.stopping("stopping: committing and flushing the outbox")
@@ -402,3 +406,7 @@ class Gateway:
     def alert_marks(self, view: AlertView) -> Marks:
         return self.actions.marks(view)
 
+
+async def _when_set(event: asyncio.Event, run: Callable[[], Awaitable[None]]) -> None:
+    await event.wait()
+    await run()
