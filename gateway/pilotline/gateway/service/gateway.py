@@ -157,8 +157,8 @@ class Gateway:
             shard_tag=config.shard_tag,
             points=points,
         )
-        # Until the MQTT backlog the broker kept for us is in, time moves only with the
-        # samples' source times (timer.CatchUp).
+        # Until the MQTT backlog the broker kept for us is in, the rules timer waits
+        # (timer.CatchUp): the alert rules judge the backlog before the wall clock.
         wants_mqtt = collectors and config.mqtt is not None and bool(mqtt_topics(config))
         self.catch_up = CatchUp(options, self.steady, self.metrics, caught_up=not wants_mqtt)
         self.ingest = ingest = Ingest(

@@ -1,11 +1,14 @@
-"""The rules timer: the core's time moves with the watermark, once the backlog is in.
+"""The rules timer: the gateway's clock, the watermark, reaches the core and the alert rules.
 
-Time: the core runs on a watermark, ``wall clock - lateness``, so a sample that arrives a
-little after its source time is still applied in order. One timer is armed for the core's
-next deadline (staleness, debounce, alert rules), at least once a second.
+Time: the gateway's clock is ``wall clock - lateness``, so a sample that arrives a little
+after its source time is still applied in order. The core keeps each machine's own clock
+(rules/machine.py); this timer moves the gateway's, armed for the next deadline (staleness,
+debounce, alert rules), at least once a second.
 
-After a restart the broker first delivers the backlog it kept for our session; until that
-is in (``CatchUp``), time moves only with the samples' source times.
+After a restart the broker first delivers the backlog it kept for our session. The core
+applies it at its source times whatever the timer does (each machine's clock resumes at its
+last sample); the timer still waits until it is in (``CatchUp``) so that the alert rules and
+the collector alerts judge the backlog's events before they judge the wall clock.
 """
 
 from __future__ import annotations
@@ -31,12 +34,11 @@ class CatchUp:
     """Has the broker delivered the backlog it kept for our session?
 
     After a restart, Mosquitto delivers the QoS 1 messages queued while the gateway was away,
-    stamped at their source times, before live ones. If the rules timer moved the core to the
-    wall clock first, every machine would look silent since the kill (offline, windows
-    closed) and the backlog would then be applied late, at the wall clock. So the timer
-    waits (time moves only with the samples) until the subscription is confirmed and then
-    either no message came for ``catch_up_quiet_s`` or one arrived on time (its source time
-    within ``lateness`` of the clock); ``catch_up_max_s`` at the most.
+    stamped at their source times, before live ones. The core applies them at their own
+    times on each machine's clock; the alert rules have one clock, so the timer waits until
+    the subscription is confirmed and then either no message came for ``catch_up_quiet_s`` or
+    one arrived on time (its source time within ``lateness`` of the clock);
+    ``catch_up_max_s`` at the most.
     """
 
     def __init__(
