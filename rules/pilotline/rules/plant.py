@@ -85,18 +85,18 @@ class Plant:
     def receive(self, sample: Sample, now_ms: int | None = None) -> None:
         """``sample`` arrived when the gateway's clock read ``now_ms``; without it (history),
         the sample's own stamp is the gateway's time."""
+        tracker = self._trackers.get(sample.machine)
+        if tracker is None:  # moves no clock, not even in history
+            self._events.append(
+                SampleRejected(sample.machine, sample.ts_ms, "unknown_machine", "not configured")
+            )
+            return
         if now_ms is None:
             now_ms = sample.ts_ms if self._now is None else max(self._now, sample.ts_ms)
         if self._now is None or now_ms >= self._next_due:
             self._advance(now_ms)  # deadlines fall due first
         elif now_ms > self._now:
             self._now = now_ms  # nothing falls due: just the clock
-        tracker = self._trackers.get(sample.machine)
-        if tracker is None:
-            self._events.append(
-                SampleRejected(sample.machine, sample.ts_ms, "unknown_machine", "not configured")
-            )
-            return
         assert self._now is not None
         if tracker.receive(sample, self._now, self._events):
             index = self._index[sample.machine]
