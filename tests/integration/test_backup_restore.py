@@ -27,6 +27,7 @@ from tests.sites import CAMERA_TOPIC, LASER_TOPIC, live_site, pilot_camera, pilo
 
 from pilotline.demo.broker import MosquittoBroker, find_mosquitto, free_port
 from pilotline.demo.publisher import publish_timeline
+from pilotline.gateway.store.schema import SCHEMA_VERSION
 
 pytestmark = [
     pytest.mark.integration,
@@ -188,7 +189,7 @@ def test_a_backup_taken_under_load_restores_into_a_gateway_that_resumes_from_it(
     lines = done.stdout.splitlines()
     assert lines[0] == f"copied {live / 'gw.db'} to {copy}"
     assert "integrity ok" in lines[1]
-    assert "schema version 7" in lines[1]
+    assert f"schema version {SCHEMA_VERSION}" in lines[1]
     counts = dict(line.rsplit(None, 1) for line in lines[3:])
     assert int(counts["state_history"]) == len(copied)
     assert int(counts["machines"]) == 2
