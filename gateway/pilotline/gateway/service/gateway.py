@@ -3,7 +3,8 @@
 A thin asyncio shell around the pure core, wired here from parts that each hold one job:
 ``Ingest`` (the way in, ingest.py), the event handlers (handlers.py), the ``Committer``
 (commit.py), the ``RulesTimer`` and ``CatchUp`` (timer.py), the utilization reports
-(reports.py), the store's retention (pruning.py), operators' alert actions (actions.py)
+(reports.py), the store's retention (pruning.py), the bookings' lifecycle (bookings.py),
+operators' alert actions (actions.py)
 and ``/health`` with the gauges (health.py), the collectors (collectors.py). ``Gateway``
 builds them from the site's configuration, runs their tasks, and offers the API
 (api/ports.py) and the forecasts the few members they read.
@@ -27,6 +28,7 @@ from pilotline.gateway.forecasts import run_forecasts
 from pilotline.gateway.notify import make_senders
 from pilotline.gateway.notify.alerting import Alerting, Marks
 from pilotline.gateway.service.actions import AlertActions
+from pilotline.gateway.service.bookings import BookingLifecycle
 from pilotline.gateway.service.collectors import (
     Collector,
     mqtt_collector,
@@ -221,6 +223,13 @@ class Gateway:
             clock_ms=clock_ms,
             needed_from=self.reports.needed_from_ms,
         )
+        self.bookings = BookingLifecycle(
+            store=self.store,
+            rules_of=config.booking_rules,
+            machines=self._zone_of,
+            views=self.plant.view,
+            clock_ms=clock_ms,
+        )
         self.actions = AlertActions(
             self.alerting,
             steady=self.steady,
@@ -302,6 +311,7 @@ class Gateway:
                     tasks.create_task(self.drainer.run(), name="outbox-drainer")
                     tasks.create_task(self.reports.run(), name="utilization-daily")
                 tasks.create_task(self.pruner.run(), name="store-pruner")
+                tasks.create_task(self.bookings.run(), name="booking-lifecycle")
                 for notifier in self.notifiers:
                     tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
                 tasks.create_task(self._announce(listening, ready), name="ready")

@@ -290,6 +290,25 @@ class Reservations:
         with Transaction(self._db) as tx:
             return self._expire(tx, now_ms)
 
+    def settle(
+        self, moves: Sequence[tuple[str, Status, Status, str]], now_ms: int
+    ) -> tuple[builtins.list[str], builtins.list[tuple[Reservation, str]]]:
+        """The lifecycle's writes in ONE transaction: every hold due by ``now_ms`` expires,
+        then each move ``(id, from, to, note)`` (measured use: ``confirmed`` → ``active`` →
+        ``completed``, or ``no_show``, ``preempted``) is recorded by ``pilotline``. A
+        reservation no longer in ``from`` (cancelled since it was read) is left as it is.
+        Returns the expired ids and the moved reservations with their notes."""
+        moved: builtins.list[tuple[Reservation, str]] = []
+        with Transaction(self._db) as tx:
+            expired = self._expire(tx, now_ms)
+            for rid, start, to, note in moves:
+                current = self.get(rid)
+                if current is None or current.status is not start:
+                    continue
+                res = self._move(rid, {start}, to, now_ms, by="pilotline", note=note)
+                moved.append((res, note))
+        return expired, moved
+
     def _expire(
         self,
         tx: Transaction,
