@@ -203,3 +203,27 @@ def test_a_gateway_meters_a_booking_used_and_one_never_started(config_path: Path
     )
     assert gateway.bookings.usage("r_none") is None
     gateway.store.close()
+
+
+def test_before_the_backlog_is_in_no_booking_moves_but_holds_expire(config_path: Path) -> None:
+    clock = Clock(START + 20 * MIN)  # restarted after the grace, the broker's backlog pending
+    gateway = Gateway(
+        load_config(config_path), writer=MemoryWriter(), clock_ms=clock,
+        monotonic_ms=clock.monotonic,
+    )
+    gateway.caught_up = False
+    book = gateway.store.reservations()
+    waiting = confirmed(gateway.store, START, "laser-01")
+    held = book.request(
+        Request("laser-02", "tenant-a", START + HOUR, END + HOUR), RULES, OFFERED, T0
+    ).reservation
+    assert held is not None
+    assert gateway.bookings.settle() == []
+    assert book.get(waiting.id).status is Status.CONFIRMED  # type: ignore[union-attr]
+    assert book.get(held.id).status is Status.EXPIRED  # type: ignore[union-attr]
+    # the backlog brings the run that began inside the grace
+    sample(gateway, "laser-01", START + 5 * MIN, "Executing")
+    gateway.commit()
+    gateway.caught_up = True
+    assert [t.to for t in gateway.bookings.settle()] == [Status.ACTIVE]
+    gateway.store.close()

@@ -6,7 +6,9 @@ the rules in; the moves out, decided by the core's ``outcome`` (its docstring st
 in plain words). ``BookingLifecycle.settle`` only reads (the store's state history, plus the
 plant's current view for a state not committed yet), calls it, and writes every move and every
 expired hold in one transaction, so a killed gateway resumes from the store as it was: the
-next run decides again from the same history and the same reservations.
+next run decides again from the same history and the same reservations. Until the broker's
+backlog is in, and past where a machine's data has arrived (its ``lag_ms``), nothing is
+decided: a run still on its way must not be taken for a no-show.
 """
 
 from __future__ import annotations
@@ -102,10 +104,14 @@ class BookingLifecycle:
         machines: Collection[str],
         views: Callable[[], Sequence[MachineView]],
         clock_ms: Clock,
+        caught_up: Callable[[], bool] = lambda: True,
         interval_s: float = BOOKING_INTERVAL_S,
     ) -> None:
         """``machines``: the configured ones (a booking of a machine no longer configured is
-        left as it is); ``views``: the plant's current view (its latest confirmed states)."""
+        left as it is); ``views``: the plant's current view (its latest confirmed states);
+        ``caught_up``: whether the broker's backlog is in (before, the history may still
+        miss the run that would make a booking ``active``: no booking moves, holds expire)."""
+        self._caught_up = caught_up
         self._store = store
         self._machines = frozenset(machines)
         self._rules = {m: rules_of(m) for m in self._machines}
@@ -148,10 +154,16 @@ class BookingLifecycle:
             and res.start_ms - self._rules[res.machine].early_grace_ms <= now
         ]
         moves: list[Transition] = []
-        if due:
+        if due and self._caught_up():
             since = min(res.start_ms - self._rules[res.machine].early_grace_ms for res in due)
             changes = self.changes(since, now, {res.machine for res in due})
-            moves = transitions(due, changes, now, self._rules.__getitem__)
+            # a machine's data that runs behind the clock is judged as of where it is: a run
+            # still on its way must not be taken for a no-show
+            lag = {v.id: v.lag_ms for v in self._views()}
+            for machine in sorted({res.machine for res in due}):
+                mine = [res for res in due if res.machine == machine]
+                known = now - max(0, lag.get(machine, 0))
+                moves += transitions(mine, changes, known, self._rules.__getitem__)
         steps = [(t.reservation.id, t.start, t.to, t.note) for t in moves]
         expired, moved = book.settle(steps, now)
         for rid in expired:

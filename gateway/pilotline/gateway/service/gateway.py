@@ -229,6 +229,7 @@ class Gateway:
             machines=self._zone_of,
             views=self.plant.view,
             clock_ms=clock_ms,
+            caught_up=lambda: self.catch_up.caught_up,
         )
         self.actions = AlertActions(
             self.alerting,
