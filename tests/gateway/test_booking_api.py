@@ -1,7 +1,7 @@
 """The booking routes (api/booking.py) over the app in-process with a fake clock: offers, a
 hold, its confirmation, approval and cancellation, the 409 and 422 answers, the
 Idempotency-Key, and what one tenant may see of another's booking. The race of 100
-requests through the real server: tests/integration/test_booking_api.py."""
+requests through the real server: tests/integration/test_booking_race.py."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ may book for a tenant (``tenant`` in the body). A reservation the caller may not
 
 No double booking: ``Reservations.request`` checks and inserts in one SQLite transaction
 (the store's docstring); the handlers here only translate. The 100-request race through the
-real server: tests/integration/test_booking_api.py.
+real server: tests/integration/test_booking_race.py.
 """
 
 from __future__ import annotations
