@@ -27,6 +27,7 @@ from pilotline.gateway.api.problems import PROBLEM_JSON, invalid, problem_body, 
 from pilotline.gateway.api.times import ApiTime, Instant
 from pilotline.gateway.store.reservations import MAX_KEY_CHARS, ReservationError
 from pilotline.gateway.timefmt import iso
+from pilotline.rules import State
 from pilotline.rules.booking import (
     Accepted,
     Conflict,
@@ -70,7 +71,7 @@ class OfferOut(BaseModel):
     capabilities: list[str]
     slots: list[Slot] = Field(description="free bookable time in [from, to)")
     available: bool | None = Field(description="advice: idle long enough to be used now")
-    live_state: str | None = Field(
+    live_state: State | None = Field(
         description="advice: the machine's state now; null for tenants (DESIGN.md)"
     )
 
@@ -90,7 +91,7 @@ class ReservationOut(BaseModel):
     id: str
     machine: str
     tenant: str
-    status: str
+    status: Status
     start: Instant
     end: Instant
     start_ms: int
@@ -107,7 +108,7 @@ class NoteIn(BaseModel):
 
 def _out(res: Reservation) -> ReservationOut:
     return ReservationOut(
-        id=res.id, machine=res.machine, tenant=res.tenant, status=res.status.value,
+        id=res.id, machine=res.machine, tenant=res.tenant, status=res.status,
         start=iso(res.start_ms), end=iso(res.end_ms), start_ms=res.start_ms,
         end_ms=res.end_ms, created=iso(res.created_ms), hold_until=iso(res.hold_until_ms),
         predecessor=res.predecessor, purpose=res.purpose,
@@ -203,7 +204,7 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
                 capabilities=list(spec.capabilities),
                 slots=[Slot(**_slot(s)) for s in free_slots(spans, held, rules.buffer_ms)],
                 available=None if view is None else view.available,
-                live_state=None if tenant or view is None else view.state.value,
+                live_state=None if tenant or view is None else view.state,
             ))
         return out
 
