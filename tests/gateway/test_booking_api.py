@@ -25,8 +25,9 @@ START = T0 + 2 * HOUR  # the clock stands at T0
 
 
 class Site:
-    def __init__(self, gateway: Gateway, client: httpx.AsyncClient) -> None:
+    def __init__(self, gateway: Gateway, client: httpx.AsyncClient, clock: Clock) -> None:
         self.gateway = gateway
+        self.clock = clock
         self.client = client
         store = gateway.store
         self.smallco = bearer(store, Role.TENANT, "smallco")
@@ -64,10 +65,11 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             owners={"acme": {"show_to_tenants": True}, "umbra": {"show_to_tenants": False}},
         )
     )
-    gateway = Gateway(load_config(path), clock_ms=Clock(T0))
+    clock = Clock(T0)
+    gateway = Gateway(load_config(path), clock_ms=clock)
     transport = httpx.ASGITransport(app=create_app(gateway))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield Site(gateway, client)
+        yield Site(gateway, client, clock)
     gateway.store.close()
 
 
@@ -194,3 +196,13 @@ async def test_an_operator_books_for_a_named_tenant(site: Site) -> None:
     assert answer.status_code == 201
     assert answer.json()["tenant"] == "smallco"
     assert (await site.book(site.acme, "laser-01", START, START + HOUR)).status_code == 403
+
+
+async def test_a_hold_not_confirmed_in_time_expires_and_frees_its_slot(site: Site) -> None:
+    rid = (await site.book(site.smallco, "laser-01", START, START + HOUR)).json()["id"]
+    site.clock.ms = T0 + 10 * 60_000  # the default hold: 10 min
+    late = await site.step(site.smallco, rid, "confirm")
+    assert late.status_code == 409
+    assert (await site.book(site.bigco, "laser-01", START, START + HOUR)).status_code == 201
+    got = await site.client.get(f"/api/reservations/{rid}", headers=site.smallco)
+    assert got.json()["status"] == "expired"
