@@ -91,11 +91,36 @@ MATRIX: dict[str, dict[str, int]] = {
     "DELETE /api/silences/{silence_id}": {"operator": 404, "scraper": 403,
                                           "owner:acme-optics": 403, "owner:lumen-group": 403,
                                           "tenant": 403},
+    # Booking: offers and the lists for everyone but scrapers, each filtered (owners: their
+    # machines; tenants: their own bookings). The operator books laser-01 for smallco first,
+    # so the tenant's same request conflicts; no reservation has the id laser-01 (404).
+    "/api/offers": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,
+                    "owner:lumen-group": 200, "tenant": 200},
+    "POST /api/reservations": {"operator": 201, "scraper": 403, "owner:acme-optics": 403,
+                               "owner:lumen-group": 403, "tenant": 409},
+    "/api/reservations": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,
+                          "owner:lumen-group": 200, "tenant": 200},
+    "/api/reservations/{rid}": {"operator": 404, "scraper": 403, "owner:acme-optics": 404,
+                                "owner:lumen-group": 404, "tenant": 404},
+    "POST /api/reservations/{rid}/confirm": {"operator": 404, "scraper": 403,
+                                             "owner:acme-optics": 403,
+                                             "owner:lumen-group": 403, "tenant": 404},
+    "POST /api/reservations/{rid}/approve": {"operator": 404, "scraper": 403,
+                                             "owner:acme-optics": 404,
+                                             "owner:lumen-group": 404, "tenant": 403},
+    "POST /api/reservations/{rid}/reject": {"operator": 404, "scraper": 403,
+                                            "owner:acme-optics": 404,
+                                            "owner:lumen-group": 404, "tenant": 403},
+    "POST /api/reservations/{rid}/cancel": {"operator": 404, "scraper": 403,
+                                            "owner:acme-optics": 404,
+                                            "owner:lumen-group": 404, "tenant": 404},
 }
 # The JSON body sent to each route that takes one.
 BODIES: dict[str, object] = {
     "POST /api/alerts/ack": {"rule": "idle-now", "machine": "laser-01"},
     "POST /api/silences": {"matchers": {"zone": "photonics"}, "duration": "1h"},
+    "POST /api/reservations": {"machine": "laser-01", "start": T0 + 3_600_000,
+                               "end": T0 + 7_200_000, "tenant": "smallco"},
 }
 for _row in MATRIX.values():
     for _p in (ANON, "malformed", "unknown", "revoked"):

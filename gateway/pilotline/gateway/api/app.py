@@ -1,7 +1,8 @@
 """The HTTP API: health, Prometheus metrics, machines, capacity and idle windows.
 
-The app is assembled here from groups of routes (capacity.py, catalog.py, history.py,
-alerts.py, quarantine.py); each group reads the gateway through its protocol in ports.py.
+The app is assembled here from groups of routes (capacity.py, catalog.py, booking.py,
+history.py, alerts.py, quarantine.py); each group reads the gateway through its protocol in
+ports.py.
 
 Served by uvicorn inside the gateway's own event loop; every handler is ``async`` so it runs in
 that loop (never in a thread pool) and reads the core and the SQLite store without locks.
@@ -47,7 +48,15 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pilotline.gateway import __version__
-from pilotline.gateway.api import alerts, capacity, catalog, history, problems, quarantine
+from pilotline.gateway.api import (
+    alerts,
+    booking,
+    capacity,
+    catalog,
+    history,
+    problems,
+    quarantine,
+)
 from pilotline.gateway.api.auth import EVERYONE, SCRAPERS, Access, RequestGuard, roles_of
 from pilotline.gateway.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
 from pilotline.gateway.api.hosts import HostGuard
@@ -61,6 +70,7 @@ log = structlog.get_logger("pilotline.gateway.api")
 TAGS: Final = [
     {"name": "service", "description": "Health, Prometheus metrics, this document."},
     {"name": "capacity", "description": "Machines, what is free now, forecasts, the catalog."},
+    {"name": "booking", "description": "Offers, reservations and their lifecycle."},
     {"name": "history", "description": "Idle windows and utilization from the store."},
     {"name": "alerts", "description": "Alerts, acknowledgements and silences."},
     {"name": "quarantine", "description": "Inputs the gateway refused, with why."},
@@ -120,6 +130,7 @@ def create_app(gateway: Api) -> FastAPI:
     # routes out of ``app.routes``, where tests/gateway/test_api_access.py checks each one.
     capacity.add_routes(app.router, gateway)
     catalog.add_routes(app.router, gateway)
+    booking.add_routes(app.router, gateway)
     history.add_routes(app.router, gateway)
     alerts.add_routes(app.router, gateway)
     quarantine.add_routes(app.router, gateway)

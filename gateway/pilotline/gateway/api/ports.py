@@ -14,9 +14,11 @@ from pilotline.gateway.api.config import ApiConfig
 from pilotline.gateway.api.metrics import Gauges, Metrics
 from pilotline.gateway.notify.alerting import Marks
 from pilotline.gateway.store.alert_state import StoredSilence
+from pilotline.gateway.store.reservations import Reservations
 from pilotline.gateway.store.tokens import TokenRegistry
 from pilotline.rules import MachineView
 from pilotline.rules.alerts import AlertView
+from pilotline.rules.booking import BookingRules
 from pilotline.rules.dispatch import Silence
 from pilotline.rules.forecast import HourForecast
 from pilotline.rules.spec import PlantSpec
@@ -74,8 +76,19 @@ class QuarantineStore(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
-class ApiStore(TokenStore, WindowStore, QuarantineStore, Protocol):
+class ReservationStore(Protocol):
+    def reservations(self) -> Reservations: ...
+
+
+class ApiStore(TokenStore, WindowStore, QuarantineStore, ReservationStore, Protocol):
     pass
+
+
+class BookingSettings(ApiSettings, Protocol):
+    """The site configuration's part booking reads: each machine's rules and maintenance."""
+
+    def booking_rules(self, machine_id: str) -> BookingRules: ...
+    def maintenance(self, machine_id: str) -> tuple[tuple[int, int], ...]: ...
 
 
 # -- one port per group of routes ---------------------------------------------------------
@@ -152,10 +165,28 @@ class QuarantinePort(Protocol):
     def store(self) -> QuarantineStore: ...
 
 
+class BookingPort(Protocol):
+    """``/api/offers``, ``/api/reservations`` (booking.py)."""
+
+    @property
+    def config(self) -> BookingSettings: ...
+    @property
+    def plant(self) -> PlantView: ...
+    @property
+    def plant_spec(self) -> PlantSpec: ...
+    @property
+    def store(self) -> ReservationStore: ...
+    def clock_ms(self) -> int: ...
+
+
 class Api(
-    ServicePort, CapacityPort, CatalogPort, HistoryPort, AlertsPort, QuarantinePort, Protocol
+    ServicePort, CapacityPort, CatalogPort, HistoryPort, AlertsPort, QuarantinePort,
+    BookingPort, Protocol,
 ):
     """Everything the API needs: what ``create_app`` and ``serve_api`` take."""
+
+    @property
+    def config(self) -> BookingSettings: ...
 
     @property
     def store(self) -> ApiStore: ...

@@ -1,0 +1,375 @@
+"""Booking (issue 15): offers, reservations and their lifecycle, with DESIGN.md's route names.
+
+Who sees what: a tenant books and sees its own reservations, and offers of the machines some
+policy offers (owner names only where ``show_to_tenants`` allows; another tenant's booking
+is only busy time: a 409 lists the intervals, not their ids); an owner sees offers of and
+reservations on its own machines, and approves, rejects or cancels them; operators all, and
+may book for a tenant (``tenant`` in the body). A reservation the caller may not see is a
+404, as one that does not exist.
+
+No double booking: ``Reservations.request`` checks and inserts in one SQLite transaction
+(the store's docstring); the handlers here only translate. The 100-request race through the
+real server: tests/integration/test_booking_race.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from pilotline.gateway.api.auth import EVERYONE, OWNERS, Principal, Role, allow
+from pilotline.gateway.api.pages import LINK_HEADER, Cursor, Key, after_key, page, set_next
+from pilotline.gateway.api.ports import BookingPort
+from pilotline.gateway.api.problems import PROBLEM_JSON, invalid, problem_body, responses
+from pilotline.gateway.api.times import ApiTime, Instant
+from pilotline.gateway.store.reservations import MAX_KEY_CHARS, ReservationError
+from pilotline.gateway.timefmt import iso
+from pilotline.rules import State
+from pilotline.rules.booking import (
+    Accepted,
+    Conflict,
+    Interval,
+    Reservation,
+    Status,
+    allowed,
+    free_slots,
+)
+from pilotline.rules.booking import (
+    Request as BookingRequest,
+)
+from pilotline.rules.booking.intervals import subtract
+from pilotline.rules.spec import MachineSpec
+
+TAG = "booking"
+DAY_MS: Final = 86_400_000
+DEFAULT_SPAN_MS: Final = 7 * DAY_MS
+MAX_SPAN_MS: Final = 31 * DAY_MS
+"""The widest ``/api/offers`` window: each machine's slots are computed per request."""
+ALTERNATIVES_AHEAD_MS: Final = 7 * DAY_MS
+"""How far past a conflicting request the alternatives are looked for."""
+MAX_PAGE: Final = 1000
+
+TENANTS: Final = allow(Role.TENANT)
+
+
+class Slot(BaseModel):
+    start: Instant
+    end: Instant
+    start_ms: int
+    end_ms: int
+
+
+class OfferOut(BaseModel):
+    machine: str
+    zone: str
+    owner: str | None = Field(
+        description="null for tenants unless the owner shows its name (show_to_tenants)"
+    )
+    capabilities: list[str]
+    slots: list[Slot] = Field(description="free bookable time in [from, to)")
+    available: bool | None = Field(description="advice: idle long enough to be used now")
+    live_state: State | None = Field(
+        description="advice: the machine's state now; null for tenants (DESIGN.md)"
+    )
+
+
+class ReservationIn(BaseModel):
+    machine: str = Field(min_length=1, max_length=200)
+    start: ApiTime
+    end: ApiTime
+    purpose: str = Field(default="", max_length=1000)
+    tenant: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="operators: the tenant booked for; a tenant books for itself",
+    )
+
+
+class ReservationOut(BaseModel):
+    id: str
+    machine: str
+    tenant: str
+    status: Status
+    start: Instant
+    end: Instant
+    start_ms: int
+    end_ms: int
+    created: Instant
+    hold_until: Instant = Field(description="a `held` reservation expires then")
+    predecessor: str | None
+    purpose: str
+
+
+class NoteIn(BaseModel):
+    note: str = Field(default="", max_length=1000)
+
+
+def _out(res: Reservation) -> ReservationOut:
+    return ReservationOut(
+        id=res.id, machine=res.machine, tenant=res.tenant, status=res.status,
+        start=iso(res.start_ms), end=iso(res.end_ms), start_ms=res.start_ms,
+        end_ms=res.end_ms, created=iso(res.created_ms), hold_until=iso(res.hold_until_ms),
+        predecessor=res.predecessor, purpose=res.purpose,
+    )
+
+
+def _slot(span: Interval) -> dict[str, Any]:
+    return {"start": iso(span[0]), "end": iso(span[1]), "start_ms": span[0], "end_ms": span[1]}
+
+
+def _key(res: Reservation) -> Key:
+    return (res.start_ms, res.id)
+
+
+def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
+    """Adds this group's routes to the app's router."""
+    specs = {m.id: m for m in gateway.plant_spec.machines}
+    shown_to_tenants = {o for o, policy in gateway.config.owners.items() if policy.show_to_tenants}
+
+    def offered(spec: MachineSpec, from_ms: int, to_ms: int) -> list[Interval]:
+        """The policy's allowed time minus planned maintenance (no reservations)."""
+        return subtract(allowed(spec.policy, from_ms, to_ms), gateway.config.maintenance(spec.id))
+
+    def bookable_by(who: Principal, spec: MachineSpec) -> bool:
+        if who.role is Role.TENANT:
+            return not spec.policy.never
+        return who.sees_owner(spec.owner)
+
+    def sees(who: Principal, res: Reservation) -> bool:
+        if who.role is Role.TENANT:
+            return res.tenant == who.subject
+        spec = specs.get(res.machine)
+        return spec is not None and who.sees_owner(spec.owner)
+
+    def visible(who: Principal, rid: str) -> Reservation:
+        res = gateway.store.reservations().get(rid)
+        if res is None or not sees(who, res):
+            raise HTTPException(404, f"no reservation {rid!r}")
+        return res
+
+    def step(call: Any, rid: str) -> ReservationOut:
+        try:
+            return _out(call())
+        except ReservationError as e:
+            raise HTTPException(409, str(e)) from None
+
+    @routes.get(
+        "/api/offers",
+        summary="Free bookable time per machine in [from, to) (default the next 7 days, at "
+        "most 31): its offering policy minus planned maintenance and live reservations with "
+        "their buffers; `available` (and, for owners and operators, the live state) as "
+        "advice. Tenants: the offered machines, owner names only where the owner allows; "
+        "owners: their own; operators: all.",
+        tags=[TAG],
+    )
+    async def list_offers(
+        who: Annotated[Principal, EVERYONE],
+        capability: Annotated[str | None, Query(max_length=64)] = None,
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+        from_: Annotated[ApiTime, Query(alias="from")] = None,
+        to: ApiTime = None,
+    ) -> list[OfferOut]:
+        now_ms = gateway.clock_ms()
+        from_ms = now_ms if from_ is None else from_
+        to_ms = from_ms + DEFAULT_SPAN_MS if to is None else to
+        if to_ms <= from_ms:
+            raise invalid(("query", "to"), "`to` must come after `from`")
+        if to_ms - from_ms > MAX_SPAN_MS:
+            raise invalid(("query", "to"), "offers span at most 31 days")
+        tenant = who.role is Role.TENANT
+        live = {v.id: v for v in gateway.plant.view()}
+        book = gateway.store.reservations()
+        out = []
+        for spec in sorted(specs.values(), key=lambda m: (m.zone, m.id)):
+            if not bookable_by(who, spec):
+                continue
+            if zone is not None and spec.zone != zone:
+                continue
+            if capability is not None and capability not in spec.capabilities:
+                continue
+            rules = gateway.config.booking_rules(spec.id)
+            spans = offered(spec, from_ms, to_ms)
+            near = book.list(machine=spec.id, from_ms=from_ms - rules.buffer_ms,
+                             to_ms=to_ms + rules.buffer_ms)
+            # a hold that is due holds nothing, whether or not it has been expired yet
+            held = [r for r in near if r.status is not Status.HELD
+                    or r.hold_until_ms is None or r.hold_until_ms > now_ms]
+            view = live.get(spec.id)
+            out.append(OfferOut(
+                machine=spec.id,
+                zone=spec.zone,
+                owner=spec.owner if not tenant or spec.owner in shown_to_tenants else None,
+                capabilities=list(spec.capabilities),
+                slots=[Slot(**_slot(s)) for s in free_slots(spans, held, rules.buffer_ms)],
+                available=None if view is None else view.available,
+                live_state=None if tenant or view is None else view.state,
+            ))
+        return out
+
+    @routes.post(
+        "/api/reservations",
+        status_code=201,
+        summary="Hold a slot (`held` until `hold_until`; confirm it with "
+        "POST /api/reservations/{id}/confirm). An `Idempotency-Key` makes a retry harmless: "
+        "the same key and request answer the same reservation (200). 409: the slot conflicts "
+        "(`conflicts`, `alternatives`); 422: a booking rule is broken (`rule`). Tenants; "
+        "operators for a tenant (`tenant`).",
+        tags=[TAG],
+        responses={
+            200: {"description": "A retry with the same Idempotency-Key: the same reservation"},
+            **responses(409, 422, e409="Overlaps a live reservation (buffers included)",
+                        e422="A booking rule is broken: `rule` names it"),
+        },
+    )
+    async def create_reservation(
+        body: ReservationIn,
+        who: Annotated[Principal, TENANTS],
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", max_length=MAX_KEY_CHARS)
+        ] = None,
+    ) -> Any:
+        if who.role is Role.TENANT:
+            if body.tenant is not None and body.tenant != who.subject:
+                raise invalid(("body", "tenant"), "a tenant books for itself only")
+            tenant = who.subject
+        else:
+            tenant = body.tenant
+            if tenant is None:
+                raise invalid(("body", "tenant"), "an operator names the tenant it books for")
+        if tenant is None:
+            raise HTTPException(403, "this tenant token names no company")
+        if body.start is None or body.end is None:
+            raise invalid(("body",), "a reservation needs `start` and `end`")
+        spec = specs.get(body.machine)
+        if spec is None or spec.policy.never:
+            raise invalid(("body", "machine"), f"no machine {body.machine!r} is offered for"
+                          " booking")
+        now_ms = gateway.clock_ms()
+        rules = gateway.config.booking_rules(spec.id)
+        spans = offered(spec, min(body.start, now_ms),
+                        max(body.end, now_ms) + ALTERNATIVES_AHEAD_MS)
+        booked = gateway.store.reservations().request(
+            BookingRequest(spec.id, tenant, body.start, body.end), rules, spans, now_ms,
+            key=idempotency_key, purpose=body.purpose,
+        )
+        verdict = booked.verdict
+        if isinstance(verdict, Accepted) and booked.reservation is not None:
+            answer = _out(booked.reservation).model_dump(mode="json")
+            return JSONResponse(answer, status_code=200 if booked.replayed else 201)
+        path = "/api/reservations"
+        if isinstance(verdict, Conflict):
+            store = gateway.store.reservations()
+            conflicts = []
+            for rid, span in verdict.conflicts:
+                theirs = store.get(rid)
+                mine = theirs is not None and theirs.tenant == tenant
+                conflicts.append(
+                    {**_slot(span), "id": rid if mine or who.role is Role.OPERATOR else None}
+                )
+            detail = "the slot overlaps a live reservation (buffers included): pick one of "\
+                     "the alternatives" if verdict.alternatives else \
+                     "the slot overlaps a live reservation (buffers included)"
+            return JSONResponse(
+                problem_body(409, detail, path, conflicts=conflicts,
+                             alternatives=[_slot(a) for a in verdict.alternatives]),
+                status_code=409, media_type=PROBLEM_JSON,
+            )
+        rule, message = getattr(verdict, "rule", "unknown"), getattr(verdict, "message", "")
+        return JSONResponse(problem_body(422, message, path, rule=rule), status_code=422,
+                            media_type=PROBLEM_JSON)
+
+    @routes.get(
+        "/api/reservations",
+        summary="Reservations overlapping [from, to) (either open), by start; `limit` a page, "
+        "a `Link` header gives the next. Tenants: their own; owners: on their machines; "
+        "operators: all.",
+        tags=[TAG],
+        responses={200: {"headers": LINK_HEADER}},
+    )
+    async def list_reservations(
+        *,
+        request: Request,
+        response: Response,
+        who: Annotated[Principal, EVERYONE],
+        machine: Annotated[str | None, Query(max_length=200)] = None,
+        from_: Annotated[ApiTime, Query(alias="from")] = None,
+        to: ApiTime = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+        cursor: Cursor = None,
+    ) -> list[ReservationOut]:
+        after = after_key("reservations", cursor, (int, str))
+        tenant = who.subject if who.role is Role.TENANT else None
+        found = gateway.store.reservations().list(
+            machine=machine, tenant=tenant, from_ms=from_, to_ms=to
+        )
+        seen = [r for r in found if sees(who, r)]
+        shown = set_next(request, response, "reservations", page(seen, limit, _key, after),
+                         limit=limit, key=_key)
+        return [_out(r) for r in shown]
+
+    @routes.get(
+        "/api/reservations/{rid}",
+        summary="One reservation. Its tenant, the machine's owner, operators.",
+        tags=[TAG],
+        responses=responses(404, e404="No reservation with that id that the caller may see"),
+    )
+    async def get_reservation(rid: str, who: Annotated[Principal, EVERYONE]) -> ReservationOut:
+        return _out(visible(who, rid))
+
+    lifecycle = responses(404, 409, e404="No reservation with that id that the caller may see",
+                          e409="Not in a status this step starts from")
+
+    @routes.post(
+        "/api/reservations/{rid}/confirm",
+        summary="`held` -> `confirmed`, or `requested` where the owner approves bookings. "
+        "The tenant holding it; operators.",
+        tags=[TAG], responses=lifecycle,
+    )
+    async def confirm_reservation(rid: str, who: Annotated[Principal, TENANTS]) -> ReservationOut:
+        res = visible(who, rid)
+        approval = gateway.config.booking_rules(res.machine).approval
+        return step(lambda: gateway.store.reservations().confirm(
+            rid, gateway.clock_ms(), approval=approval, by=who.name), rid)
+
+    @routes.post(
+        "/api/reservations/{rid}/approve",
+        summary="`requested` -> `confirmed`. The machine's owner; operators.",
+        tags=[TAG], responses=lifecycle,
+    )
+    async def approve_reservation(
+        rid: str, who: Annotated[Principal, OWNERS], body: NoteIn | None = None
+    ) -> ReservationOut:
+        visible(who, rid)
+        note = body.note if body else ""
+        return step(lambda: gateway.store.reservations().approve(
+            rid, gateway.clock_ms(), by=who.name, note=note), rid)
+
+    @routes.post(
+        "/api/reservations/{rid}/reject",
+        summary="`requested` -> `rejected`; the time is free again. The machine's owner; "
+        "operators.",
+        tags=[TAG], responses=lifecycle,
+    )
+    async def reject_reservation(
+        rid: str, who: Annotated[Principal, OWNERS], body: NoteIn | None = None
+    ) -> ReservationOut:
+        visible(who, rid)
+        note = body.note if body else ""
+        return step(lambda: gateway.store.reservations().reject(
+            rid, gateway.clock_ms(), by=who.name, note=note), rid)
+
+    @routes.post(
+        "/api/reservations/{rid}/cancel",
+        summary="`held`, `requested` or `confirmed` -> `cancelled`; the time is free again. "
+        "Its tenant, the machine's owner, operators.",
+        tags=[TAG], responses=lifecycle,
+    )
+    async def cancel_reservation(
+        rid: str, who: Annotated[Principal, EVERYONE], body: NoteIn | None = None
+    ) -> ReservationOut:
+        visible(who, rid)
+        note = body.note if body else ""
+        return step(lambda: gateway.store.reservations().cancel(
+            rid, gateway.clock_ms(), who.name, note), rid)
