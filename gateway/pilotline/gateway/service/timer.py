@@ -57,12 +57,15 @@ class CatchUp:
         self._began = time.monotonic()
         self._subscribed_at: float | None = None
         self._last_arrival: float | None = None
-        self._last_arrival_ts = 0
+        self._on_time = False  # a sample arrived within ``lateness`` of its stamp
 
     def arrived(self, ts_ms: int) -> None:
-        """A sample came in (the hot path calls this until caught up)."""
+        """A sample came in (the hot path calls this until caught up). Whether it is on time
+        is judged now, at its arrival, not at the next check: a check a little later would
+        call a live sample late."""
         self._last_arrival = time.monotonic()
-        self._last_arrival_ts = ts_ms
+        if ts_ms >= self._steady.now() - self._options.lateness_ms:
+            self._on_time = True
 
     def check(self, subscribed: Callable[[], bool] | None) -> bool:
         """Caught up now? ``subscribed`` tells whether the broker confirmed the subscription
@@ -79,9 +82,7 @@ class CatchUp:
                 self._subscribed_at = mono
             quiet = options.catch_up_quiet_s
             last = self._last_arrival
-            if last is not None and (
-                self._last_arrival_ts >= self._steady.now() - options.lateness_ms
-            ):
+            if self._on_time:
                 reason = "live"
             elif mono - self._subscribed_at >= quiet and (last is None or mono - last >= quiet):
                 reason = "quiet"
