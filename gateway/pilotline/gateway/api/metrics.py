@@ -13,7 +13,7 @@ import asyncio
 import bisect
 import platform
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -156,51 +156,35 @@ class GatewayCollector(Collector):
         )
         build.add_metric([__version__, platform.python_version()], 1)
         yield build
-        samples = CounterMetricFamily(
-            "pilotline_samples", "Samples received, by machine", labels=["machine"]
-        )
-        for machine, n in sorted(m.samples.items()):
-            samples.add_metric([machine], n)
-        yield samples
-        rejected = CounterMetricFamily(
+        yield _counted("pilotline_samples", "Samples received, by machine", ["machine"], m.samples)
+        yield _counted(
             "pilotline_rejected",
             "Inputs rejected and quarantined, by source and reason",
-            labels=["source", "reason"],
+            ["source", "reason"],
+            m.rejected,
         )
-        for (source, reason), n in sorted(m.rejected.items()):
-            rejected.add_metric([source, reason], n)
-        yield rejected
-        events = CounterMetricFamily(
-            "pilotline_rule_events", "Events emitted by the rules core, by kind", labels=["kind"]
+        yield _counted(
+            "pilotline_rule_events", "Events emitted by the rules core, by kind", ["kind"], m.events
         )
-        for kind, n in sorted(m.events.items()):
-            events.add_metric([kind], n)
-        yield events
-        auth = CounterMetricFamily(
+        yield _counted(
             "pilotline_auth_failures",
             "API requests refused: missing, malformed, unknown, revoked token, forbidden role "
             "or a Host the API does not answer to",
-            labels=["reason"],
+            ["reason"],
+            m.auth_failures,
         )
-        for reason, n in sorted(m.auth_failures.items()):
-            auth.add_metric([reason], n)
-        yield auth
-        closed = CounterMetricFamily(
+        yield _counted(
             "pilotline_api_connections_closed",
             "API connections closed by its limits: per_client, evicted, full, request_timeout",
-            labels=["reason"],
+            ["reason"],
+            m.api_connections_closed,
         )
-        for reason, n in sorted(m.api_connections_closed.items()):
-            closed.add_metric([reason], n)
-        yield closed
-        notifications = CounterMetricFamily(
+        yield _counted(
             "pilotline_notifications",
             "Alert notification attempts, by channel and outcome (sent, failed: retried)",
-            labels=["channel", "outcome"],
+            ["channel", "outcome"],
+            m.notifications,
         )
-        for (channel, outcome), n in sorted(m.notifications.items()):
-            notifications.add_metric([channel, outcome], n)
-        yield notifications
         yield CounterMetricFamily(
             "pilotline_points_written", "Points acknowledged by InfluxDB", value=g.points_written()
         )
@@ -277,9 +261,10 @@ class GatewayCollector(Collector):
         yield reconnects
         yield bad
         yield received
-        yield _by_machine(
+        yield _counted(
             "pilotline_signals_dropped",
             "Signals (payload keys) dropped beyond mqtt.max_signals, by machine",
+            ["machine"],
             signals_dropped,
         )
         yield m.api_durations.family(
@@ -292,10 +277,14 @@ class GatewayCollector(Collector):
         yield from _clocks(m, machines)
 
 
-def _by_machine(name: str, documentation: str, counts: Counter[str]) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, documentation, labels=["machine"])
-    for machine, n in sorted(counts.items()):
-        family.add_metric([machine], n)
+def _counted(
+    name: str, documentation: str, labels: list[str], counts: Mapping[Any, int]
+) -> CounterMetricFamily:
+    """A counter family from counts keyed by its one label's value, or by a tuple of values
+    (one per label), in sorted order."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, n in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
     return family
 
 
@@ -338,14 +327,12 @@ def _clocks(m: Metrics, machines: list[MachineGauge]) -> Iterator[Metric]:
         ahead.add_metric([machine], m.ahead[machine][0] / 1000)
     yield future
     yield ahead
-    late = CounterMetricFamily(
+    yield _counted(
         "pilotline_samples_late",
         "Samples older than what their machine had decided, applied at that decision",
-        labels=["machine"],
+        ["machine"],
+        m.late,
     )
-    for machine, n in sorted(m.late.items()):
-        late.add_metric([machine], n)
-    yield late
     behind = GaugeMetricFamily(
         "pilotline_source_behind_seconds",
         "How far a machine's data runs behind the gateway clock (0 when live)",
