@@ -108,7 +108,14 @@ async def test_a_lost_broker_is_one_collector_alert(
             assert transitions(logs) == []
 
             broker.stop(kill=True)
-            await until(lambda: ("collector-down", "mqtt", True) in transitions(logs), 15)
+            try:
+                await until(lambda: ("collector-down", "mqtt", True) in transitions(logs), 15)
+            except TimeoutError:
+                names = sorted({str(e["event"]) for e in logs})
+                raise AssertionError(
+                    f"caught_up={gateway.catch_up.caught_up} "
+                    f"connected={[c.connected for c in gateway.collectors]} events={names}"
+                ) from None
             await asyncio.sleep(3)  # machines are stale by now (stale_after 2 s + for 1 s)
             assert all(v.state.value == "offline" for v in gateway.plant.view())
             assert transitions(logs) == [("collector-down", "mqtt", True)]
