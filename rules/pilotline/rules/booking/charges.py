@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from pilotline.rules.booking.intervals import overlaps
 from pilotline.rules.booking.metering import Usage
-from pilotline.rules.booking.reservation import LIVE, HOUR_MS, Reservation, Status
+from pilotline.rules.booking.reservation import HOUR_MS, LIVE, Reservation, Status
 
 __all__ = ["Basis", "Charge", "ChargeRule", "billed_ms", "charge", "late_cancel", "reused"]
 
