@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from pilotline.collectors.fields import Model, PositiveSeconds, Seconds
+from pilotline.gateway.config.charges import Charge
 from pilotline.gateway.config.fields import local_epoch_ms, ms
 from pilotline.gateway.config.locate import Loc, format_loc
 from pilotline.rules.booking import BookingRules
@@ -93,6 +94,9 @@ class Booking(Model):
     """Not running by the start plus this: the booking is a ``no_show`` (default 15m)."""
     late_cancel_s: Seconds | None = None
     """A cancellation closer than this to the start is late (default 1d)."""
+    charge: Charge | None = None
+    """What a booking costs, key by key over the owner's and the site's (default: nothing;
+    config/charges.py)."""
 
     def overrides(self) -> dict[str, Any]:
         """The ``BookingRules`` fields this section sets, in the core's units."""

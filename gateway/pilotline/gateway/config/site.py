@@ -22,6 +22,7 @@ from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.gateway.api.config import ApiConfig, api_section
 from pilotline.gateway.config.alerts import AlertsConfig
 from pilotline.gateway.config.booking import merged_rules
+from pilotline.gateway.config.charges import merged_charge
 from pilotline.gateway.config.checks import cross_checks
 from pilotline.gateway.config.fields import ms
 from pilotline.gateway.config.locate import format_loc
@@ -32,6 +33,7 @@ from pilotline.gateway.shard import ShardBy, check_shard_text, zone_shard_tag
 from pilotline.gateway.sinks.influx.config import InfluxConfig
 from pilotline.rules.alerts import AlertRule
 from pilotline.rules.booking import BookingRules
+from pilotline.rules.booking.charges import ChargeRule
 from pilotline.rules.spec import PlantSpec
 
 __all__ = ["CROSS_CHECKED", "LogConfig", "OfferingSource", "SiteConfig"]
@@ -178,6 +180,14 @@ class SiteConfig(Model):
         return merged_rules(
             [self.defaults.booking, owner.booking if owner else None, machine.booking]
         )
+
+    def charge_rule(self, machine_id: str) -> ChargeRule:
+        """How a booking of ``machine_id`` is charged: each key of ``booking.charge`` from the
+        machine, else its owner, else ``defaults``, else ``ChargeRule``'s default."""
+        machine = self.machine(machine_id)
+        owner = self.owners.get(machine.owner)
+        layers = [self.defaults.booking, owner.booking if owner else None, machine.booking]
+        return merged_charge([layer.charge if layer else None for layer in layers])
 
     def maintenance(self, machine_id: str) -> tuple[tuple[int, int], ...]:
         """``machine_id``'s planned maintenance, ``[start, end)`` epoch ms in file order (a
