@@ -114,6 +114,9 @@ MATRIX: dict[str, dict[str, int]] = {
     "POST /api/reservations/{rid}/cancel": {"operator": 404, "scraper": 403,
                                             "owner:acme-optics": 404,
                                             "owner:lumen-group": 404, "tenant": 404},
+    # Usage statements: each filtered as the reservations (tests/gateway/test_usage_api.py).
+    "/api/usage": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,
+                   "owner:lumen-group": 200, "tenant": 200},
 }
 # The JSON body sent to each route that takes one.
 BODIES: dict[str, object] = {

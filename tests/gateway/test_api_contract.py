@@ -127,6 +127,7 @@ OPERATIONS = {
     ("post", "/api/reservations/{rid}/approve"): "approveReservation",
     ("post", "/api/reservations/{rid}/reject"): "rejectReservation",
     ("post", "/api/reservations/{rid}/cancel"): "cancelReservation",
+    ("get", "/api/usage"): "getUsage",
 }
 TIMES = {
     "MachineOut": ["since", "last_seen", "idle_since"],
@@ -135,6 +136,8 @@ TIMES = {
     "ForecastHour": ["start"],
     "Slot": ["start", "end"],
     "ReservationOut": ["start", "end", "created", "hold_until"],
+    "UsageStatement": ["from", "to", "generated"],
+    "UsageLineOut": ["start", "end"],
     "WindowOut": ["start", "end"],
     "UtilizationAnswer": ["from", "to", "until"],
     "AlertOut": ["since", "firing_since", "acked_at"],

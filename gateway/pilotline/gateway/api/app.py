@@ -56,6 +56,7 @@ from pilotline.gateway.api import (
     history,
     problems,
     quarantine,
+    usage,
 )
 from pilotline.gateway.api.auth import EVERYONE, SCRAPERS, Access, RequestGuard, roles_of
 from pilotline.gateway.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
@@ -131,6 +132,7 @@ def create_app(gateway: Api) -> FastAPI:
     capacity.add_routes(app.router, gateway)
     catalog.add_routes(app.router, gateway)
     booking.add_routes(app.router, gateway)
+    usage.add_routes(app.router, gateway)
     history.add_routes(app.router, gateway)
     alerts.add_routes(app.router, gateway)
     quarantine.add_routes(app.router, gateway)

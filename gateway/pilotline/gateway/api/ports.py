@@ -19,6 +19,8 @@ from pilotline.gateway.store.tokens import TokenRegistry
 from pilotline.rules import MachineView
 from pilotline.rules.alerts import AlertView
 from pilotline.rules.booking import BookingRules
+from pilotline.rules.booking.charges import ChargeRule
+from pilotline.rules.booking.metering import Change
 from pilotline.rules.dispatch import Silence
 from pilotline.rules.forecast import HourForecast
 from pilotline.rules.spec import PlantSpec
@@ -89,6 +91,7 @@ class BookingSettings(ApiSettings, Protocol):
 
     def booking_rules(self, machine_id: str) -> BookingRules: ...
     def maintenance(self, machine_id: str) -> tuple[tuple[int, int], ...]: ...
+    def charge_rule(self, machine_id: str) -> ChargeRule: ...
 
 
 # -- one port per group of routes ---------------------------------------------------------
@@ -179,9 +182,29 @@ class BookingPort(Protocol):
     def clock_ms(self) -> int: ...
 
 
+class StateChanges(Protocol):
+    def changes(
+        self, from_ms: int, now_ms: int, machines: Collection[str]
+    ) -> dict[str, list[Change]]: ...
+
+
+class UsagePort(Protocol):
+    """``/api/usage`` (usage.py): metered from the lifecycle's state changes."""
+
+    @property
+    def config(self) -> BookingSettings: ...
+    @property
+    def plant_spec(self) -> PlantSpec: ...
+    @property
+    def store(self) -> ReservationStore: ...
+    @property
+    def bookings(self) -> StateChanges: ...
+    def clock_ms(self) -> int: ...
+
+
 class Api(
     ServicePort, CapacityPort, CatalogPort, HistoryPort, AlertsPort, QuarantinePort,
-    BookingPort, Protocol,
+    BookingPort, UsagePort, Protocol,
 ):
     """Everything the API needs: what ``create_app`` and ``serve_api`` take."""
 
