@@ -31,7 +31,6 @@ HOUR = 60 * MIN
 START = T0 + 2 * HOUR
 END = START + HOUR
 DAY = 24 * HOUR
-OFFERED = [(T0, T0 + DAY)]
 
 
 def site_text(tmp_path: Path) -> str:
@@ -79,12 +78,15 @@ class Site:
         )
 
 
-def book(gateway: Gateway, machine: str, tenant: str, start: int, end: int) -> str:
+def book(
+    gateway: Gateway, machine: str, tenant: str, start: int, end: int, *, now: int = T0
+) -> str:
+    """A confirmed booking, made at ``now``."""
     reservations = gateway.store.reservations()
     held = reservations.request(Request(machine, tenant, start, end), BookingRules(),
-                                OFFERED, T0).reservation
+                                [(now, now + DAY)], now).reservation
     assert held is not None
-    reservations.confirm(held.id, T0, approval=False, by=tenant)
+    reservations.confirm(held.id, now, approval=False, by=tenant)
     return held.id
 
 

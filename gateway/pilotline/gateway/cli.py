@@ -150,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="replay only this shard's machines, as its gateway would (K/N)",
     )
 
+    from pilotline.gateway import booking_cli
+
+    booking_cli.add_parser(sub)
+
     # Commands that other parts of the distribution add (the demo) register themselves as
     # entry points, so the gateway never imports them.
     for command in entry_points(group="pilotline.commands"):
@@ -170,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _replay(args)
     if args.command == "backup":
         return _backup(args)
+    if args.command == "booking":
+        return booking_cli.run(args)
     if args.command == "browse":
         return _browse(args.endpoint, args.depth, args.yaml, args.config, args.pki)
     if (serve := getattr(args, "serve", None)) is not None:

@@ -9,7 +9,7 @@ prints, metered from the machines' confirmed states as the booking lifecycle rea
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
@@ -19,15 +19,11 @@ from pilotline.gateway.api.auth import EVERYONE, Principal, Role
 from pilotline.gateway.api.ports import UsagePort
 from pilotline.gateway.api.problems import invalid
 from pilotline.gateway.api.times import ApiTime, Instant
-from pilotline.gateway.service.usage import csv_text, statement
+from pilotline.gateway.service.usage import DEFAULT_SPAN_MS, MAX_SPAN_MS, csv_text, statement
 from pilotline.gateway.timefmt import iso
 from pilotline.rules.booking import Status
 
 TAG = "booking"
-DAY_MS: Final = 86_400_000
-DEFAULT_SPAN_MS: Final = 30 * DAY_MS
-MAX_SPAN_MS: Final = 93 * DAY_MS
-"""The widest statement (a quarter): each is metered from the state history per request."""
 
 
 class UsageLineOut(BaseModel):

@@ -29,7 +29,9 @@ from pilotline.rules.booking.metering import Change
 
 __all__ = [
     "COLUMNS",
+    "DEFAULT_SPAN_MS",
     "LEFT_OUT",
+    "MAX_SPAN_MS",
     "Pricing",
     "Statement",
     "UsageLine",
@@ -37,6 +39,11 @@ __all__ = [
     "statement",
     "usage_line",
 ]
+
+DEFAULT_SPAN_MS: Final = 30 * 86_400_000
+"""A statement without ``from`` covers the 30 days before ``to`` (default: now)."""
+MAX_SPAN_MS: Final = 93 * 86_400_000
+"""The widest statement (a quarter): each is metered from the state history when asked."""
 
 LEFT_OUT: Final = frozenset({Status.HELD, Status.EXPIRED})
 """Holds that never became bookings: not on statements."""
