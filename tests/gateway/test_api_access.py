@@ -114,6 +114,12 @@ MATRIX: dict[str, dict[str, int]] = {
     "POST /api/reservations/{rid}/cancel": {"operator": 404, "scraper": 403,
                                             "owner:acme-optics": 404,
                                             "owner:lumen-group": 404, "tenant": 404},
+    "POST /api/reservations/{rid}/extend": {"operator": 404, "scraper": 403,
+                                            "owner:acme-optics": 404,
+                                            "owner:lumen-group": 404, "tenant": 404},
+    "POST /api/reservations/{rid}/move": {"operator": 404, "scraper": 403,
+                                          "owner:acme-optics": 404,
+                                          "owner:lumen-group": 404, "tenant": 404},
 }
 # The JSON body sent to each route that takes one.
 BODIES: dict[str, object] = {
@@ -121,6 +127,8 @@ BODIES: dict[str, object] = {
     "POST /api/silences": {"matchers": {"zone": "photonics"}, "duration": "1h"},
     "POST /api/reservations": {"machine": "laser-01", "start": T0 + 3_600_000,
                                "end": T0 + 7_200_000, "tenant": "smallco"},
+    "POST /api/reservations/{rid}/extend": {"end": T0 + 10_800_000},
+    "POST /api/reservations/{rid}/move": {"start": T0 + 7_200_000, "end": T0 + 10_800_000},
 }
 for _row in MATRIX.values():
     for _p in (ANON, "malformed", "unknown", "revoked"):
