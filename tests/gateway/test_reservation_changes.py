@@ -7,6 +7,7 @@ machine overlapping (buffers included), and every successor's predecessor is no 
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,47 @@ def test_a_retry_with_the_same_key_gets_the_same_successor(store: Store) -> None
     with pytest.raises(ReservationError, match="no reservation r_nope"):
         change(book, "r_nope", 4, 7)
     assert len([r for r in book.list() if r.live]) == 1
+
+
+def test_threads_changing_two_bookings_into_one_gap_let_exactly_one_win(tmp_path: Path) -> None:
+    """Each thread has its own connection on one file (as the 100-thread request race): half
+    extend the first booking into the gap, half move the second's start into it, every pair
+    overlapping. One BEGIN IMMEDIATE transaction from the read to the insert lets one win."""
+    path = tmp_path / "store.db"
+    with Store(path) as store:
+        first, second = booked(store.reservations(), 2, 3), booked(store.reservations(), 6, 7)
+    threads = 40
+    start = threading.Barrier(threads)
+    answers: list[object] = []
+    failures: list[BaseException] = []
+
+    def race(i: int) -> None:
+        k = i // 2 % 4
+        try:
+            with Store(path) as store:
+                start.wait(timeout=60)
+                try:
+                    if i % 2 == 0:  # ends at 4:15 to 5:00
+                        got = change(store.reservations(), first.id, 2, 4.25 + k / 4)
+                    else:  # starts at 4:00 to 3:15 (the buffer: 15 min)
+                        got = change(store.reservations(), second.id, 4 - k / 4, 7)
+                    answers.append(got.verdict)
+                except ReservationError as exc:  # its booking was changed by a rival
+                    answers.append(exc)
+        except BaseException as exc:  # noqa: BLE001 (the test reports it)
+            failures.append(exc)
+
+    workers = [threading.Thread(target=race, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert failures == []
+    assert sum(isinstance(a, Accepted) for a in answers) == 1
+    assert all(isinstance(a, Accepted | Conflict | ReservationError) for a in answers)
+    with Store(path) as store:
+        check_invariants(store.reservations(), RULES.buffer_ms)
+        assert len(store.reservations().list(statuses=LIVE)) == 2
 
 
 # -- the property: no overlap, whatever the sequence ----------------------------------------
