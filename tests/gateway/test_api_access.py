@@ -117,6 +117,12 @@ MATRIX: dict[str, dict[str, int]] = {
     # Usage statements: each filtered as the reservations (tests/gateway/test_usage_api.py).
     "/api/usage": {"operator": 200, "scraper": 403, "owner:acme-optics": 200,
                    "owner:lumen-group": 200, "tenant": 200},
+    "POST /api/reservations/{rid}/extend": {"operator": 404, "scraper": 403,
+                                            "owner:acme-optics": 404,
+                                            "owner:lumen-group": 404, "tenant": 404},
+    "POST /api/reservations/{rid}/move": {"operator": 404, "scraper": 403,
+                                          "owner:acme-optics": 404,
+                                          "owner:lumen-group": 404, "tenant": 404},
 }
 # The JSON body sent to each route that takes one.
 BODIES: dict[str, object] = {
@@ -124,6 +130,8 @@ BODIES: dict[str, object] = {
     "POST /api/silences": {"matchers": {"zone": "photonics"}, "duration": "1h"},
     "POST /api/reservations": {"machine": "laser-01", "start": T0 + 3_600_000,
                                "end": T0 + 7_200_000, "tenant": "smallco"},
+    "POST /api/reservations/{rid}/extend": {"end": T0 + 10_800_000},
+    "POST /api/reservations/{rid}/move": {"start": T0 + 7_200_000, "end": T0 + 10_800_000},
 }
 for _row in MATRIX.values():
     for _p in (ANON, "malformed", "unknown", "revoked"):

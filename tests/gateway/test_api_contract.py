@@ -128,6 +128,8 @@ OPERATIONS = {
     ("post", "/api/reservations/{rid}/reject"): "rejectReservation",
     ("post", "/api/reservations/{rid}/cancel"): "cancelReservation",
     ("get", "/api/usage"): "getUsage",
+    ("post", "/api/reservations/{rid}/extend"): "extendReservation",
+    ("post", "/api/reservations/{rid}/move"): "moveReservation",
 }
 TIMES = {
     "MachineOut": ["since", "last_seen", "idle_since"],
@@ -150,6 +152,8 @@ OWN_ERRORS = {
     ("post", "/api/alerts/ack"): {"404"},
     ("post", "/api/silences"): {"409"},
     ("delete", "/api/silences/{silence_id}"): {"404"},
+    ("post", "/api/reservations/{rid}/extend"): {"404", "409"},
+    ("post", "/api/reservations/{rid}/move"): {"404", "409"},
 }
 
 

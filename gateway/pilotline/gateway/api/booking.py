@@ -100,18 +100,33 @@ class ReservationOut(BaseModel):
     hold_until: Instant = Field(description="a `held` reservation expires then")
     predecessor: str | None
     purpose: str
+    successor: str | None = Field(
+        default=None, description="the reservation a move or an extension of this one created"
+    )
 
 
 class NoteIn(BaseModel):
     note: str = Field(default="", max_length=1000)
 
 
-def _out(res: Reservation) -> ReservationOut:
+class ExtendIn(BaseModel):
+    end: ApiTime = Field(description="the new end; the start stays")
+
+
+class MoveIn(BaseModel):
+    start: ApiTime
+    end: ApiTime
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=MAX_KEY_CHARS)]
+
+
+def _out(res: Reservation, successor: str | None = None) -> ReservationOut:
     return ReservationOut(
         id=res.id, machine=res.machine, tenant=res.tenant, status=res.status,
         start=iso(res.start_ms), end=iso(res.end_ms), start_ms=res.start_ms,
         end_ms=res.end_ms, created=iso(res.created_ms), hold_until=iso(res.hold_until_ms),
-        predecessor=res.predecessor, purpose=res.purpose,
+        predecessor=res.predecessor, purpose=res.purpose, successor=successor,
     )
 
 
@@ -307,7 +322,8 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         seen = [r for r in found if sees(who, r)]
         shown = set_next(request, response, "reservations", page(seen, limit, _key, after),
                          limit=limit, key=_key)
-        return [_out(r) for r in shown]
+        after_change = gateway.store.reservations().successors([r.id for r in shown])
+        return [_out(r, after_change.get(r.id)) for r in shown]
 
     @routes.get(
         "/api/reservations/{rid}",
@@ -316,7 +332,8 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         responses=responses(404, e404="No reservation with that id that the caller may see"),
     )
     async def get_reservation(rid: str, who: Annotated[Principal, EVERYONE]) -> ReservationOut:
-        return _out(visible(who, rid))
+        res = visible(who, rid)
+        return _out(res, gateway.store.reservations().successors([rid]).get(rid))
 
     lifecycle = responses(404, 409, e404="No reservation with that id that the caller may see",
                           e409="Not in a status this step starts from")
@@ -373,3 +390,98 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         note = body.note if body else ""
         return step(lambda: gateway.store.reservations().cancel(
             rid, gateway.clock_ms(), who.name, note), rid)
+
+    # -- a move or an extension (issue 15): a successor, never an edit ---------------------
+    # ``Reservations.change`` checks and inserts the successor and cancels the predecessor in
+    # one transaction; the rules of a change: rules/booking/change.py.
+
+    changed = responses(
+        404, 409, 422, e404="No reservation with that id that the caller may see",
+        e409="Overlaps a live reservation (buffers included: `conflicts`, `alternatives`), or "
+        "the reservation is no longer live", e422="A booking rule is broken: `rule` names it",
+    )
+
+    def change(
+        who: Principal, rid: str, start: int | None, end: int, key: str | None
+    ) -> JSONResponse:
+        res = visible(who, rid)
+        spec = specs.get(res.machine)
+        if spec is None or spec.policy.never:
+            raise HTTPException(409, f"{res.machine!r} is no longer offered for booking")
+        now_ms = gateway.clock_ms()
+        begin = res.start_ms if start is None else start
+        rules = gateway.config.booking_rules(spec.id)
+        spans = offered(spec, min(begin, now_ms), max(end, now_ms) + ALTERNATIVES_AHEAD_MS)
+        try:
+            booked = gateway.store.reservations().change(
+                rid, begin, end, now_ms, rules=rules, offered=spans, by=who.name,
+                approval=rules.approval and who.role is Role.TENANT, key=key,
+            )
+        except ReservationError as e:
+            raise HTTPException(409, str(e)) from None
+        verdict, path = booked.verdict, f"/api/reservations/{rid}"
+        if isinstance(verdict, Accepted) and booked.reservation is not None:
+            new = booked.reservation
+            return JSONResponse(
+                _out(new).model_dump(mode="json"), status_code=200 if booked.replayed else 201,
+                headers={"Location": f"/api/reservations/{new.id}"},
+            )
+        if isinstance(verdict, Conflict):
+            store = gateway.store.reservations()
+            conflicts = []
+            for other, span in verdict.conflicts:
+                theirs = store.get(other)
+                mine = theirs is not None and theirs.tenant == res.tenant
+                # the owner sees every booking of its machine anyway; a tenant only its own
+                shown = mine or who.role is not Role.TENANT
+                conflicts.append({**_slot(span), "id": other if shown else None})
+            return JSONResponse(
+                problem_body(409, "the new time overlaps a live reservation (buffers "
+                             "included)", path, conflicts=conflicts,
+                             alternatives=[_slot(a) for a in verdict.alternatives]),
+                status_code=409, media_type=PROBLEM_JSON,
+            )
+        rule, message = getattr(verdict, "rule", "unknown"), getattr(verdict, "message", "")
+        return JSONResponse(problem_body(422, message, path, rule=rule), status_code=422,
+                            media_type=PROBLEM_JSON)
+
+    @routes.post(
+        "/api/reservations/{rid}/extend",
+        status_code=201,
+        summary="A new `end` (later; earlier only while the start is further ahead than the "
+        "late-cancel threshold): a successor reservation with the same start (`Location`), "
+        "in the predecessor's status (`active` stays `active`); the predecessor becomes "
+        "`cancelled` and shows `successor`. An `Idempotency-Key` as for POST "
+        "/api/reservations. Its tenant, the machine's owner, operators.",
+        tags=[TAG],
+        responses={200: {"description": "A retry with the same Idempotency-Key"}, **changed},
+    )
+    async def extend_reservation(
+        rid: str,
+        body: ExtendIn,
+        who: Annotated[Principal, EVERYONE],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        if body.end is None:
+            raise invalid(("body", "end"), "an extension needs `end`")
+        return change(who, rid, None, body.end, idempotency_key)
+
+    @routes.post(
+        "/api/reservations/{rid}/move",
+        status_code=201,
+        summary="A new `start` and `end`: a successor reservation (`Location`) as for "
+        "extend. Not for an `active` booking (its start has passed), nor closer to its start "
+        "than the late-cancel threshold unless the new time covers the old. Its tenant, the "
+        "machine's owner, operators.",
+        tags=[TAG],
+        responses={200: {"description": "A retry with the same Idempotency-Key"}, **changed},
+    )
+    async def move_reservation(
+        rid: str,
+        body: MoveIn,
+        who: Annotated[Principal, EVERYONE],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        if body.start is None or body.end is None:
+            raise invalid(("body",), "a move needs `start` and `end`")
+        return change(who, rid, body.start, body.end, idempotency_key)

@@ -52,6 +52,7 @@ from pilotline.rules.booking import (
     Verdict,
     check,
 )
+from pilotline.rules.booking.change import change_kind, refuse_change, successor_status
 from pilotline.rules.booking.check import MONDAY_MS
 
 __all__ = [
@@ -89,6 +90,8 @@ RESERVATIONS_SCHEMA: Final = (
     )""",
     """CREATE INDEX IF NOT EXISTS reservation_events_reservation
         ON reservation_events (reservation, id)""",
+    # a predecessor's successor (``change``): an index, no new column, so no version bump
+    "CREATE INDEX IF NOT EXISTS reservations_predecessor ON reservations (predecessor)",
     """CREATE TABLE IF NOT EXISTS idempotency (
         tenant TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -255,6 +258,117 @@ class Reservations:
             ):
                 found[res.id] = res
         return list(found.values())
+
+    # -- a move or an extension: a successor, never an edit --------------------------------
+
+    def change(
+        self,
+        rid: str,
+        start_ms: int,
+        end_ms: int,
+        now_ms: int,
+        *,
+        rules: BookingRules,
+        offered: Sequence[Interval],
+        by: str,
+        approval: bool = False,
+        key: str | None = None,
+    ) -> Booked:
+        """Move or extend live ``rid`` to ``[start_ms, end_ms)`` in ONE transaction: check the
+        successor as ``request`` checks a new booking (``Request.replaces``: the predecessor's
+        own time does not clash with it) and the rules of a change (``rules/booking/change.py``:
+        an active booking keeps its start, close to the start a booking can only grow), insert
+        it with ``predecessor`` = ``rid`` in the predecessor's status (``successor_status``;
+        ``approval``: the owner approves and the tenant asks), and cancel ``rid`` with the
+        note "extended|shortened|moved to <successor>". ``key``: as ``request``'s, per tenant.
+        ReservationError: no such reservation, or not live."""
+        if key is not None and not 0 < len(key) <= MAX_KEY_CHARS:
+            return Booked(Refused("idempotency", f"an Idempotency-Key has 1-{MAX_KEY_CHARS} "
+                                                 "characters"))
+        with Transaction(self._db) as tx:
+            old = self.get(rid)
+            if old is None:
+                raise ReservationError(f"no reservation {rid}")
+            req = Request(old.machine, old.tenant, start_ms, end_ms, replaces=rid)
+            fingerprint = _fingerprint(req, old.purpose)
+            if key is not None:
+                replayed = self._replay(req.tenant, key, fingerprint)
+                if replayed is not None:
+                    return replayed
+            self._expire(tx, now_ms, machine=old.machine)
+            old = self.get(rid) or old
+            if not old.live:
+                raise ReservationError(
+                    f"{rid} is {old.status.value}: only a live reservation can change"
+                )
+            status = successor_status(old, approval=approval)
+            if isinstance(status, Refused):
+                return Booked(status)
+            refused = refuse_change(old, start_ms, end_ms, rules, now_ms)
+            if refused is not None:
+                return Booked(refused)
+            near = self._near(req, rules, offered)
+            if all(r.id != rid for r in near):
+                near.append(old)  # check finds the granted time it keeps here
+            verdict = check(req, rules, near, offered, now_ms)
+            if not isinstance(verdict, Accepted):
+                return Booked(verdict)
+            new = Reservation(
+                id=f"r_{secrets.token_urlsafe(12)}", machine=old.machine, tenant=old.tenant,
+                start_ms=start_ms, end_ms=end_ms, status=status, created_ms=now_ms,
+                predecessor=rid, purpose=old.purpose,
+                hold_until_ms=verdict.hold_until_ms if status is Status.HELD else None,
+            )
+            self._db.execute(
+                f"INSERT INTO reservations ({_COLUMNS}, updated_ms)"  # noqa: S608 (constants, values bound) # nosec B608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new.id, new.machine, new.tenant, new.start_ms, new.end_ms, new.status.value,
+                 now_ms, rid, new.purpose, new.hold_until_ms, now_ms),
+            )
+            kind = change_kind(old, start_ms, end_ms)
+            self._event(new.id, new.status, now_ms, by, f"{kind} from {rid}")
+            self._move(rid, LIVE, Status.CANCELLED, now_ms, by=by, note=f"{kind} to {new.id}")
+            if key is not None:
+                self._db.execute(
+                    "INSERT INTO idempotency (tenant, key, reservation, fingerprint, created_ms)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (req.tenant, key, new.id, fingerprint, now_ms),
+                )
+            return Booked(verdict, new)
+
+    def _replay(self, tenant: str, key: str, fingerprint: str) -> Booked | None:
+        """Inside a transaction: the answer to an earlier accepted request with ``key``, a
+        refusal if that request was another, or None (a new key)."""
+        seen = self._db.execute(
+            "SELECT reservation, fingerprint FROM idempotency WHERE tenant = ? AND key = ?",
+            (tenant, key),
+        ).fetchone()
+        if seen is None:
+            return None
+        if seen[1] != fingerprint:
+            return Booked(Refused(
+                "idempotency",
+                "this Idempotency-Key was already used for a different request: send the"
+                " same request again, or use a new key",
+            ))
+        res = self.get(seen[0])
+        if res is None:  # rows are never deleted, so never
+            raise ReservationError(f"key {key!r} names no reservation")
+        return Booked(Accepted(res.hold_until_ms or 0), res, replayed=True)
+
+    def successors(self, ids: Collection[str]) -> dict[str, str]:
+        """Of ``ids``, those a change succeeded: predecessor id → successor id."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        return {
+            str(row[0]): str(row[1])
+            for row in self._db.execute(
+                f"SELECT predecessor, id FROM reservations WHERE predecessor IN ({marks})"  # noqa: S608 # nosec B608
+                " ORDER BY created_ms, id",
+                tuple(ids),
+            )
+        }
 
     # -- the lifecycle -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pilotline.rules.booking.intervals import Interval, overlaps, subtract
+from pilotline.rules.booking.intervals import Interval, merge, overlaps, subtract
 from pilotline.rules.booking.reservation import BookingRules, Request, Reservation
 
 MONDAY_MS = 4 * 86_400_000
@@ -86,13 +86,19 @@ def check(
         return Refused("length", f"at least {_minutes(rules.min_length_ms)} per booking")
     if rules.max_length_ms and length > rules.max_length_ms:
         return Refused("length", f"at most {_minutes(rules.max_length_ms)} per booking")
-    if start < now_ms + rules.min_notice_ms:
+    # a change (``replaces``) keeps its predecessor's granted time: a start it keeps needs no
+    # notice (an active booking's lies in the past), and its old time stays offered
+    prev = next((r for r in reservations if r.id == request.replaces), None) \
+        if request.replaces is not None else None
+    kept = prev is not None and prev.start_ms == start
+    if not kept and start < now_ms + rules.min_notice_ms:
         if start < now_ms:
             return Refused("notice", "the start is in the past")
         return Refused("notice", f"book at least {_minutes(rules.min_notice_ms)} ahead")
     if rules.horizon_ms and end > now_ms + rules.horizon_ms:
         return Refused("horizon", f"book at most {_minutes(rules.horizon_ms)} ahead")
-    if not any(o_start <= start and end <= o_end for o_start, o_end in offered):
+    granted = offered if prev is None else merge([*offered, (prev.start_ms, prev.end_ms)])
+    if not any(o_start <= start and end <= o_end for o_start, o_end in granted):
         return Refused("offer", "the machine is not offered for all of that time")
     if rules.quota_ms:
         period = rules.quota_period_ms
