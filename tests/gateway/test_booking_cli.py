@@ -117,7 +117,7 @@ def test_the_statement_prints_the_apis_figures(
     cancelled = next(line for line in lines if line.startswith(booked.cancelled))
     assert cancelled.split()[-3:] == ["20", "CHF", "late_cancel"]
     assert booked.missed not in out  # bigco's
-    assert lines[-1] == ("2 booking(s); minutes booked 120, used 55, unused 5, overrun 10, "
+    assert lines[-1] == ("2 booking(s); minutes booked 60, used 55, unused 5, overrun 10, "
                          "billed 75; charges 20 CHF, 75 EUR")
 
 

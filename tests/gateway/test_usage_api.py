@@ -209,3 +209,24 @@ async def test_a_reversed_or_too_wide_range_is_refused(site: Site) -> None:
     assert (await site.usage(operator, to=T0 - 1)).status_code == 422
     assert (await site.usage(operator, to=T0 + 100 * DAY)).status_code == 422
     assert (await site.usage(operator, format="pdf")).status_code == 422
+
+
+async def test_an_extended_booking_is_one_line_with_no_late_cancel(site: Site) -> None:
+    """A change makes a successor and cancels its predecessor (store ``change``): the
+    statement has the successor alone, metered over the whole chain, and the predecessor is
+    neither a line nor a late cancellation (it was changed an hour before its start, within
+    umbra's default one-day late-cancel threshold)."""
+    store = site.gateway.store
+    booked = store.reservations().change(
+        site.ids["missed"], START, END + HOUR, START - HOUR,
+        rules=BookingRules(), offered=[(T0, T0 + DAY)], by="bigco",
+    )
+    successor = booked.reservation
+    assert successor is not None
+    run_the_day(site)
+
+    lines = by_id(await site.usage(bearer(store, Role.TENANT, "bigco")))
+
+    assert set(lines) == {successor.id}
+    line = lines[successor.id]
+    assert (line["booked_min"], line["late_cancel"], line["charge"]) == (120, False, 60.0)

@@ -86,7 +86,10 @@ class UsageLine:
 
     @property
     def booked_ms(self) -> int:
-        return self.reservation.end_ms - self.reservation.start_ms
+        """The booking's length where its time was the tenant's (``METERED``); 0 for one
+        cancelled, rejected or still awaiting approval: it held no time of the statement."""
+        res = self.reservation
+        return res.end_ms - res.start_ms if res.status in METERED else 0
 
     @property
     def unused_ms(self) -> int:
@@ -227,6 +230,11 @@ def statement(
         and (owner is None or owners.get(res.machine) == owner)
         and keep(res)
     ]
+    # A booking moved or extended lives on in its successor, which starts where the chain
+    # did and is metered and charged for it: the predecessor is no line of its own (nor a
+    # late cancellation).
+    superseded = book.successors([r.id for r in found if r.status is Status.CANCELLED])
+    found = [r for r in found if r.id not in superseded]
     metered = [r for r in found if r.status in METERED and r.start_ms < now_ms]
     changes: Mapping[str, Sequence[Change]] = {}
     if metered:
