@@ -92,6 +92,10 @@ class Metrics:
     ahead: dict[str, tuple[int, int]] = field(default_factory=dict)
     # samples older than their machine's latest decision, applied at it (SampleLate)
     late: Counter[str] = field(default_factory=Counter)
+    # the soft interlock (service/interlock.py): signal changes by machine, and OPC UA
+    # faults by (machine, "write_failed" | "readback_mismatch"), each attempt counted
+    interlock_changes: Counter[str] = field(default_factory=Counter)
+    interlock_faults: Counter[tuple[str, str]] = field(default_factory=Counter)
     # API request durations, by (route template, method, status): api/timing.py
     api_durations: Histogram = field(default_factory=lambda: Histogram(API_DURATION_BUCKETS))
 
@@ -184,6 +188,19 @@ class GatewayCollector(Collector):
             "Alert notification attempts, by channel and outcome (sent, failed: retried)",
             ["channel", "outcome"],
             m.notifications,
+        )
+        yield _counted(
+            "pilotline_interlock_changes",
+            "Interlock signals that changed (a new seq), by machine",
+            ["machine"],
+            m.interlock_changes,
+        )
+        yield _counted(
+            "pilotline_interlock_faults",
+            "Interlock OPC UA writes that failed or did not read back, by machine and kind "
+            "(write_failed, readback_mismatch); each attempt counts",
+            ["machine", "kind"],
+            m.interlock_faults,
         )
         yield CounterMetricFamily(
             "pilotline_points_written", "Points acknowledged by InfluxDB", value=g.points_written()

@@ -15,6 +15,7 @@ import difflib
 from pilotline.collectors.opcua.config import CONNECTION_FIELDS
 from pilotline.gateway.config.alerts import alert_checks
 from pilotline.gateway.config.booking import booking_checks
+from pilotline.gateway.config.interlock import interlock_checks
 from pilotline.gateway.config.locate import Loc, format_loc
 
 __all__ = ["cross_checks"]
@@ -104,6 +105,7 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
                     )
     alert_checks(data, zone_ids, machine_ids, found)
     booking_checks(data, found)
+    interlock_checks(data, found)
     for owner in owners if isinstance(owners, dict) else {}:
         machine_owners = {
             m.get("owner")

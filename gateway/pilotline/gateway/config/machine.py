@@ -22,6 +22,7 @@ from pilotline.collectors.mqtt.config import MqttMachineSource
 from pilotline.collectors.opcua.config import OpcuaSource
 from pilotline.gateway.config.booking import Booking, Maintenance
 from pilotline.gateway.config.fields import Capability, StateName, dedupe, ms
+from pilotline.gateway.config.interlock import InterlockPolicy, MachineInterlock
 from pilotline.gateway.config.offering import Offering
 from pilotline.rules.policy import NEVER
 from pilotline.rules.spec import MachineSpec, MappedState, StateRule, ThresholdState
@@ -121,6 +122,9 @@ class Defaults(Model):
     (``always``, or weekly hours and blackouts); without it such a machine is never offered."""
     booking: Booking | None = None
     """Site-wide booking rules, under an owner's ``booking:`` and a machine's, key by key."""
+    interlock: InterlockPolicy | None = None
+    """Every machine gets an interlock signal (issue 15) with this timing, under an owner's
+    ``interlock:`` and a machine's, key by key."""
 
 
 class Machine(Model):
@@ -156,6 +160,9 @@ class Machine(Model):
     maintenance: list[Maintenance] = Field(default_factory=list)
     """Planned maintenance periods (``{from, to, reason}``): taken out of the machine's
     bookable time (``SiteConfig.maintenance``)."""
+    interlock: MachineInterlock | None = None
+    """This machine's interlock signal (an access signal, never a safety function): its keys
+    override its owner's and the site's."""
 
     @property
     def source(self) -> Literal["mqtt", "opcua"]:

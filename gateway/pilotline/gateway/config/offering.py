@@ -19,6 +19,7 @@ from pydantic_core import CoreSchema
 from pilotline.collectors.fields import Model, Seconds
 from pilotline.gateway.config.booking import Booking
 from pilotline.gateway.config.fields import local_epoch_ms, ms
+from pilotline.gateway.config.interlock import InterlockPolicy
 from pilotline.rules.policy import OfferingPolicy, WeeklySlot
 
 __all__ = ["Blackout", "DayName", "Offering", "OwnerPolicy", "WeeklyHours"]
@@ -157,3 +158,6 @@ class OwnerPolicy(Model):
     booking: Booking | None = None
     """How this owner's machines may be booked (over ``defaults.booking``; a machine's own
     ``booking:`` overrides it key by key)."""
+    interlock: InterlockPolicy | None = None
+    """This owner's machines get an interlock signal (over ``defaults.interlock``; a
+    machine's own ``interlock:`` overrides it key by key)."""

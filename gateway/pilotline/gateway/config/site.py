@@ -25,6 +25,7 @@ from pilotline.gateway.config.booking import merged_rules
 from pilotline.gateway.config.charges import merged_charge
 from pilotline.gateway.config.checks import cross_checks
 from pilotline.gateway.config.fields import ms
+from pilotline.gateway.config.interlock import InterlockSettings, InterlockSpec, merged_interlock
 from pilotline.gateway.config.locate import format_loc
 from pilotline.gateway.config.machine import Defaults, Machine, Zone
 from pilotline.gateway.config.offering import Offering, OwnerPolicy
@@ -110,6 +111,9 @@ class SiteConfig(Model):
     shard_by: ShardBy = "machine"
     """What a share is made of: machines (an even spread, even in one large zone; zone-level
     points then carry a ``shard`` tag), or whole zones (zone-level points stay whole)."""
+    interlock: InterlockSettings = Field(default_factory=InterlockSettings)
+    """Where the machines' interlock signals go and how often they are evaluated (which
+    machines have one: ``interlock:`` under ``defaults``, an owner or a machine)."""
     _applied_shard: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
@@ -188,6 +192,16 @@ class SiteConfig(Model):
         owner = self.owners.get(machine.owner)
         layers = [self.defaults.booking, owner.booking if owner else None, machine.booking]
         return merged_charge([layer.charge if layer else None for layer in layers])
+
+    def interlock_of(self, machine_id: str) -> InterlockSpec | None:
+        """``machine_id``'s interlock (each key from its own ``interlock:``, else its
+        owner's, else ``defaults.interlock``), or None: it has none."""
+        machine = self.machine(machine_id)
+        owner = self.owners.get(machine.owner)
+        return merged_interlock(
+            machine_id,
+            [self.defaults.interlock, owner.interlock if owner else None, machine.interlock],
+        )
 
     def maintenance(self, machine_id: str) -> tuple[tuple[int, int], ...]:
         """``machine_id``'s planned maintenance, ``[start, end)`` epoch ms in file order (a

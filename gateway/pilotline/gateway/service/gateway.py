@@ -39,6 +39,7 @@ from pilotline.gateway.service.commit import Committer
 from pilotline.gateway.service.handlers import AlertOutput, EventPipeline, event_handlers
 from pilotline.gateway.service.health import Health
 from pilotline.gateway.service.ingest import Ingest
+from pilotline.gateway.service.interlock import Interlock
 from pilotline.gateway.service.options import ServiceOptions
 from pilotline.gateway.service.pruning import Pruner
 from pilotline.gateway.service.reports import UtilizationReports
@@ -238,6 +239,10 @@ class Gateway:
             lateness_ms=options.lateness_ms,
             commit=committer.commit,
         )
+        # The soft interlock: each machine's permission to be used, out on MQTT and OPC UA.
+        self.interlock = Interlock(
+            config=config, store=self.store, metrics=self.metrics, clock_ms=clock_ms
+        )
         self._health = Health(
             collectors=self.collectors,
             drainer=self.drainer,
@@ -247,6 +252,7 @@ class Gateway:
             started_ms=clock_ms(),
             metrics=self.metrics,
             views=self.plant.view,
+            parts=[self.interlock] if self.interlock.active else [],
         )
 
     def _resume(self) -> tuple[int, dict[str, int]]:
@@ -313,6 +319,8 @@ class Gateway:
                     tasks.create_task(self.reports.run(), name="utilization-daily")
                 tasks.create_task(self.pruner.run(), name="store-pruner")
                 tasks.create_task(self.bookings.run(), name="booking-lifecycle")
+                if self.interlock.active:
+                    tasks.create_task(self.interlock.run(), name="interlock")
                 for notifier in self.notifiers:
                     tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
                 tasks.create_task(self._announce(listening, ready), name="ready")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pilotline.gateway.api.metrics import Gauges, MachineGauge, Metrics
 from pilotline.gateway.clock import Clock
@@ -25,6 +25,14 @@ CLOCK_AHEAD_REPORTED_S = 300
 """/health's clocks part names a source in ``why`` this long after its last future sample."""
 
 
+class HealthPart(Protocol):
+    """A part of ``/health`` besides the collectors (the interlock): its name and report."""
+
+    name: str
+
+    def health_report(self, now_ms: int) -> dict[str, Any]: ...
+
+
 class Health:
     def __init__(
         self,
@@ -37,6 +45,7 @@ class Health:
         started_ms: int,
         metrics: Metrics,
         views: Callable[[], list[MachineView]],
+        parts: Sequence[HealthPart] = (),
     ) -> None:
         self._collectors = collectors
         self._drainer = drainer
@@ -46,6 +55,7 @@ class Health:
         self._started_ms = started_ms
         self._metrics = metrics
         self._views = views
+        self._parts = parts
 
     def report(self) -> dict[str, Any]:
         """The ``/health`` document: ``healthy``, ``uptime_s``, then one part per collector,
@@ -58,6 +68,8 @@ class Health:
             parts["influx"] = self._influx(self._drainer, now)
         parts["store"] = {"healthy": True, "why": None, "path": str(self._store_path)}
         parts["clocks"] = self._clocks(now)
+        for part in self._parts:
+            parts[part.name] = part.health_report(now)
         healthy = all(part["healthy"] for part in parts.values())
         return {"healthy": healthy, "uptime_s": round((now - self._started_ms) / 1000, 1), **parts}
 

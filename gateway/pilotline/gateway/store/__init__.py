@@ -22,6 +22,7 @@ writer of its tables:
 - ``alerts``: alert cores' checkpoints, silences, acknowledgements (alert_state.py);
 - ``api_tokens``: the API's hashed tokens (tokens.py);
 - ``booking``: reservations, their status history, idempotency keys (reservations.py);
+- ``interlock``: the interlock signal last sent per machine, with its seq (interlock.py);
 - ``retention``: pruning the history tables of rows older than their retention
   (retention.py).
 
@@ -44,6 +45,7 @@ from typing import Any
 from pilotline.gateway.store.alert_state import AlertStateStore
 from pilotline.gateway.store.db import SYNCHRONOUS, Transaction, configure, connect, rows
 from pilotline.gateway.store.errors import StoreError
+from pilotline.gateway.store.interlock import InterlockSignals
 from pilotline.gateway.store.lock import StoreInUseError, StoreLock
 from pilotline.gateway.store.notifications import Notifications
 from pilotline.gateway.store.outbox import LINES_PER_BATCH, Outbox, OutboxDrop
@@ -120,6 +122,7 @@ class Store:
             self.alerts = AlertStateStore(db)
             self.api_tokens = TokenRegistry(db)
             self.booking = Reservations(db)
+            self.interlock = InterlockSignals(db)
             self.retention = Retention(db)
             self.resume.compact()
         except sqlite3.DatabaseError as exc:
@@ -206,6 +209,10 @@ class Store:
         """The bookings kept in this file: requests (check and insert in one transaction),
         their lifecycle, idempotency keys."""
         return self.booking
+
+    def interlock_signals(self) -> InterlockSignals:
+        """The interlock signals last sent, one per machine, with their seq."""
+        return self.interlock
 
     # -- delegations, for the callers written against them -----------------------------------
 
