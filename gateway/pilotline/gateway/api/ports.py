@@ -18,7 +18,7 @@ from pilotline.gateway.store.reservations import Reservations
 from pilotline.gateway.store.tokens import TokenRegistry
 from pilotline.rules import MachineView
 from pilotline.rules.alerts import AlertView
-from pilotline.rules.booking import BookingRules
+from pilotline.rules.booking import BookingRules, Reservation
 from pilotline.rules.dispatch import Silence
 from pilotline.rules.forecast import HourForecast
 from pilotline.rules.spec import PlantSpec
@@ -107,8 +107,18 @@ class ServicePort(Protocol):
     def gauges(self) -> Gauges: ...
 
 
+class ReservedNow(Protocol):
+    """The live bookings holding the machines (service/reserved.py)."""
+
+    def at(self, machine: str, t_ms: int) -> Reservation | None: ...
+
+
 class CapacityPort(Protocol):
     """``/api/machines``, ``/api/capacity``, ``/api/forecast`` (capacity.py)."""
+
+    @property
+    def reserved(self) -> ReservedNow: ...
+    def clock_ms(self) -> int: ...
 
     @property
     def config(self) -> ApiSettings: ...
