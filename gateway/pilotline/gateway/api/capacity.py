@@ -125,11 +125,11 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
     min_idle_ms = {m.id: m.min_idle_ms for m in gateway.plant_spec.machines}
     shown_to_tenants = {o for o, policy in gateway.config.owners.items() if policy.show_to_tenants}
 
-    @routes.get("/api/machines", summary="Machines' current states. Operators; owners: their own.",
-                tags=[TAG])
     def booked(view: MachineView, now_ms: int) -> Reservation | None:
         return gateway.reserved.at(view.id, now_ms)
 
+    @routes.get("/api/machines", summary="Machines' current states. Operators; owners: their own.",
+                tags=[TAG])
     async def list_machines(who: Annotated[Principal, OWNERS]) -> list[MachineOut]:
         now = gateway.clock_ms()
         return [
