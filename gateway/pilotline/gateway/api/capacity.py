@@ -25,7 +25,7 @@ from pilotline.gateway.api.ports import CapacityPort
 from pilotline.gateway.api.problems import responses
 from pilotline.gateway.api.times import Instant
 from pilotline.gateway.timefmt import iso
-from pilotline.rules import MachineView, State
+from pilotline.rules import State
 from pilotline.rules.booking import Reservation, Status
 
 TAG = "capacity"
@@ -125,13 +125,10 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
     min_idle_ms = {m.id: m.min_idle_ms for m in gateway.plant_spec.machines}
     shown_to_tenants = {o for o, policy in gateway.config.owners.items() if policy.show_to_tenants}
 
-    def booked(view: MachineView, now_ms: int) -> Reservation | None:
-        return gateway.reserved.at(view.id, now_ms)
-
     @routes.get("/api/machines", summary="Machines' current states. Operators; owners: their own.",
                 tags=[TAG])
     async def list_machines(who: Annotated[Principal, OWNERS]) -> list[MachineOut]:
-        now = gateway.clock_ms()
+        booked = gateway.reserved.holding(gateway.clock_ms())
         return [
             MachineOut(
                 id=v.id,
@@ -151,7 +148,7 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
             )
             for v in gateway.plant.view()
             if who.sees_owner(v.owner)
-            for res in (booked(v, now),)
+            for res in (booked.get(v.id),)
         ]
 
     @routes.get(
@@ -174,7 +171,7 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
         reserved: list[ReservedOut] = []
         count = 0
         tenant = who.role is Role.TENANT
-        now = gateway.clock_ms()
+        booked = gateway.reserved.holding(gateway.clock_ms())
         for v in gateway.plant.view():
             if not tenant and not who.sees_owner(v.owner):
                 continue
@@ -182,7 +179,7 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
                 continue
             if capability is not None and capability not in v.capabilities:
                 continue
-            res = booked(v, now)
+            res = booked.get(v.id)
             offered = v.offered and res is None
             if tenant and not offered:
                 continue  # the fleet, and what is idle but not offered, are the owner's business

@@ -110,7 +110,9 @@ class ServicePort(Protocol):
 class ReservedNow(Protocol):
     """The live bookings holding the machines (service/reserved.py)."""
 
-    def at(self, machine: str, t_ms: int) -> Reservation | None: ...
+    def holding(self, t_ms: int) -> Mapping[str, Reservation]:
+        """Machine → the live reservation holding it at ``t_ms``."""
+        ...
 
 
 class CapacityPort(Protocol):

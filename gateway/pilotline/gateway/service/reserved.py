@@ -63,10 +63,14 @@ class Reserved:
             self._by_machine = grouped
         return self._by_machine
 
-    def at(self, machine: str, t_ms: int) -> Reservation | None:
-        """The live reservation holding ``machine`` at ``t_ms`` (refreshed first), or None."""
+    def holding(self, t_ms: int) -> dict[str, Reservation]:
+        """Machine → the live reservation holding it at ``t_ms`` (refreshed first, once)."""
         self.refresh()
-        return covering(self.by_machine().get(machine, ()), t_ms)
+        return {
+            machine: res
+            for machine, booked in self.by_machine().items()
+            if (res := covering(booked, t_ms)) is not None
+        }
 
 
 def zone_members(machines: Sequence[MachineSpec]) -> dict[tuple[str, str], list[str]]:
