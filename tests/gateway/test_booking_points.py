@@ -188,3 +188,22 @@ async def test_the_charge_comes_from_a_rule_that_can_be_swapped(site: Site) -> N
     site.gateway.booking_points.flush()
     [(_, values, _)] = points(site, "usage")
     assert (values["charge"], values["no_show"]) == ("30", "1i")
+
+
+async def test_a_correction_writes_the_usage_again_with_the_overrun_it_had(site: Site) -> None:
+    gateway = site.gateway
+    site.at(T0, IDLE)
+    rid = await site.book(site.smallco, "laser-01", START, END)
+    site.at(START + 5 * MIN, {**IDLE, "laser-01": "Executing"})
+    site.at(END + MIN, {**IDLE, "laser-01": "Executing"})  # completed, still running
+    gateway.booking_points.flush()
+    [(_, first, ts)] = points(site, "usage")
+    assert first["overrun_s"] == "60"  # as far as it was known at the move
+    site.at(END + 10 * MIN, IDLE)  # the overrun ended at END + 10 min
+    assert gateway.booking_points.correct(rid)
+    [_, (_, corrected, again)] = points(site, "usage")
+    assert again == ts == START  # the same point: it replaces the first
+    assert (corrected["overrun_s"], corrected["running_s"]) == ("600", "3300")
+    assert not gateway.booking_points.correct("r_none")
+    live = await site.book(site.smallco, "laser-02", END + HOUR, END + 2 * HOUR)
+    assert not gateway.booking_points.correct(live)  # not ended: nothing to meter yet

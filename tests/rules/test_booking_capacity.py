@@ -5,7 +5,7 @@ booking measurement's status codes (rules/booking/codes.py)."""
 from __future__ import annotations
 
 from pilotline.rules.booking import LIVE, Reservation, Status
-from pilotline.rules.booking.capacity import covering, next_edge, offered_now, reserved_count
+from pilotline.rules.booking.capacity import covering, offered_now, reserved_count
 from pilotline.rules.booking.codes import STATUS_CODES, ends_use, status_code
 
 H = 3_600_000
@@ -30,6 +30,12 @@ def test_every_live_status_holds_and_no_other_does() -> None:
         assert (found is not None) is (status in LIVE), status
 
 
+def test_a_hold_that_ran_out_holds_nothing_even_before_it_is_expired() -> None:
+    hold = Reservation("a", "m1", "tenant-a", 0, 2 * H, Status.HELD, hold_until_ms=H)
+    assert covering([hold], H - 1) == hold
+    assert covering([hold], H) is None
+
+
 def test_a_reserved_machine_is_offered_to_no_one_whatever_its_own_offer() -> None:
     booked = [res("a", 10 * H, 12 * H, Status.HELD)]
     now = offered_now(True, booked, 11 * H)
@@ -49,13 +55,6 @@ def test_a_zone_counts_its_machines_held_now() -> None:
     assert reserved_count(["m1", "m2", "m3"], live, H) == 1
     assert reserved_count(["m2"], live, H) == 1
     assert reserved_count(["m1", "m2"], live, 2 * H) == 0
-
-
-def test_the_next_edge_is_where_reserved_may_change() -> None:
-    booked = [res("a", 10 * H, 12 * H), res("b", 13 * H, 14 * H, Status.EXPIRED)]
-    assert next_edge(booked, 0) == 10 * H
-    assert next_edge(booked, 10 * H) == 12 * H
-    assert next_edge(booked, 12 * H) is None  # an expired one holds nothing
 
 
 def test_status_codes_are_a_stable_contract() -> None:

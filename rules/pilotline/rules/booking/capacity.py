@@ -2,7 +2,8 @@
 
 Rules, in plain words:
 - A live reservation (``held``, ``requested``, ``confirmed``, ``active``: each blocks every
-  other request for its time) *reserves* its machine over ``[start, end)``.
+  other request for its time) *reserves* its machine over ``[start, end)``; a hold whose
+  ``hold_until`` has come holds nothing, expired or not yet (as the store's requests see it).
 - A reserved machine is not offered to anyone else, whatever its state and its owner's
   policy: ``offered`` is the machine's own offer (idle long enough, inside the policy) and
   not reserved. ``available`` (measured idle time) is not changed: it is what the machine
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pilotline.rules.booking.reservation import Reservation
+from pilotline.rules.booking.reservation import Reservation, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +37,19 @@ def covering(reservations: Iterable[Reservation], t_ms: int) -> Reservation | No
     earliest start wins."""
     found: Reservation | None = None
     for res in reservations:
-        if res.live and res.start_ms <= t_ms < res.end_ms and (
-            found is None or res.start_ms < found.start_ms
+        if (
+            _holds(res, t_ms)
+            and res.start_ms <= t_ms < res.end_ms
+            and (found is None or res.start_ms < found.start_ms)
         ):
             found = res
     return found
+
+
+def _holds(res: Reservation, t_ms: int) -> bool:
+    if res.status is Status.HELD and res.hold_until_ms is not None:
+        return t_ms < res.hold_until_ms
+    return res.live
 
 
 def offered_now(offered: bool, reservations: Iterable[Reservation], t_ms: int) -> Offered:
@@ -56,15 +65,3 @@ def reserved_count(
     """How many of ``members`` (machine ids) a live reservation covers at ``t_ms``."""
     return sum(covering(reservations.get(m, ()), t_ms) is not None for m in members)
 
-
-def next_edge(reservations: Iterable[Reservation], t_ms: int) -> int | None:
-    """The first time after ``t_ms`` at which a live reservation starts or ends (when
-    ``reserved`` may change), or None."""
-    edges = [
-        edge
-        for res in reservations
-        if res.live
-        for edge in (res.start_ms, res.end_ms)
-        if edge > t_ms
-    ]
-    return min(edges, default=None)
