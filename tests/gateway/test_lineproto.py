@@ -252,12 +252,16 @@ def test_event_lines_follow_the_contract() -> None:
     ]
     capacity = Capacity("m1", "z", "acme", TS, available=True, idle_for_s=60, offered=False)
     assert event_lines("s", capacity) == [
-        f"capacity,machine=m1,owner=acme,site=s,zone=z available=1i,idle_for_s=60,offered=0i {ns}"
+        f"capacity,machine=m1,owner=acme,site=s,zone=z available=1i,idle_for_s=60,offered=0i,"
+        f"reserved=0i {ns}"
     ]
-    zone = ZoneCapacity("z", "laser-cutting", TS, 3, 1, 1, 0, 1)
+    booked = Capacity("m1", "z", "acme", TS, True, 60, offered=False, reserved=True)
+    assert event_lines("s", booked)[0].endswith(" available=1i,idle_for_s=60,offered=0i,"
+                                                f"reserved=1i {ns}")
+    zone = ZoneCapacity("z", "laser-cutting", TS, 3, 1, 1, 0, 1, reserved=2)
     assert event_lines("s", zone) == [
         f"zone_capacity,capability=laser-cutting,site=s,zone=z machines=3i,available=1i,"
-        f"running=1i,down=0i,offline=1i {ns}"
+        f"running=1i,down=0i,offline=1i,reserved=2i {ns}"
     ]
     assert event_lines("s", IdleWindowOpened("m1", "z", TS)) == []
     assert event_lines("s", SampleRejected("m1", TS, "nan", "power_w")) == []

@@ -65,6 +65,8 @@ ZONES = {machine: zone for machine, (zone, _, _) in HISTORY.items()}
 # one, and must not add the former layout's last report to them.
 SHARDS = {"1/2": ("laser-01", "cam-01"), "2/2": ("laser-02",)}
 # (minutes, shard, zone, capability, machines, available, running, down, offline)
+RESERVED = {("2/2", "photonics", "all"): 1, ("2/2", "photonics", "laser-marking"): 1}
+"""From minute 330 a booking holds laser-02 (``reserved`` of zone_capacity)."""
 ZONE_REPORTS: list[tuple[tuple[int, ...], str, str, str, int, int, int, int, int]] = [
     # one gateway: laser-01 idle (available), laser-02 running, cam-01 running then offline
     ((200, 240), "", "photonics", "all", 2, 1, 1, 0, 0),
@@ -180,14 +182,19 @@ def dataset() -> list[str]:
                                             _at(minute), available, idle_for_s, available))
     for minute, available, idle_for_s in [(60, False, 0.0), (315, True, 900.0),
                                           (330, True, 1800.0)]:
+        # idle and available, but held by a booking from minute 330: not offered
         lines += event_lines(SITE, Capacity("laser-02", "photonics", "lumen-group",
-                                            _at(minute), available, idle_for_s, False))
+                                            _at(minute), available, idle_for_s, False,
+                                            reserved=minute >= 330))
     lines += event_lines(SITE, Capacity("cam-01", "imaging", "visiotech",
                                         _at(330), False, 0.0, False))
     for minutes, shard, zone, capability, *counts in ZONE_REPORTS:
         for minute in minutes:
-            lines += event_lines(SITE, ZoneCapacity(zone, capability, _at(minute), *counts),
-                                 shard)
+            reserved = RESERVED.get((shard, zone, capability), 0) if minute >= 330 else 0
+            lines += event_lines(
+                SITE, ZoneCapacity(zone, capability, _at(minute), *counts, reserved=reserved),
+                shard,
+            )
     lines += [text for _, text in alert_rows(SITE, [
         AlertTransition("chiller_temp", "laser-02", "photonics", "lumen-group", "critical",
                         True, 31.5, "chiller 31.5 C", _at(125), _at(124)),
@@ -317,23 +324,23 @@ def assert_shares(row: Row, expected: dict[str, float]) -> None:
 
 def _availability(r: list[Row]) -> None:
     # the shards' latest reports added up; the former layout's (minute 240) left out
-    fields = ("machines", "available", "running", "down", "offline")
+    fields = ("machines", "available", "running", "down", "offline", "reserved")
     got = {(x["zone"], x["capability"]): tuple(x[f] for f in fields) for x in r}
     assert got == {
-        ("photonics", "all"): (2, 2, 0, 0, 0),
-        ("photonics", "laser-cutting"): (1, 1, 0, 0, 0),
-        ("photonics", "laser-marking"): (2, 2, 0, 0, 0),
-        ("imaging", "all"): (1, 0, 0, 0, 1),
-        ("imaging", "optical-inspection"): (1, 0, 0, 0, 1),
+        ("photonics", "all"): (2, 2, 0, 0, 0, 1),
+        ("photonics", "laser-cutting"): (1, 1, 0, 0, 0, 0),
+        ("photonics", "laser-marking"): (2, 2, 0, 0, 0, 1),
+        ("imaging", "all"): (1, 0, 0, 0, 1, 0),
+        ("imaging", "optical-inspection"): (1, 0, 0, 0, 1, 0),
     }
 
 
 def _open_windows(r: list[Row]) -> None:
     got = sorted((x["machine"], x["zone"], x["owner"], x["idle_for_s"], x["available"],
-                  x["offered"], x["time"]) for x in r)
+                  x["offered"], x["reserved"], x["time"]) for x in r)
     assert got == [
-        ("laser-01", "photonics", "acme-optics", 9000.0, 1, 1, _at(330)),
-        ("laser-02", "photonics", "lumen-group", 1800.0, 1, 0, _at(330)),
+        ("laser-01", "photonics", "acme-optics", 9000.0, 1, 1, 0, _at(330)),
+        ("laser-02", "photonics", "lumen-group", 1800.0, 1, 0, 1, _at(330)),
     ]
 
 

@@ -67,6 +67,9 @@ class Capacity:
     idle_for_s: float
     offered: bool
     periodic: bool = False
+    # a live booking covers ts_ms (then offered is False); set by the shell from its
+    # reservations (booking/capacity.py), never by the machine's core
+    reserved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class ZoneCapacity:
     running: int
     down: int
     offline: int
+    reserved: int = 0  # machines a live booking covers at ts_ms (set by the shell)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,12 @@ An owner sees only its own machines; a tenant only offered capacity, with owner 
 where ``owners.<id>.show_to_tenants`` allows: its ``machines`` count is of the machines
 offered now (not the fleet), its forecast only the hours a policy offers, of the machines
 that have any.
+
+Bookings (issue 15): a machine a live booking holds now (held, requested, confirmed, active)
+is not offered to anyone (``rules.booking.capacity``). Its owner and the operators see it
+``reserved``, with the booking (``reservation``, ``tenant``, ``until``) beside its state, in
+``/api/machines`` and in ``/api/capacity``'s ``reserved``; a tenant sees none of it, not even
+its own booking there (``/api/reservations`` lists those).
 """
 
 from __future__ import annotations
@@ -20,8 +26,35 @@ from pilotline.gateway.api.problems import responses
 from pilotline.gateway.api.times import Instant
 from pilotline.gateway.timefmt import iso
 from pilotline.rules import State
+from pilotline.rules.booking import Reservation, Status
 
 TAG = "capacity"
+
+
+class BookingNow(BaseModel):
+    """The live booking holding a machine now; owners and operators only."""
+
+    reservation: str
+    tenant: str
+    status: Status
+    start: Instant
+    until: Instant
+
+
+def _booking(res: Reservation) -> BookingNow:
+    return BookingNow(
+        reservation=res.id, tenant=res.tenant, status=res.status, start=iso(res.start_ms),
+        until=iso(res.end_ms),
+    )
+
+
+class ReservedOut(BaseModel):
+    machine: str
+    zone: str
+    owner: str
+    capabilities: list[str]
+    state: State
+    booking: BookingNow
 
 
 class MachineOut(BaseModel):
@@ -37,6 +70,8 @@ class MachineOut(BaseModel):
     idle_since: Instant
     idle_for_s: float
     available: bool
+    reserved: bool  # a live booking holds it now (then it is offered to no one else)
+    booking: BookingNow | None
 
 
 class CapacityOut(BaseModel):
@@ -50,6 +85,8 @@ class CapacityOut(BaseModel):
     available: bool  # idle for min_idle_s
     offered: bool  # available, and inside its owner's offering policy: bookable
     offered_until: Instant  # when the policy stops offering it (None: open-ended)
+    reserved: bool = False  # held by a live booking: not offered (owners and operators)
+    booking: BookingNow | None = None  # that booking (owners and operators)
 
 
 class CapacityAnswer(BaseModel):
@@ -57,6 +94,8 @@ class CapacityAnswer(BaseModel):
     available: list[CapacityOut]  # bookable now: offered, longest idle first
     idle_not_yet_available: list[CapacityOut]  # idle, but too briefly or outside the policy
     machines: int  # matching the filters; for a tenant, the machines offered now
+    # held by a live booking now, in any state, with it; owners and operators (tenants: [])
+    reserved: list[ReservedOut] = []
 
 
 class ForecastHour(BaseModel):
@@ -89,6 +128,7 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
     @routes.get("/api/machines", summary="Machines' current states. Operators; owners: their own.",
                 tags=[TAG])
     async def list_machines(who: Annotated[Principal, OWNERS]) -> list[MachineOut]:
+        booked = gateway.reserved.holding(gateway.clock_ms())
         return [
             MachineOut(
                 id=v.id,
@@ -103,9 +143,12 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
                 idle_since=iso(v.window_start_ms),
                 idle_for_s=v.idle_for_s,
                 available=v.available,
+                reserved=res is not None,
+                booking=None if res is None else _booking(res),
             )
             for v in gateway.plant.view()
             if who.sees_owner(v.owner)
+            for res in (booked.get(v.id),)
         ]
 
     @routes.get(
@@ -125,8 +168,10 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
     ) -> Response:
         available: list[CapacityOut] = []
         waiting: list[CapacityOut] = []
+        reserved: list[ReservedOut] = []
         count = 0
         tenant = who.role is Role.TENANT
+        booked = gateway.reserved.holding(gateway.clock_ms())
         for v in gateway.plant.view():
             if not tenant and not who.sees_owner(v.owner):
                 continue
@@ -134,9 +179,16 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
                 continue
             if capability is not None and capability not in v.capabilities:
                 continue
-            if tenant and not v.offered:
+            res = booked.get(v.id)
+            offered = v.offered and res is None
+            if tenant and not offered:
                 continue  # the fleet, and what is idle but not offered, are the owner's business
             count += 1
+            if res is not None:
+                reserved.append(ReservedOut(
+                    machine=v.id, zone=v.zone, owner=v.owner, capabilities=list(v.capabilities),
+                    state=v.state, booking=_booking(res),
+                ))
             if v.state is not State.IDLE or v.window_start_ms is None:
                 continue
             item = CapacityOut(
@@ -148,16 +200,19 @@ def add_routes(routes: APIRouter, gateway: CapacityPort) -> None:
                 available_since=iso(v.window_start_ms + min_idle_ms[v.id]),
                 idle_for_s=v.idle_for_s,
                 available=v.available,
-                offered=v.offered,
-                offered_until=iso(v.offered_until_ms),
+                offered=offered,
+                offered_until=iso(v.offered_until_ms) if offered else None,
+                reserved=res is not None,
+                booking=None if res is None else _booking(res),
             )
-            (available if v.offered else waiting).append(item)
+            (available if offered else waiting).append(item)
         available.sort(key=lambda c: -c.idle_for_s)
         answer = CapacityAnswer(
             at=iso(gateway.plant.now_ms),
             available=available,
             idle_not_yet_available=waiting,
             machines=count,
+            reserved=reserved,
         )
         return etagged(request, answer.model_dump_json().encode())
 

@@ -18,7 +18,7 @@ from pilotline.gateway.store.reservations import Reservations
 from pilotline.gateway.store.tokens import TokenRegistry
 from pilotline.rules import MachineView
 from pilotline.rules.alerts import AlertView
-from pilotline.rules.booking import BookingRules
+from pilotline.rules.booking import BookingRules, Reservation
 from pilotline.rules.booking.charges import ChargeRule
 from pilotline.rules.booking.metering import Change
 from pilotline.rules.dispatch import Silence
@@ -110,8 +110,20 @@ class ServicePort(Protocol):
     def gauges(self) -> Gauges: ...
 
 
+class ReservedNow(Protocol):
+    """The live bookings holding the machines (service/reserved.py)."""
+
+    def holding(self, t_ms: int) -> Mapping[str, Reservation]:
+        """Machine → the live reservation holding it at ``t_ms``."""
+        ...
+
+
 class CapacityPort(Protocol):
     """``/api/machines``, ``/api/capacity``, ``/api/forecast`` (capacity.py)."""
+
+    @property
+    def reserved(self) -> ReservedNow: ...
+    def clock_ms(self) -> int: ...
 
     @property
     def config(self) -> ApiSettings: ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import tzinfo
 from typing import Any
 
@@ -28,6 +29,7 @@ from pilotline.gateway.forecasts import run_forecasts
 from pilotline.gateway.notify import make_senders
 from pilotline.gateway.notify.alerting import Alerting, Marks
 from pilotline.gateway.service.actions import AlertActions
+from pilotline.gateway.service.booking_points import BookingPoints
 from pilotline.gateway.service.bookings import BookingLifecycle
 from pilotline.gateway.service.collectors import (
     Collector,
@@ -43,15 +45,19 @@ from pilotline.gateway.service.interlock import Interlock
 from pilotline.gateway.service.options import ServiceOptions
 from pilotline.gateway.service.pruning import Pruner
 from pilotline.gateway.service.reports import UtilizationReports
+from pilotline.gateway.service.reserved import BookedCapacity, Reserved
 from pilotline.gateway.service.staged import Staged
 from pilotline.gateway.service.systemd import SystemdNotifier
 from pilotline.gateway.service.timer import CatchUp, RulesTimer
+from pilotline.gateway.service.usage import cancellation
 from pilotline.gateway.sinks.influx.drain import OutboxDrainer
 from pilotline.gateway.sinks.influx.writer import InfluxClientWriter, InfluxWriter
 from pilotline.gateway.store import Store
 from pilotline.gateway.store.alert_state import StoredSilence
 from pilotline.rules import Plant
 from pilotline.rules.alerts import AlertView
+from pilotline.rules.booking import Reservation, Status, Usage, meter
+from pilotline.rules.booking.charges import charge
 from pilotline.rules.dispatch import Silence
 from pilotline.rules.forecast import HourForecast
 from pilotline.rules.utilization import Utilization
@@ -160,6 +166,11 @@ class Gateway:
             shard_tag=config.shard_tag,
             points=points,
         )
+        # Booking-aware capacity: every capacity event carries the live bookings at its time
+        # (reserved.py); the core's clocks know nothing of them.
+        self.reserved = Reserved(self.store.reservations())
+        self.booked = BookedCapacity(self.reserved, self.plant, self.plant_spec.machines)
+        self.stage_events = EventPipeline(handlers, staged, adjust=self.booked.adjust)
         # Until the MQTT backlog the broker kept for us is in, the rules timer waits
         # (timer.CatchUp): the alert rules judge the backlog before the wall clock.
         wants_mqtt = collectors and config.mqtt is not None and bool(mqtt_topics(config))
@@ -171,7 +182,7 @@ class Gateway:
             metrics=self.metrics,
             steady=self.steady,
             catch_up=self.catch_up,
-            stage_events=EventPipeline(handlers, staged),
+            stage_events=self.stage_events,
             request_commit=committer.request,
             zone_of=self._zone_of,
             site=config.site,
@@ -232,6 +243,17 @@ class Gateway:
             clock_ms=clock_ms,
             caught_up=lambda: self.catch_up.caught_up,
         )
+        # ``booking`` and ``usage`` points, from the store's record of every status move
+        self.booking_points = BookingPoints(
+            store=self.store,
+            site=config.site,
+            machines={m.id: m for m in self.plant_spec.machines},
+            meter=self._meter,
+            charge=self._charge,
+            clock_ms=clock_ms,
+            commit=committer.commit,
+            drainer=self.drainer,
+        )
         self.actions = AlertActions(
             self.alerting,
             steady=self.steady,
@@ -254,6 +276,24 @@ class Gateway:
             views=self.plant.view,
             parts=[self.interlock] if self.interlock.active else [],
         )
+
+    def _meter(self, res: Reservation, until_ms: int) -> Usage:
+        """``res``'s use by ``until_ms`` from its machine's confirmed states."""
+        changes = self.bookings.changes(res.start_ms, until_ms, {res.machine})[res.machine]
+        return meter(res, changes, until_ms)
+
+    def _charge(self, res: Reservation, usage: Usage, status: Status) -> float:
+        """What ``res``, ended in ``status`` with ``usage``, costs under its owner's charge
+        rule: the same rule and figures as ``GET /api/usage`` (service/usage.py)."""
+        if res.machine not in self._zone_of:
+            return 0.0  # a machine no longer configured: no rule applies to it any more
+        ended = replace(res, status=status)
+        late = was_reused = False
+        if status is Status.CANCELLED:
+            rules = self.config.booking_rules(res.machine)
+            late, was_reused = cancellation(self.store.reservations(), ended, rules)
+        rule = self.config.charge_rule(res.machine)
+        return charge(rule, ended, usage, late=late, was_reused=was_reused).amount
 
     def _resume(self) -> tuple[int, dict[str, int]]:
         """Resume every machine from the checkpoints the previous run kept in the store:
@@ -321,6 +361,12 @@ class Gateway:
                 tasks.create_task(self.bookings.run(), name="booking-lifecycle")
                 if self.interlock.active:
                     tasks.create_task(self.interlock.run(), name="interlock")
+                tasks.create_task(
+                    self.booked.run(self.stage_events, self.committer.request),
+                    name="booked-capacity",
+                )
+                if self.drainer is not None:
+                    tasks.create_task(self.booking_points.run(), name="booking-points")
                 for notifier in self.notifiers:
                     tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
                 tasks.create_task(self._announce(listening, ready), name="ready")

@@ -163,15 +163,24 @@ def event_handlers(
 
 
 class EventPipeline:
-    """Runs every handler, in order, on each batch of events."""
+    """Runs every handler, in order, on each batch of events. ``adjust`` first rewrites the
+    batch for all of them (booking-aware capacity: service/reserved.py)."""
 
-    def __init__(self, handlers: Sequence[EventHandler], staged: Staged) -> None:
+    def __init__(
+        self,
+        handlers: Sequence[EventHandler],
+        staged: Staged,
+        adjust: Callable[[Sequence[Event]], Sequence[Event]] | None = None,
+    ) -> None:
         self.handlers = tuple(handlers)
         self._staged = staged
+        self._adjust = adjust
 
     def __call__(self, events: Sequence[Event]) -> None:
         if not events:
             return
+        if self._adjust is not None:
+            events = self._adjust(events)
         staged = self._staged
         for handler in self.handlers:
             handler(events, staged)

@@ -35,6 +35,7 @@ __all__ = [
     "Pricing",
     "Statement",
     "UsageLine",
+    "cancellation",
     "csv_text",
     "statement",
     "usage_line",
@@ -159,7 +160,7 @@ class Statement:
         return out
 
 
-def _cancellation(book: Reservations, res: Reservation, rules: BookingRules) -> tuple[bool, bool]:
+def cancellation(book: Reservations, res: Reservation, rules: BookingRules) -> tuple[bool, bool]:
     """Whether cancelled ``res`` was cancelled late, and whether its slot was reused."""
     history = book.events(res.id)
     before = Status.HELD
@@ -189,7 +190,7 @@ def usage_line(
     usage = meter(res, changes, now_ms) if res.status in METERED else Usage()
     late = was_reused = False
     if res.status is Status.CANCELLED:
-        late, was_reused = _cancellation(book, res, rules)
+        late, was_reused = cancellation(book, res, rules)
     cost = charge(rule, res, usage, late=late, was_reused=was_reused)
     overrunning = usage.overrun_ms > 0 and res.end_ms + usage.overrun_ms >= now_ms
     return UsageLine(

@@ -533,6 +533,26 @@ class Reservations:
             )
         ]
 
+    def events_since(
+        self, after_id: int, limit: int = 1000
+    ) -> builtins.list[tuple[int, str, Status, int]]:
+        """Every reservation's status moves after event ``after_id``, oldest first, at most
+        ``limit``: ``(event id, reservation, status, at_ms)``. Ids only grow: a reader keeps
+        the last one it handled as its cursor (booking points, booking-aware capacity)."""
+        return [
+            (int(row[0]), str(row[1]), Status(row[2]), int(row[3]))
+            for row in self._db.execute(
+                "SELECT id, reservation, status, at_ms FROM reservation_events WHERE id > ?"
+                " ORDER BY id LIMIT ?",
+                (after_id, limit),
+            )
+        ]
+
+    def last_event_id(self) -> int:
+        """The newest status move's id (0: none yet)."""
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM reservation_events")
+                   .fetchone()[0])
+
     def _select(self, where: str, params: Sequence[object]) -> builtins.list[Reservation]:
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM reservations WHERE {where}"  # noqa: S608 (constants, values bound) # nosec B608

@@ -4,9 +4,10 @@
 - ``StateChanged`` -> ``machine_state`` (+ owner): ``state``, ``state_code``;
 - ``IdleWindowClosed`` -> ``idle_window``, stamped at the window's start: ``duration_s``,
   ``end_ms``, ``offered``;
-- ``Capacity`` -> ``capacity`` (+ owner): ``available``, ``idle_for_s``, ``offered``;
+- ``Capacity`` -> ``capacity`` (+ owner): ``available``, ``idle_for_s``, ``offered``,
+  ``reserved`` (0/1: a live booking covers it; ``offered`` is then 0);
 - ``ZoneCapacity`` -> ``zone_capacity`` (site, zone, capability; no machine): ``machines``,
-  ``available``, ``running``, ``down``, ``offline``.
+  ``available``, ``running``, ``down``, ``offline``, ``reserved``.
 - an alert core ``AlertTransition`` -> ``alert`` (site, zone, machine, rule, severity):
   ``firing`` (0/1), ``value`` (float; NaN is written as 0), ``message`` (string).
 
@@ -181,6 +182,7 @@ def event_lines(site: str, event: Event, shard: str = "") -> list[str]:
             "available": int(event.available),
             "idle_for_s": float(event.idle_for_s),
             "offered": int(event.offered),
+            "reserved": int(event.reserved),
         }
         return [line_from_key(key, fields, event.ts_ms)]
     if isinstance(event, ZoneCapacity):
@@ -201,6 +203,7 @@ def event_lines(site: str, event: Event, shard: str = "") -> list[str]:
             "running": int(event.running),
             "down": int(event.down),
             "offline": int(event.offline),
+            "reserved": int(event.reserved),
         }
         return [line_from_key(key, counts, event.ts_ms)]
     return []
