@@ -11,8 +11,9 @@ event id written). So each move gives its points exactly once: a killed gateway 
 after the last committed batch, and the outbox keeps them until InfluxDB has them.
 
 Usage is metered at the move's own time (``at_ms``) from the machine's confirmed states, so
-a later replay of the same history meters the same; ``charge`` comes from a swappable rule
-(``ChargeRule``; 0.0 until the owner's charge rules are wired in). ``correct`` writes a
+a later replay of the same history meters the same; ``charge`` comes from a rule the gateway
+gives (``Gateway._charge``: the owner's ``booking.charge``, as ``GET /api/usage`` charges;
+0.0 without one). ``correct`` writes a
 booking's usage again (same series and time: the new point replaces the old one).
 """
 
@@ -51,7 +52,7 @@ ChargeRule = Callable[[Reservation, Usage, Status], float]
 
 
 def no_charge(res: Reservation, usage: Usage, status: Status) -> float:
-    """No charge rule yet: 0.0. The owner's rules (rules/booking/charges.py) replace it."""
+    """No charge rule given: 0.0."""
     return 0.0
 
 
