@@ -28,6 +28,7 @@ from pilotline.gateway.forecasts import run_forecasts
 from pilotline.gateway.notify import make_senders
 from pilotline.gateway.notify.alerting import Alerting, Marks
 from pilotline.gateway.service.actions import AlertActions
+from pilotline.gateway.service.booking_notices import BookingNotifier
 from pilotline.gateway.service.bookings import BookingLifecycle
 from pilotline.gateway.service.collectors import (
     Collector,
@@ -231,6 +232,10 @@ class Gateway:
             clock_ms=clock_ms,
             caught_up=lambda: self.catch_up.caught_up,
         )
+        # Booking moves told through the alert channels that want them (booking_notices.py).
+        self.booking_notices = BookingNotifier(
+            config=config, store=self.store, senders=self.notifiers, clock_ms=clock_ms
+        )
         self.actions = AlertActions(
             self.alerting,
             steady=self.steady,
@@ -313,6 +318,7 @@ class Gateway:
                     tasks.create_task(self.reports.run(), name="utilization-daily")
                 tasks.create_task(self.pruner.run(), name="store-pruner")
                 tasks.create_task(self.bookings.run(), name="booking-lifecycle")
+                tasks.create_task(self.booking_notices.run(), name="booking-notices")
                 for notifier in self.notifiers:
                     tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
                 tasks.create_task(self._announce(listening, ready), name="ready")

@@ -22,6 +22,9 @@ writer of its tables:
 - ``alerts``: alert cores' checkpoints, silences, acknowledgements (alert_state.py);
 - ``api_tokens``: the API's hashed tokens (tokens.py);
 - ``booking``: reservations, their status history, idempotency keys (reservations.py);
+- ``feeds``: calendar feed tokens, hashed (feed_tokens.py);
+- ``booking_notices``: the reservation events already queued as notifications
+  (booking_notices.py);
 - ``retention``: pruning the history tables of rows older than their retention
   (retention.py).
 
@@ -42,8 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from pilotline.gateway.store.alert_state import AlertStateStore
+from pilotline.gateway.store.booking_notices import BookingNotices
 from pilotline.gateway.store.db import SYNCHRONOUS, Transaction, configure, connect, rows
 from pilotline.gateway.store.errors import StoreError
+from pilotline.gateway.store.feed_tokens import FeedTokens
 from pilotline.gateway.store.lock import StoreInUseError, StoreLock
 from pilotline.gateway.store.notifications import Notifications
 from pilotline.gateway.store.outbox import LINES_PER_BATCH, Outbox, OutboxDrop
@@ -120,6 +125,8 @@ class Store:
             self.alerts = AlertStateStore(db)
             self.api_tokens = TokenRegistry(db)
             self.booking = Reservations(db)
+            self.feeds = FeedTokens(db)
+            self.booking_notices = BookingNotices(db, self.notifications)
             self.retention = Retention(db)
             self.resume.compact()
         except sqlite3.DatabaseError as exc:
