@@ -234,7 +234,7 @@ def test_reservations_survive_a_restart_and_an_older_file_gets_the_tables(tmp_pa
     with Store(path) as store:
         assert store.reservations().get(held.id) == held  # type: ignore[union-attr]
         version = store._rows("SELECT version FROM schema_version")[0]["version"]
-        assert version == SCHEMA_VERSION == 8
+        assert version == SCHEMA_VERSION == 9
         again = store.reservations().request(ask(4, 5), RULES, WEEK, NOW, key="k")
         assert again.reservation is not None
         assert not again.replayed  # the key went with the dropped table

@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _token(args)
     if args.command == "feed":
-        return feed_command.run(args)
+        return feed_command.run(args, _cut)
     if args.command == "replay":
         return _replay(args)
     if args.command == "backup":

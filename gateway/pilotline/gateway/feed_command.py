@@ -34,9 +34,9 @@ def register(sub: Any, shard_arg: Callable[[str], object], shard_help: str) -> N
                             help="the API token (by name) whose principal the feed shows")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, cut: Callable[[Any, Any, Path], Any]) -> int:
+    """``cut``: the CLI's restriction of a configuration to ``--shard`` (cli._cut)."""
     from pilotline.gateway.api.feeds import feed_path
-    from pilotline.gateway.cli import _cut
     from pilotline.gateway.clock import wall_clock_ms
     from pilotline.gateway.config import ConfigError, load_config
     from pilotline.gateway.store import Store, StoreError
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.config}: {len(exc.issues)} problem(s)", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 1
-    config = _cut(whole, args.shard, args.config)  # each shard's gateway has its own store
+    config = cut(whole, args.shard, args.config)  # each shard's gateway has its own store
     if config is None:
         return 1
     now_ms = wall_clock_ms()
