@@ -123,7 +123,17 @@ MATRIX: dict[str, dict[str, int]] = {
     "POST /api/reservations/{rid}/move": {"operator": 404, "scraper": 403,
                                           "owner:acme-optics": 404,
                                           "owner:lumen-group": 404, "tenant": 404},
+    # Calendar feeds: each principal but scrapers gets its own feed URL, then revokes it
+    # (POST is called first); the feed itself takes no bearer token, its path is the credential, and
+    # "laser-01" is no feed token: 404 for everyone, whatever the header.
+    "POST /api/feeds": {"operator": 201, "scraper": 403, "owner:acme-optics": 201,
+                        "owner:lumen-group": 201, "tenant": 201},
+    "DELETE /api/feeds": {"operator": 204, "scraper": 403, "owner:acme-optics": 204,
+                          "owner:lumen-group": 204, "tenant": 204},
+    "/ical/{feed}.ics": dict.fromkeys(PRINCIPALS, 404),
 }
+OPEN = {"/health", "/ical/{feed}.ics"}
+"""Routes that take no bearer token."""
 # The JSON body sent to each route that takes one.
 BODIES: dict[str, object] = {
     "POST /api/alerts/ack": {"rule": "idle-now", "machine": "laser-01"},
@@ -226,7 +236,12 @@ def test_every_route_declares_who_may_call_it_and_is_in_the_matrix(gateway: Gate
         if route.path == "/health":
             assert roles == [], "/health is open to anyone"
             continue
-        assert roles, f"{route.path} declares no roles: add dependencies=[OPERATORS] or similar"
+        if route.path in OPEN:
+            assert roles == [], f"{route.path} takes no bearer token"
+        else:
+            assert roles, (
+                f"{route.path} declares no roles: add dependencies=[OPERATORS] or similar"
+            )
         for key in route_keys(route):
             assert key in MATRIX, (
                 f"{key} is not in MATRIX of tests/gateway/test_api_access.py: add its row"

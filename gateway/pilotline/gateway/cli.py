@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pilotline.gateway import __version__
+from pilotline.gateway import __version__, feed_command
 from pilotline.gateway.shard import Shard, ShardError, parse_shard
 
 if TYPE_CHECKING:
@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke.add_argument("-c", "--config", type=Path, required=True, help="site configuration")
     revoke.add_argument("--shard", type=_shard_arg, default=None, help=SHARD_STORE_HELP)
 
+    feed_command.register(sub, _shard_arg, SHARD_STORE_HELP)
+
     copy = sub.add_parser(
         "backup",
         help="copy the store consistently, also while the gateway runs",
@@ -170,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args.config, args.log_format, args.shard)
     if args.command == "token":
         return _token(args)
+    if args.command == "feed":
+        return feed_command.run(args, _cut)
     if args.command == "replay":
         return _replay(args)
     if args.command == "backup":

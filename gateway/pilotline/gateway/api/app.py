@@ -53,6 +53,7 @@ from pilotline.gateway.api import (
     booking,
     capacity,
     catalog,
+    feeds,
     history,
     problems,
     quarantine,
@@ -133,6 +134,7 @@ def create_app(gateway: Api) -> FastAPI:
     catalog.add_routes(app.router, gateway)
     booking.add_routes(app.router, gateway)
     usage.add_routes(app.router, gateway)
+    feeds.add_routes(app.router, gateway)
     history.add_routes(app.router, gateway)
     alerts.add_routes(app.router, gateway)
     quarantine.add_routes(app.router, gateway)

@@ -14,6 +14,7 @@ from pilotline.gateway.api.config import ApiConfig
 from pilotline.gateway.api.metrics import Gauges, Metrics
 from pilotline.gateway.notify.alerting import Marks
 from pilotline.gateway.store.alert_state import StoredSilence
+from pilotline.gateway.store.feed_tokens import FeedTokens
 from pilotline.gateway.store.reservations import Reservations
 from pilotline.gateway.store.tokens import TokenRegistry
 from pilotline.rules import MachineView
@@ -82,7 +83,13 @@ class ReservationStore(Protocol):
     def reservations(self) -> Reservations: ...
 
 
-class ApiStore(TokenStore, WindowStore, QuarantineStore, ReservationStore, Protocol):
+class FeedStore(Protocol):
+    def reservations(self) -> Reservations: ...
+    @property
+    def feeds(self) -> FeedTokens: ...
+
+
+class ApiStore(TokenStore, WindowStore, QuarantineStore, ReservationStore, FeedStore, Protocol):
     pass
 
 
@@ -214,9 +221,21 @@ class UsagePort(Protocol):
     def clock_ms(self) -> int: ...
 
 
+class FeedPort(Protocol):
+    """``/api/feeds``, ``/ical/{feed}.ics`` (feeds.py)."""
+
+    @property
+    def config(self) -> BookingSettings: ...
+    @property
+    def plant_spec(self) -> PlantSpec: ...
+    @property
+    def store(self) -> FeedStore: ...
+    def clock_ms(self) -> int: ...
+
+
 class Api(
     ServicePort, CapacityPort, CatalogPort, HistoryPort, AlertsPort, QuarantinePort,
-    BookingPort, UsagePort, Protocol,
+    BookingPort, UsagePort, FeedPort, Protocol,
 ):
     """Everything the API needs: what ``create_app`` and ``serve_api`` take."""
 

@@ -256,6 +256,7 @@ def alert_checks(
     if isinstance(alerts, dict):
         _channel_checks(alerts, data.get("mqtt") is not None, zone_ids, found)
         _owner_checks(alerts, found)
+        _booking_owner_checks(alerts, data, found)
     rules = alerts.get("rules") if isinstance(alerts, dict) else None
     names: dict[str, Loc] = {}
     for ri, rule in enumerate(rules if isinstance(rules, list) else []):
@@ -293,6 +294,8 @@ def _names_owner(template: Any) -> bool:
 
 def _reaches(rule: dict[Any, Any], channel: dict[Any, Any]) -> bool:
     """Whether the dispatcher may send ``rule``'s alerts to ``channel`` (as Route.wants)."""
+    if channel.get("alerts") is False:
+        return False
     severity = rule.get("severity", "warning")
     minimum = channel.get("min_severity", "info")
     if minimum in SEVERITIES and not at_least(str(severity), minimum):
@@ -324,6 +327,34 @@ def _owner_checks(alerts: dict[Any, Any], found: list[tuple[Loc, str]]) -> None:
                     "set private: true there once the broker's ACLs restrict its topics",
                 ))
                 break
+
+
+def _booking_owner_checks(
+    alerts: dict[Any, Any], data: dict[Any, Any], found: list[tuple[Loc, str]]
+) -> None:
+    """A channel's ``bookings.owners`` are owners of machines: a typo would silently send
+    that owner nothing."""
+    zones = data.get("zones")
+    owners = {
+        str(m.get("owner"))
+        for z in (zones if isinstance(zones, list) else [])
+        if isinstance(z, dict) and isinstance(z.get("machines"), list)
+        for m in z["machines"]
+        if isinstance(m, dict)
+    }
+    for kind in ALERT_CHANNEL_KINDS:
+        entries = alerts.get(kind)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            bookings = entry.get("bookings") if isinstance(entry, dict) else None
+            listed = bookings.get("owners") if isinstance(bookings, dict) else None
+            for oi, owner in enumerate(listed if isinstance(listed, list) else []):
+                if isinstance(owner, str) and owner not in owners:
+                    close = difflib.get_close_matches(owner, sorted(owners), n=1)
+                    hint = f": did you mean {close[0]!r}?" if close else ""
+                    found.append(((
+                        "alerts", kind, i, "bookings", "owners", oi),
+                        f"no machine has the owner {owner!r}{hint}",
+                    ))
 
 
 def _channel_checks(

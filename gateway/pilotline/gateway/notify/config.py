@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
-from pilotline.collectors.fields import Connection, Id
+from pydantic import model_validator
+
+from pilotline.collectors.fields import Connection, Id, Model
 from pilotline.rules.alerts import SEVERITIES
 from pilotline.rules.dispatch import Route
 
-__all__ = ["ChannelConfig", "Severity"]
+__all__ = ["BOOKING_EVENTS", "BookingRouteConfig", "ChannelConfig", "Severity"]
 
 # The core's severities, as a type pydantic validates (its "Input should be 'info', ..." is
 # the message); for mypy a plain str, since a Literal cannot be built from a variable.
@@ -17,6 +19,35 @@ if TYPE_CHECKING:
     Severity = str
 else:
     Severity = Literal[SEVERITIES]
+
+
+BOOKING_EVENTS: Final = (
+    "requested", "confirmed", "rejected", "cancelled", "no_show", "preempted",
+)
+"""The reservation moves told to a channel with ``bookings:`` (notify/booking.py)."""
+if TYPE_CHECKING:
+    BookingEventName = str
+else:
+    BookingEventName = Literal[BOOKING_EVENTS]
+
+
+class BookingRouteConfig(Model):
+    """A channel's ``bookings:``: which booking notifications it gets (``{}``: every one)."""
+
+    owners: list[Id] | None = None
+    """Only bookings on these owners' machines (default: all)."""
+    tenants: list[Id] | None = None
+    """Only these tenants' (companies') bookings (default: all)."""
+    events: list[BookingEventName] | None = None
+    """Only these moves: requested (approval needed), confirmed, rejected, cancelled,
+    no_show, preempted (default: all)."""
+
+    def wants(self, owner: str, tenant: str, event: str) -> bool:
+        return (
+            (self.owners is None or owner in self.owners)
+            and (self.tenants is None or tenant in self.tenants)
+            and (self.events is None or event in self.events)
+        )
 
 
 class ChannelConfig(Connection):
@@ -34,7 +65,29 @@ class ChannelConfig(Connection):
     zones: list[Id] | None = None
     """Only alerts of these zones (default: all)."""
 
+    alerts: bool = True
+    """Alert notifications to this channel; ``false`` for a channel of booking notifications
+    only (required with ``bookings.owners`` or ``bookings.tenants``)."""
+    bookings: BookingRouteConfig | None = None
+    """Booking notifications to this channel too (default: none); ``{}`` for every one."""
+
+    @model_validator(mode="after")
+    def _scoped_bookings_only(self) -> ChannelConfig:
+        # A channel addressed to one owner or tenant must not carry the site's alerts, which
+        # name every owner's machines.
+        scoped = self.bookings is not None and (
+            self.bookings.owners is not None or self.bookings.tenants is not None
+        )
+        if scoped and self.alerts:
+            raise ValueError(
+                "a channel for some owners' or tenants' bookings would also get every alert "
+                "of the site: set alerts: false (and use another channel for alerts)"
+            )
+        return self
+
     def route(self) -> Route:
         """What the dispatcher (rules/dispatch/) sends to this channel."""
+        if not self.alerts:
+            return Route(self.name, self.min_severity, frozenset())  # no zone: no alert
         zones = frozenset(self.zones) if self.zones is not None else None
         return Route(self.name, self.min_severity, zones)

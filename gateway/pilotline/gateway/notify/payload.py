@@ -25,6 +25,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from pilotline.gateway.notify.booking import booking_lines, booking_title, is_booking
 from pilotline.gateway.timefmt import iso
 from pilotline.rules.alerts import AlertTransition
 from pilotline.rules.dispatch import Notification
@@ -115,6 +116,8 @@ def group_label(p: dict[str, Any]) -> str:
 
 def title(p: dict[str, Any]) -> str:
     """``[FIRING:3] machine-down photonics``; a reminder says so."""
+    if is_booking(p):
+        return booking_title(p)
     reminder = " (reminder)" if p["kind"] == "repeat" else ""
     return f"[{status_label(p)}] {group_label(p)}{reminder}"
 
@@ -129,6 +132,8 @@ def alert_line(a: dict[str, Any]) -> str:
 
 
 def alert_lines(p: dict[str, Any], limit: int | None = MAX_TEXT_ALERTS) -> list[str]:
+    if is_booking(p):
+        return booking_lines(p)
     alerts = p["alerts"]
     shown = alerts if limit is None else alerts[:limit]
     lines = [alert_line(a) for a in shown]
@@ -143,7 +148,7 @@ def alert_lines(p: dict[str, Any], limit: int | None = MAX_TEXT_ALERTS) -> list[
 def upgrade(channel: str, p: dict[str, Any]) -> dict[str, Any]:
     """A stored row as a notification payload: grouped rows as they are, a legacy
     per-transition row as the notification of its one alert (group: its rule and machine)."""
-    if "alerts" in p:
+    if "alerts" in p or is_booking(p):
         return p
     firing = bool(p["firing"])
     alert = {

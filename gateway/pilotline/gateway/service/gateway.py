@@ -29,6 +29,7 @@ from pilotline.gateway.forecasts import run_forecasts
 from pilotline.gateway.notify import make_senders
 from pilotline.gateway.notify.alerting import Alerting, Marks
 from pilotline.gateway.service.actions import AlertActions
+from pilotline.gateway.service.booking_notices import BookingNotifier
 from pilotline.gateway.service.booking_points import BookingPoints
 from pilotline.gateway.service.bookings import BookingLifecycle
 from pilotline.gateway.service.collectors import (
@@ -254,6 +255,10 @@ class Gateway:
             commit=committer.commit,
             drainer=self.drainer,
         )
+        # Booking moves told through the alert channels that want them (booking_notices.py).
+        self.booking_notices = BookingNotifier(
+            config=config, store=self.store, senders=self.notifiers, clock_ms=clock_ms
+        )
         self.actions = AlertActions(
             self.alerting,
             steady=self.steady,
@@ -367,6 +372,7 @@ class Gateway:
                 )
                 if self.drainer is not None:
                     tasks.create_task(self.booking_points.run(), name="booking-points")
+                tasks.create_task(self.booking_notices.run(), name="booking-notices")
                 for notifier in self.notifiers:
                     tasks.create_task(notifier.run(), name=f"notify-{notifier.name}")
                 tasks.create_task(self._announce(listening, ready), name="ready")

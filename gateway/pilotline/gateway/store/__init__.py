@@ -23,6 +23,9 @@ writer of its tables:
 - ``api_tokens``: the API's hashed tokens (tokens.py);
 - ``booking``: reservations, their status history, idempotency keys (reservations.py);
 - ``interlock``: the interlock signal last sent per machine, with its seq (interlock.py);
+- ``feeds``: calendar feed tokens, hashed (feed_tokens.py);
+- ``booking_notices``: the reservation events already queued as notifications
+  (booking_notices.py);
 - ``retention``: pruning the history tables of rows older than their retention
   (retention.py).
 
@@ -43,8 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from pilotline.gateway.store.alert_state import AlertStateStore
+from pilotline.gateway.store.booking_notices import BookingNotices
 from pilotline.gateway.store.db import SYNCHRONOUS, Transaction, configure, connect, rows
 from pilotline.gateway.store.errors import StoreError
+from pilotline.gateway.store.feed_tokens import FeedTokens
 from pilotline.gateway.store.interlock import InterlockSignals
 from pilotline.gateway.store.lock import StoreInUseError, StoreLock
 from pilotline.gateway.store.notifications import Notifications
@@ -123,6 +128,8 @@ class Store:
             self.api_tokens = TokenRegistry(db)
             self.booking = Reservations(db)
             self.interlock = InterlockSignals(db)
+            self.feeds = FeedTokens(db)
+            self.booking_notices = BookingNotices(db, self.notifications)
             self.retention = Retention(db)
             self.resume.compact()
         except sqlite3.DatabaseError as exc:

@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from pilotline.gateway.notify.booking import is_booking
 from pilotline.gateway.notify.channel import DeliveryError
 from pilotline.gateway.notify.email.config import EmailConfig
 from pilotline.gateway.notify.payload import alert_lines, dumps, group_label, status_label, title
@@ -33,11 +34,17 @@ log = structlog.get_logger("pilotline.gateway.notify")
 
 
 def subject(p: dict[str, Any]) -> str:
+    if is_booking(p):
+        return f"[pilotline {p['site']}] {title(p)}"
     reminder = " (reminder)" if p["kind"] == "repeat" else ""
     return f"[pilotline {p['site']}] {status_label(p)} {group_label(p)}{reminder}"
 
 
 def body(p: dict[str, Any]) -> str:
+    if is_booking(p):
+        lines = [title(p), "", *alert_lines(p), "", f"site: {p['site']}",
+                 f"at: {p['ts']}", "", f"-- pilotline, booking notices on {p['channel']}"]
+        return "\n".join(lines) + "\n"
     group = ", ".join(f"{k}={v}" for k, v in p["group"].items()) or "(all alerts)"
     lines = [
         title(p),

@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
+from pilotline.gateway.notify.booking import is_booking, without_parties
 from pilotline.gateway.notify.channel import DeliveryError
 from pilotline.gateway.notify.mqtt.config import AlertMqttConfig
 from pilotline.gateway.notify.payload import dumps, without_owners
@@ -76,7 +77,10 @@ def state_payload(site: str, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def messages(prefix: str, p: dict[str, Any]) -> list[tuple[str, bytes, bool]]:
-    """``(topic, payload, retain)`` of one notification, in publishing order."""
+    """``(topic, payload, retain)`` of one notification, in publishing order. A booking
+    notification is one message on ``<prefix>/bookings`` (not retained)."""
+    if is_booking(p):
+        return [(f"{prefix}/bookings", dumps(p).encode(), False)]
     out = [
         (
             state_topic(prefix, a["rule"], a["machine"]),
@@ -119,7 +123,7 @@ class MqttChannel:
         if self._closed:
             raise DeliveryError("channel closed")
         if not self.config.private:
-            payload = without_owners(payload)
+            payload = without_parties(payload) if is_booking(payload) else without_owners(payload)
         client = self._connected()
         try:
             self._publish(client, messages(self.prefix, payload))
