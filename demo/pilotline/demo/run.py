@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import subprocess
@@ -39,6 +40,15 @@ from rich.table import Table
 from rich.text import Text
 
 from pilotline.collectors.opcua.security import client_identity
+from pilotline.demo.bookings import (
+    APPROVAL_OWNER,
+    DEMO_BOOKING,
+    TENANTS,
+    Board,
+    book,
+    guide,
+    plan,
+)
 from pilotline.demo.broker import BrokerUnavailableError, MosquittoBroker, free_port
 from pilotline.demo.inbox import Arrival, Inbox
 from pilotline.demo.opcua_server import DEMO_MACHINES, demo_nodes
@@ -52,6 +62,7 @@ from pilotline.gateway.logs import configure_logging
 from pilotline.gateway.service import Gateway
 from pilotline.gateway.store.tokens import Role
 from pilotline.rules import MachineView, State
+from pilotline.rules.booking import Status
 
 log = structlog.get_logger("pilotline.demo")
 
@@ -173,12 +184,16 @@ async def run_demo(opts: DemoOptions) -> None:
                 # idle time is offered after 30 s, so capacity shows within the first minute
                 min_idle_s=30,
                 alerts=None if inbox is None else inbox.channels,
+                booking=DEMO_BOOKING,
+                approving_owner=APPROVAL_OWNER,
             )
             if opts.opcua:
                 endpoint = stack.enter_context(_opcua_server(opts.workdir, opts.seed, incidents))
                 text = _serve_over_opcua(text, endpoint)
             config_path.write_text(text)
-            await _run_site(opts, sim, config_path, mqtt_url, inbox, feed, incidents)
+            # the same line again, to look ahead for the bookings made at the start
+            probe = SimPlant(seed=opts.seed, start_ms=started_ms - 3_600_000, incidents=incidents)
+            await _run_site(opts, sim, config_path, mqtt_url, inbox, feed, incidents, probe)
     finally:
         if broker is not None:
             broker.close()
@@ -192,6 +207,7 @@ async def _run_site(  # noqa: PLR0917 - the demo's parts, built by run_demo
     inbox: Inbox | None,
     feed: _Feed,
     incidents: Sequence[Incident],
+    probe: SimPlant,
 ) -> None:
     try:
         config = load_config(config_path)
@@ -199,7 +215,10 @@ async def _run_site(  # noqa: PLR0917 - the demo's parts, built by run_demo
         print(f"pilotline demo: generated configuration refused:\n{exc}", file=sys.stderr)
         raise SystemExit(1) from None
     gateway = Gateway(config)
-    token_file = _demo_tokens(gateway, opts.workdir)
+    tokens = _demo_tokens(gateway, opts.workdir)
+    token_file = tokens["operator"]
+    board = Board(wall_clock_ms())
+    booking_lines = _book(gateway, opts, probe, tokens)
     log.info(
         "demo.started",
         mqtt=mqtt_url,
@@ -219,31 +238,84 @@ async def _run_site(  # noqa: PLR0917 - the demo's parts, built by run_demo
         )
         if inbox is not None:
             print(f"pilotline demo: {_staged(opts, inbox)}", flush=True)
+    for line in booking_lines:
+        print(f"pilotline demo: {line}" if not line.startswith(" ") else line, flush=True)
     async with asyncio.TaskGroup() as tasks:
         gateway_task = tasks.create_task(gateway.run(), name="gateway")
         publisher = tasks.create_task(
             publish_plant(sim, mqtt_url, interval_s=1.0), name="demo-plant"
         )
-        show = tasks.create_task(_show(gateway, opts, inbox, feed), name="demo-display")
+        show = tasks.create_task(_show(gateway, opts, inbox, feed, board), name="demo-display")
         if opts.duration_s is not None:
             await asyncio.sleep(opts.duration_s)
+            board.refresh(gateway)  # the store closes with the gateway: the last figures now
             for task in (publisher, show, gateway_task):
                 task.cancel()
     _print_table(gateway, Console(width=max(Console().width, 100)))
+    Console(width=max(Console().width, 120)).print(board.table())
 
 
-def _demo_tokens(gateway: Gateway, workdir: Path) -> Path:
-    """Fresh demo tokens for each run (an operator's, a tenant's), in files only this user
-    reads; returns the operator's. Tokens of earlier runs are revoked."""
+def _book(
+    gateway: Gateway, opts: DemoOptions, probe: SimPlant, tokens: dict[str, Path]
+) -> list[str]:
+    """The bookings made at the start (demo/bookings.py), and what to paste to make more:
+    lines for the console."""
+    now = wall_clock_ms()
+    opcua = set(DEMO_MACHINES) if opts.opcua else set()
+    machines = [m for m in probe.machines if m.id not in opcua]
+    candidates = [m.id for m in machines if m.owner != APPROVAL_OWNER]
+    approving = [m.id for m in probe.machines if m.owner == APPROVAL_OWNER]
+    rules = gateway.config.booking_rules(candidates[0]) if candidates else None
+    made = [] if rules is None else book(
+        gateway, plan(probe, candidates, approving, now, rules), now
+    )
+    hour = 3_600_000
+    start = (now // hour + 2) * hour
+    spec = next((m for m in machines if m.id == candidates[-1]), None) if candidates else None
+    example = None if spec is None else (
+        spec.id, start, start + hour // 2, spec.capabilities[0]
+    )
+    paths = {who: str(path) for who, path in tokens.items()}
+    tenant = paths[f"tenant {TENANTS[0]}"]
+    lines = guide(opts.api, paths, tenant, example)
+    for res in made:
+        slot = f"{_local(res.start_ms)}-{_local(res.end_ms)}"
+        what = res.purpose.removeprefix("demo: ")
+        lines.append(f"booked: {res.tenant} on {res.machine} {slot}: {res.status.value} ({what})")
+        if res.status is Status.REQUESTED:
+            owner = paths[f"owner {APPROVAL_OWNER}"]
+            lines.append(
+                f'  curl -s -X POST -H "Authorization: Bearer $(cat {owner})" '
+                f"http://{opts.api}/api/reservations/{res.id}/approve   # the owner says yes"
+            )
+    return lines
+
+
+def _local(ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ms / 1000))
+
+
+def _demo_tokens(gateway: Gateway, workdir: Path) -> dict[str, Path]:
+    """Fresh demo tokens for each run (an operator's, one per tenant, the approving owner's),
+    in files only this user reads; returns their paths by who holds them (``operator``,
+    ``tenant demo-smallco``...). Tokens of earlier runs are revoked."""
     tokens = gateway.store.tokens()
     now_ms = wall_clock_ms()
     for info in tokens.list():
         if info.revoked_ms is None and info.name.startswith("demo-"):
             tokens.revoke(info.name, now_ms=now_ms)
     suffix = f"{now_ms:x}"
-    for role, subject in ((Role.OPERATOR, None), (Role.TENANT, "demo-smallco")):
-        token = tokens.create(f"demo-{role}-{suffix}", role, subject, now_ms=now_ms)
-        path = workdir / f"{role}.token"
+    holders = (
+        ("operator", Role.OPERATOR, None, "operator.token"),
+        (f"tenant {TENANTS[0]}", Role.TENANT, TENANTS[0], "tenant.token"),
+        (f"tenant {TENANTS[1]}", Role.TENANT, TENANTS[1], "tenant-labco.token"),
+        (f"owner {APPROVAL_OWNER}", Role.OWNER, APPROVAL_OWNER, "owner.token"),
+    )
+    paths = {}
+    for who, role, subject, name in holders:
+        token = tokens.create(f"demo-{role}-{subject or 'site'}-{suffix}", role, subject,
+                              now_ms=now_ms)
+        path = workdir / name
         # Written beside and renamed, so a reader never sees an empty or partial token.
         partial = path.with_suffix(".token.partial")
         partial.unlink(missing_ok=True)
@@ -251,7 +323,8 @@ def _demo_tokens(gateway: Gateway, workdir: Path) -> Path:
         with os.fdopen(fd, "w", encoding="ascii") as out:
             out.write(token + "\n")
         partial.replace(path)
-    return workdir / "operator.token"
+        paths[who] = path
+    return paths
 
 
 def _staged(opts: DemoOptions, inbox: Inbox) -> str:
@@ -324,10 +397,18 @@ def _serve_over_opcua(site_yaml: str, endpoint: str) -> str:
     return yaml.safe_dump(site, sort_keys=False, default_flow_style=None)
 
 
-async def _show(gateway: Gateway, opts: DemoOptions, inbox: Inbox | None, feed: _Feed) -> None:
+async def _show(
+    gateway: Gateway, opts: DemoOptions, inbox: Inbox | None, feed: _Feed, board: Board
+) -> None:
     if not opts.live:
-        while True:
-            await asyncio.sleep(10)
+        # a line per booking whose status changed, each second; capacity every 10 s
+        for turn in itertools.count(1):
+            await asyncio.sleep(1)
+            for row in board.refresh(gateway):
+                stamp = time.strftime("%H:%M:%S")
+                print(f"{stamp} booking {row.line()}", flush=True)
+            if turn % 10:
+                continue
             views = gateway.plant.view()
             log.info(
                 "demo.capacity",
@@ -335,15 +416,20 @@ async def _show(gateway: Gateway, opts: DemoOptions, inbox: Inbox | None, feed: 
                 idle=[v.id for v in views if v.state is State.IDLE],
                 running=sum(v.state is State.RUNNING for v in views),
             )
-    with Live(_screen(gateway, opts, inbox, feed), refresh_per_second=2, screen=False) as live:
+    board.refresh(gateway)
+    screen = _screen(gateway, opts, inbox, feed, board)
+    with Live(screen, refresh_per_second=2, screen=False) as live:
         while True:
             await asyncio.sleep(1)
-            live.update(_screen(gateway, opts, inbox, feed))
+            board.refresh(gateway)
+            live.update(_screen(gateway, opts, inbox, feed, board))
 
 
-def _screen(gateway: Gateway, opts: DemoOptions, inbox: Inbox | None, feed: _Feed) -> Group:
-    """The table, then the inbox: where it is and its last few arrivals."""
-    parts: list[RenderableType] = [_table(gateway, opts)]
+def _screen(
+    gateway: Gateway, opts: DemoOptions, inbox: Inbox | None, feed: _Feed, board: Board
+) -> Group:
+    """The machines, the bookings, then the inbox: where it is and its last few arrivals."""
+    parts: list[RenderableType] = [_table(gateway, opts), board.table()]
     if inbox is not None:
         parts.append(Text(f"operator inbox ({inbox.path}):", style="bold"))
         lines = list(feed.lines) or [f"(nothing yet; {_incidents_text(opts)})"]

@@ -11,6 +11,7 @@ demo's operator inbox (demo/inbox.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -101,11 +102,15 @@ def demo_site_yaml(
     site: str = "demo-pilot",
     influx_url: str | None = None,
     alerts: AlertChannels | None = None,
+    booking: Mapping[str, Any] | None = None,
+    approving_owner: str | None = None,
 ) -> str:
     """YAML text of a site watching every machine of ``plant`` over MQTT.
 
     Without ``influx_url`` the configuration has no ``influx`` section: the gateway keeps
     its data in the embedded store alone. Without ``alerts`` it has no ``alerts`` section.
+    ``booking``: the site's ``defaults.booking``; ``approving_owner``: an owner who approves
+    each booking of its machines (demo/bookings.py).
     """
     zones: dict[str, list[dict[str, Any]]] = {}
     for machine in plant.machines:
@@ -132,6 +137,13 @@ def demo_site_yaml(
         # offers every machine's idle time at any hour.
         "offering": "always",
     }
+    if booking is not None:
+        doc["defaults"]["booking"] = dict(booking)
+    if approving_owner is not None:  # once owners are listed, every one must be
+        doc["owners"] = {
+            owner: {"booking": {"approval": True}} if owner == approving_owner else {}
+            for owner in sorted({m.owner for m in plant.machines})
+        }
     doc["zones"] = [{"id": zone, "machines": machines} for zone, machines in zones.items()]
     if alerts is not None:
         doc["alerts"] = _alerts(alerts)
