@@ -227,3 +227,26 @@ def test_before_the_backlog_is_in_no_booking_moves_but_holds_expire(config_path:
     gateway.caught_up = True
     assert [t.to for t in gateway.bookings.settle()] == [Status.ACTIVE]
     gateway.store.close()
+
+
+def test_a_run_not_yet_committed_is_seen_by_the_lifecycle(config_path: Path) -> None:
+    """A run that began and ended inside the grace, staged but not yet committed when the
+    lifecycle runs (the committer is a separate task), is the tenant's use: the lifecycle
+    commits what is staged first, so the booking is ``active``, never a ``no_show``."""
+    clock = Clock(T0)
+    gateway = Gateway(
+        load_config(config_path), writer=MemoryWriter(), clock_ms=clock,
+        monotonic_ms=clock.monotonic,
+    )
+    gateway.caught_up = True
+    used = confirmed(gateway.store, START, "laser-01")
+    sample(gateway, "laser-01", T0, "NotExecuting")
+    gateway.commit()
+    for minutes, state in ((2, "Executing"), (4, "NotExecuting"), (20, "NotExecuting")):
+        clock.set(START + minutes * MIN)  # 20: past the no-show grace
+        sample(gateway, "laser-01", START + minutes * MIN, state)
+        gateway.tick()
+
+    assert [t.to for t in gateway.bookings.settle()] == [Status.ACTIVE]
+    assert gateway.store.reservations().get(used.id).status is Status.ACTIVE  # type: ignore[union-attr]
+    gateway.store.close()

@@ -24,7 +24,7 @@ from pilotline.gateway.service import Gateway
 from pilotline.gateway.sinks.influx.writer import MemoryWriter
 from pilotline.gateway.store.tokens import Role
 from pilotline.rules import Sample
-from pilotline.rules.booking import BookingRules, Request
+from pilotline.rules.booking import BookingRules, Request, Status
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -230,3 +230,20 @@ async def test_an_extended_booking_is_one_line_with_no_late_cancel(site: Site) -
     assert set(lines) == {successor.id}
     line = lines[successor.id]
     assert (line["booked_min"], line["late_cancel"], line["charge"]) == (120, False, 60.0)
+
+
+async def test_a_no_show_is_metered_until_it_was_judged_one(site: Site) -> None:
+    """bigco never came to press-01; once the booking is a no-show its slot is free again, so
+    the owner's run later in that hour is neither bigco's use nor billed to it by use."""
+    for ts in [*range(T0, START, 10 * MIN), START + 20 * MIN]:
+        site.at(ts, {"press-01": "NotExecuting"})
+    book = site.gateway.store.reservations()
+    assert book.get(site.ids["missed"]).status is Status.NO_SHOW  # type: ignore[union-attr]
+    for ts in range(START + 30 * MIN, END + 10 * MIN, 10 * MIN):
+        site.at(ts, {"press-01": "Executing"})
+
+    line = by_id(await site.usage(bearer(site.gateway.store, Role.OPERATOR)))[site.ids["missed"]]
+
+    assert (line["status"], line["used_min"], line["idle_min"]) == ("no_show", 0, 20)
+    usage = site.gateway.bookings.usage(site.ids["missed"])
+    assert usage is not None and usage.running_ms == 0

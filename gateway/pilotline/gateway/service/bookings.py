@@ -23,6 +23,7 @@ import structlog
 
 from pilotline.gateway.clock import Clock
 from pilotline.gateway.store import Store
+from pilotline.gateway.store.reservations import Reservations
 from pilotline.rules.booking import BookingRules, Reservation, Status
 from pilotline.rules.booking.metering import Change, Usage, meter, outcome
 from pilotline.rules.plant import MachineView
@@ -95,6 +96,21 @@ def transitions(
     return out
 
 
+RELEASED: Final = frozenset({Status.NO_SHOW, Status.PREEMPTED})
+"""Statuses that give a booking's slot back before its end: the machine is free for others
+from then on, so its use is no longer the tenant's."""
+
+
+def metered_until(book: Reservations, res: Reservation, now_ms: int) -> int:
+    """Up to when ``res`` is metered: ``now_ms``, or for a no-show or a preempted booking the
+    time it was judged so (the slot was released then: a run after it is someone else's)."""
+    if res.status in RELEASED:
+        for status, at_ms, _, _ in book.events(res.id):
+            if status is res.status:
+                return min(at_ms, now_ms)
+    return now_ms
+
+
 class BookingLifecycle:
     def __init__(
         self,
@@ -105,12 +121,16 @@ class BookingLifecycle:
         views: Callable[[], Sequence[MachineView]],
         clock_ms: Clock,
         caught_up: Callable[[], bool] = lambda: True,
+        commit: Callable[[], None] = lambda: None,
         interval_s: float = BOOKING_INTERVAL_S,
     ) -> None:
         """``machines``: the configured ones (a booking of a machine no longer configured is
         left as it is); ``views``: the plant's current view (its latest confirmed states);
         ``caught_up``: whether the broker's backlog is in (before, the history may still
-        miss the run that would make a booking ``active``: no booking moves, holds expire)."""
+        miss the run that would make a booking ``active``: no booking moves, holds expire);
+        ``commit``: make the staged samples' states durable (``Committer.commit``), so a run
+        staged but not yet in the store's history is judged too."""
+        self._commit = commit
         self._caught_up = caught_up
         self._store = store
         self._machines = frozenset(machines)
@@ -144,6 +164,9 @@ class BookingLifecycle:
         """One run: expire the holds due, move the bookings whose window has begun; log
         each move. Returns the moves made (not the expired holds)."""
         now = self._clock_ms() if now_ms is None else now_ms
+        # the history is read from the store and only the current state from the plant: a
+        # run that began and ended since the last commit would be in neither
+        self._commit()
         book = self._store.reservations()
         due = [
             res
@@ -187,8 +210,9 @@ class BookingLifecycle:
         res = self._store.reservations().get(rid)
         if res is None:
             return None
-        changes = self.changes(res.start_ms, now, {res.machine})[res.machine]
-        return meter(res, changes, now)
+        until = metered_until(self._store.reservations(), res, now)
+        changes = self.changes(res.start_ms, until, {res.machine})[res.machine]
+        return meter(res, changes, until)
 
     async def run(self) -> None:
         """Settle every ``interval_s``. A failed run (the file locked by another process

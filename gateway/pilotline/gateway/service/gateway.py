@@ -243,6 +243,7 @@ class Gateway:
             views=self.plant.view,
             clock_ms=clock_ms,
             caught_up=lambda: self.catch_up.caught_up,
+            commit=committer.commit,
         )
         # ``booking`` and ``usage`` points, from the store's record of every status move
         self.booking_points = BookingPoints(

@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from pilotline.gateway.service.bookings import metered_until
 from pilotline.gateway.store.reservations import Reservations
 from pilotline.gateway.timefmt import iso
 from pilotline.rules.booking import LIVE, BookingRules, Reservation, Status, Usage, meter
@@ -187,7 +188,8 @@ def usage_line(
     """One booking's line by ``now_ms``: metered from ``changes`` (its machine's confirmed
     changes from the one in force at its start, as ``BookingLifecycle.changes`` gives them),
     charged under ``rule``; ``book`` gives a cancellation's history and its neighbours."""
-    usage = meter(res, changes, now_ms) if res.status in METERED else Usage()
+    until = metered_until(book, res, now_ms)
+    usage = meter(res, changes, until) if res.status in METERED else Usage()
     late = was_reused = False
     if res.status is Status.CANCELLED:
         late, was_reused = cancellation(book, res, rules)
