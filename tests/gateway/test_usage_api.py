@@ -246,4 +246,5 @@ async def test_a_no_show_is_metered_until_it_was_judged_one(site: Site) -> None:
 
     assert (line["status"], line["used_min"], line["idle_min"]) == ("no_show", 0, 20)
     usage = site.gateway.bookings.usage(site.ids["missed"])
-    assert usage is not None and usage.running_ms == 0
+    assert usage is not None
+    assert usage.running_ms == 0
