@@ -201,3 +201,13 @@ def test_nothing_outside_the_demo_imports_it() -> None:
         for module, path in _modules(part):
             for line, name in _imports(module, path):
                 assert not name.startswith("pilotline.demo"), f"{path}:{line}"
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """pytest imports test files by basename (rootdir-relative packages are not used): two
+    ``test_x.py`` in two folders stop the whole run at collection, which only the full run
+    would show."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

@@ -3,7 +3,7 @@ every status move of every reservation, made through the API or by the lifecycle
 exactly one ``booking`` point in the outbox; a booking that ends with use to meter (completed,
 no-show, preempted, cancelled after its start) one ``usage`` point; a restarted gateway writes
 none of them again. The points reaching a real victoria-metrics, and surviving one that is
-down: tests/integration/test_booking_points.py."""
+down: tests/integration/test_booking_points_influx.py."""
 
 from __future__ import annotations
 
