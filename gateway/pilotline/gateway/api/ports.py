@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from pilotline.gateway.api.config import ApiConfig
 from pilotline.gateway.api.metrics import Gauges, Metrics
 from pilotline.gateway.notify.alerting import Marks
+from pilotline.gateway.shard import Layout
 from pilotline.gateway.store.alert_state import StoredSilence
 from pilotline.gateway.store.feed_tokens import FeedTokens
 from pilotline.gateway.store.reservations import Reservations
@@ -99,6 +100,10 @@ class BookingSettings(ApiSettings, Protocol):
     def booking_rules(self, machine_id: str) -> BookingRules: ...
     def maintenance(self, machine_id: str) -> tuple[tuple[int, int], ...]: ...
     def charge_rule(self, machine_id: str) -> ChargeRule: ...
+    @property
+    def shard_layout(self) -> Layout | None:
+        """A sharded gateway's whole site: who owns the machines it does not keep."""
+        ...
 
 
 # -- one port per group of routes ---------------------------------------------------------
