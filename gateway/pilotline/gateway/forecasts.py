@@ -31,6 +31,7 @@ from pilotline.rules.forecast import (
     WEEK_MS,
     HourForecast,
     allowed_minutes,
+    evidence_weeks,
     expected_minutes,
     first_hour_ms,
 )
@@ -88,15 +89,24 @@ class Forecasts(Mapping[str, Sequence[HourForecast]]):
     Kept compact (see the module docstring); the ``HourForecast`` lists are built when read.
     """
 
-    __slots__ = ("_by_machine", "first_ms")
+    __slots__ = ("_by_machine", "_first_seen", "first_ms", "now_ms", "weeks")
 
-    def __init__(self, first_ms: int = 0) -> None:
+    def __init__(self, first_ms: int = 0, now_ms: int | None = None, weeks: int = WEEKS) -> None:
         self.first_ms = first_ms
         """Start of the first forecast hour (epoch ms)."""
+        self.now_ms = first_ms - 1 if now_ms is None else now_ms
+        """When the run was made (its evidence ends there)."""
+        self.weeks = weeks
         self._by_machine: dict[str, tuple[Figures, Figures]] = {}
+        # when each machine was first seen: how many weeks each hour's figure rests on
+        self._first_seen: dict[str, int] = {}
 
-    def set(self, machine: str, expected: Figures, offered: Figures) -> None:
+    def set(
+        self, machine: str, expected: Figures, offered: Figures, first_seen_ms: int | None = None
+    ) -> None:
         self._by_machine[machine] = (expected, offered)
+        if first_seen_ms is not None:
+            self._first_seen[machine] = first_seen_ms
 
     def figures(self, machine: str) -> tuple[Figures, Figures] | None:
         """(expected free minutes, offered minutes) per hour, or None for an unknown machine."""
@@ -104,9 +114,12 @@ class Forecasts(Mapping[str, Sequence[HourForecast]]):
 
     def __getitem__(self, machine: str) -> list[HourForecast]:
         expected, offered = self._by_machine[machine]
+        seen = self._first_seen.get(machine)
         return [
-            HourForecast(self.first_ms + i * HOUR_MS, free, minutes)
+            HourForecast(start, free, minutes,
+                         evidence_weeks(start, self.now_ms, seen, self.weeks))
             for i, (free, minutes) in enumerate(zip(expected, offered, strict=True))
+            for start in (self.first_ms + i * HOUR_MS,)
         ]
 
     def __iter__(self) -> Iterator[str]:
@@ -139,7 +152,7 @@ class _Run:
         self.now_ms = now_ms
         self.hours = hours
         self.weeks = weeks
-        self.result = Forecasts(first_hour_ms(now_ms))
+        self.result = Forecasts(first_hour_ms(now_ms), now_ms, weeks)
         self._allowed: dict[OfferingPolicy, tuple[Figures, Figures]] = {}
         self._intern = _Interned()
 
@@ -165,7 +178,7 @@ class _Run:
             first_seen_ms=first_seen,
             weeks=self.weeks,
         )
-        self.result.set(spec.id, self._intern(expected), offered)
+        self.result.set(spec.id, self._intern(expected), offered, first_seen)
 
 
 def _windows(source: ForecastSource, spec: MachineSpec, now_ms: int) -> list[tuple[int, int]]:

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from pilotline.gateway.api.auth import EVERYONE, OWNERS, Principal, Role, allow
+from pilotline.gateway.api.forecast_advice import SlotForecast, slot_forecast
 from pilotline.gateway.api.pages import LINK_HEADER, Cursor, Key, after_key, page, set_next
 from pilotline.gateway.api.ports import BookingPort
 from pilotline.gateway.api.problems import PROBLEM_JSON, invalid, problem_body, responses
@@ -61,6 +62,11 @@ class Slot(BaseModel):
     end: Instant
     start_ms: int
     end_ms: int
+    forecast: SlotForecast | None = Field(
+        default=None,
+        description="advice, never a promise: how often the machine was idle and offerable "
+        "in these hours of past weeks (api/forecast_advice.py); null beyond the forecast",
+    )
 
 
 class OfferOut(BaseModel):
@@ -175,9 +181,10 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         "/api/offers",
         summary="Free bookable time per machine in [from, to) (default the next 7 days, at "
         "most 31): its offering policy minus planned maintenance and live reservations with "
-        "their buffers; `available` (and, for owners and operators, the live state) as "
-        "advice. Tenants: the offered machines, owner names only where the owner allows; "
-        "owners: their own; operators: all. Sharded: 421 for a `machine` another shard keeps.",
+        "their buffers; `available` (and, for owners and operators, the live state) and "
+        "each slot's `forecast` as advice. Tenants: the offered machines, owner names only "
+        "where the owner allows; owners: their own; operators: all. Sharded: 421 for a "
+        "`machine` another shard keeps.",
         tags=[TAG],
         responses=responses(421),
     )
@@ -221,12 +228,14 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
             held = [r for r in near if r.status is not Status.HELD
                     or r.hold_until_ms is None or r.hold_until_ms > now_ms]
             view = live.get(spec.id)
+            hours = gateway.forecasts.get(spec.id, ())
             out.append(OfferOut(
                 machine=spec.id,
                 zone=spec.zone,
                 owner=spec.owner if not tenant or spec.owner in shown_to_tenants else None,
                 capabilities=list(spec.capabilities),
-                slots=[Slot(**_slot(s)) for s in free_slots(spans, held, rules.buffer_ms)],
+                slots=[Slot(**_slot(s), forecast=slot_forecast(hours, *s))
+                       for s in free_slots(spans, held, rules.buffer_ms)],
                 available=None if view is None else view.available,
                 live_state=None if tenant or view is None else view.state,
             ))

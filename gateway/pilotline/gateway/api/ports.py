@@ -196,6 +196,11 @@ class BookingPort(Protocol):
     """``/api/offers``, ``/api/reservations`` (booking.py)."""
 
     @property
+    def forecasts(self) -> Mapping[str, Sequence[HourForecast]]:
+        """The latest forecast run: each slot's advice (forecast_advice.py)."""
+        ...
+
+    @property
     def config(self) -> BookingSettings: ...
     @property
     def plant(self) -> PlantView: ...

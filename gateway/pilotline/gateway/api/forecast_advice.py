@@ -1,0 +1,67 @@
+"""The forecast beside an offered slot, as advice (``/api/offers``): how often the machine was
+idle and offerable in the same hours of past weeks.
+
+A slot is free bookable time; whether the owner will leave the machine alone then is not
+known, only how it went before. ``SlotForecast`` sums that up from the latest forecast run
+(gateway/forecasts.py, rules/forecast.py: the offerable idle share of the same hour of the
+week over the last 4 weeks): ``idle_share`` is that share over the slot's hours (each hour
+weighted by how much of the slot it holds), ``weeks`` the fewest past weeks behind any of
+them, ``until`` where the forecast stops (48 h ahead). Advice, never a promise (DESIGN.md):
+a booking holds the slot whatever the share; a low share says the owner often runs the
+machine then, so preemption is likelier.
+
+Tenants see it too: it is the figure ``/api/forecast`` already gives them for offered hours
+(``expected_free_min / offered_min``), and slots lie in offered time; as a share it says
+nothing of the fleet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+
+from pilotline.gateway.api.times import Instant
+from pilotline.gateway.timefmt import iso
+from pilotline.rules.forecast import HOUR_MS, HourForecast
+
+__all__ = ["SlotForecast", "slot_forecast"]
+
+
+class SlotForecast(BaseModel):
+    """Advice, never a promise: how the slot's hours went in past weeks."""
+
+    idle_share: float | None = Field(
+        description="0..1: share of the slot's hours the machine was idle and offerable in the "
+        "same hours of past weeks; null: no history yet"
+    )
+    weeks: int = Field(description="the fewest past weeks behind any of its hours (0: none)")
+    hours: int = Field(description="forecast hours the slot overlaps")
+    until: Instant = Field(description="the forecast covers the slot up to here (48 h ahead)")
+
+
+def slot_forecast(hours: Sequence[HourForecast], start_ms: int, end_ms: int) -> SlotForecast | None:
+    """The advice for ``[start_ms, end_ms)``, or None when no forecast hour covers it."""
+    weighted = covered = 0.0
+    weeks: int | None = None
+    count = 0
+    until = start_ms
+    for hour in hours:
+        lo, hi = max(start_ms, hour.start_ms), min(end_ms, hour.start_ms + HOUR_MS)
+        if hi <= lo:
+            continue
+        count += 1
+        until = max(until, hi)
+        weeks = hour.weeks if weeks is None else min(weeks, hour.weeks)
+        if hour.weeks and hour.offered_min > 0:
+            share = min(1.0, hour.expected_free_min / hour.offered_min)
+            weighted += share * (hi - lo)
+            covered += hi - lo
+    if not count:
+        return None
+    return SlotForecast(
+        idle_share=round(weighted / covered, 2) if covered else None,
+        weeks=weeks or 0,
+        hours=count,
+        until=iso(until),
+    )
