@@ -20,7 +20,13 @@ from pilotline.gateway.config import load_config
 from pilotline.gateway.forecasts import Forecasts
 from pilotline.gateway.service import Gateway
 from pilotline.gateway.store.tokens import Role
-from pilotline.rules.forecast import HOUR_MS, WEEK_MS, HourForecast, first_hour_ms
+from pilotline.rules.forecast import (
+    HOUR_MS,
+    WEEK_MS,
+    evidence_weeks,
+    first_hour_ms,
+    past_hours,
+)
 
 HOURS = 48
 
@@ -91,17 +97,24 @@ async def test_beyond_the_forecast_a_slot_has_none(
 
 
 def test_the_share_weighs_each_hour_by_the_part_of_the_slot_it_holds() -> None:
-    hours = [HourForecast(0, 60.0, 60.0, 4), HourForecast(HOUR_MS, 0.0, 60.0, 3),
-             HourForecast(2 * HOUR_MS, 20.0, 40.0, 0)]
-    # 45 min of an always-idle hour, 15 min of a never-idle one
-    advice = slot_forecast(hours, HOUR_MS // 4, HOUR_MS + HOUR_MS // 4)
+    first = first_hour_ms(T0)
+    run = Forecasts(first, T0)
+    # hour 0 always idle, hour 1 never, hour 2 half: with four weeks of history
+    run.set("m", (60.0, 0.0, 20.0), (60.0, 60.0, 40.0), first_seen_ms=T0 - 5 * WEEK_MS)
+    # 45 min of the always-idle hour, 15 min of the never-idle one
+    advice = slot_forecast(run.outlook("m", first + HOUR_MS // 4, first + 5 * HOUR_MS // 4))
     assert advice is not None
-    assert (advice.idle_share, advice.weeks, advice.hours) == (0.75, 3, 2)
-    # an hour without history adds no share, and lowers `weeks` to 0
-    mixed = slot_forecast(hours, HOUR_MS, 3 * HOUR_MS)
-    assert mixed is not None
-    assert (mixed.idle_share, mixed.weeks) == (0.0, 0)
-    assert slot_forecast(hours, 5 * HOUR_MS, 6 * HOUR_MS) is None
+    assert (advice.idle_share, advice.weeks, advice.hours) == (0.75, 4, 2)
+    # past the forecast's end: covered up to there
+    tail = run.outlook("m", first + 2 * HOUR_MS, first + 9 * HOUR_MS)
+    assert tail is not None
+    assert (tail.idle_share, tail.hours, tail.until_ms) == (0.5, 1, first + 3 * HOUR_MS)
+    assert run.outlook("m", first + 3 * HOUR_MS, first + 4 * HOUR_MS) is None
+    assert run.outlook("unknown", first, first + HOUR_MS) is None
+    # hours without history add no share: none at all is no share, not 0
+    young = Forecasts(first, T0)
+    young.set("m", (0.0,) * 3, (60.0,) * 3, first_seen_ms=T0 - HOUR_MS)
+    assert young.outlook("m", first, first + 2 * HOUR_MS) == (None, 0, 2, first + 2 * HOUR_MS)
 
 
 def test_a_forecast_hour_says_how_many_weeks_it_rests_on() -> None:
@@ -110,3 +123,22 @@ def test_a_forecast_hour_says_how_many_weeks_it_rests_on() -> None:
     run.set("young", (0.0,) * 3, (60.0,) * 3)
     assert [h.weeks for h in run["m"]] == [2, 2, 2]
     assert [h.weeks for h in run["young"]] == [0, 0, 0]
+
+
+def test_the_weeks_counted_are_the_weeks_averaged() -> None:
+    # evidence_weeks counts what past_hours lists (and expected_minutes averages), fast
+    for seen_back in range(0, 6 * WEEK_MS, 5 * HOUR_MS + 7):
+        for ahead in (-HOUR_MS, 0, HOUR_MS, 47 * HOUR_MS, WEEK_MS - HOUR_MS, WEEK_MS + 3):
+            start = T0 + ahead
+            seen = T0 - seen_back
+            expected = len(past_hours(start, T0, seen, 4)) if start >= seen else 0
+            assert evidence_weeks(start, T0, seen, 4) == expected, (seen_back, ahead)
+    # and the outlook's inline count agrees with it, hour by hour
+    first = first_hour_ms(T0)
+    for seen_back in range(0, 6 * WEEK_MS, 11 * HOUR_MS + 7):
+        run = Forecasts(first, T0)
+        run.set("m", (30.0,) * 48, (60.0,) * 48, first_seen_ms=T0 - seen_back)
+        for i in range(48):
+            outlook = run.outlook("m", first + i * HOUR_MS, first + (i + 1) * HOUR_MS)
+            assert outlook is not None
+            assert outlook.weeks == run["m"][i].weeks, (seen_back, i)

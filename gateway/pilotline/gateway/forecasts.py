@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 
@@ -65,8 +65,8 @@ class Site(Protocol):
 class ForecastSource(Protocol):
     """What the forecasts read from the gateway, and where they leave their results."""
 
-    forecasts: Mapping[str, Sequence[HourForecast]]
-    """The latest run's forecasts, for ``/api/forecast``."""
+    forecasts: Forecasts
+    """The latest run's forecasts, for ``/api/forecast`` and ``/api/offers``."""
 
     @property
     def config(self) -> Site: ...
@@ -81,6 +81,16 @@ class ForecastSource(Protocol):
 
     def clock_ms(self) -> int: ...
     def stage_lines(self, lines: list[tuple[int, str]]) -> None: ...
+
+
+class Outlook(NamedTuple):
+    """A forecast over a span: the offerable idle share of its hours with history (None:
+    none has), the fewest past weeks behind any hour, the hours overlapped, where it ends."""
+
+    idle_share: float | None
+    weeks: int
+    hours: int
+    until_ms: int
 
 
 class Forecasts(Mapping[str, Sequence[HourForecast]]):
@@ -113,14 +123,58 @@ class Forecasts(Mapping[str, Sequence[HourForecast]]):
         return self._by_machine.get(machine)
 
     def __getitem__(self, machine: str) -> list[HourForecast]:
-        expected, offered = self._by_machine[machine]
+        hours = len(self._by_machine[machine][0])
+        return self.hours(machine, self.first_ms, self.first_ms + hours * HOUR_MS)
+
+    def outlook(self, machine: str, start_ms: int, end_ms: int) -> Outlook | None:
+        """The forecast over ``[start_ms, end_ms)`` summed up for ``/api/offers``
+        (api/forecast_advice.py), or None when no forecast hour overlaps it. Straight from
+        the figures: the API asks this for every slot of up to thousands of machines."""
+        found = self._by_machine.get(machine)
+        if found is None:
+            return None
+        expected, offered = found
+        first = max(0, (start_ms - self.first_ms) // HOUR_MS)
+        last = min(len(expected), -(-(end_ms - self.first_ms) // HOUR_MS))
+        if last <= first:
+            return None
+        until = min(end_ms, self.first_ms + last * HOUR_MS)
         seen = self._first_seen.get(machine)
-        return [
-            HourForecast(start, free, minutes,
-                         evidence_weeks(start, self.now_ms, seen, self.weeks))
-            for i, (free, minutes) in enumerate(zip(expected, offered, strict=True))
-            for start in (self.first_ms + i * HOUR_MS,)
-        ]
+        if seen is None:
+            return Outlook(None, 0, last - first, until)  # no history: the common fast case
+        weighted = covered = 0.0
+        fewest = self.weeks
+        for i in range(first, last):
+            hour = self.first_ms + i * HOUR_MS
+            # evidence_weeks(hour, now, seen), inline: this loop runs ~50,000 times a request
+            earliest = max(1, -(-(hour + HOUR_MS - self.now_ms) // WEEK_MS))
+            weeks = min(self.weeks, (hour - seen) // WEEK_MS) - earliest + 1 if hour >= seen else 0
+            if weeks <= 0:
+                fewest = 0
+                continue
+            fewest = min(fewest, weeks)
+            if offered[i] > 0:
+                part = min(end_ms, hour + HOUR_MS) - max(start_ms, hour)
+                weighted += min(1.0, expected[i] / offered[i]) * part
+                covered += part
+        return Outlook(weighted / covered if covered else None, fewest, last - first, until)
+
+    def hours(self, machine: str, from_ms: int, to_ms: int) -> list[HourForecast]:
+        """The forecast hours of ``machine`` overlapping ``[from_ms, to_ms)`` (none for an
+        unknown machine): only those are built, as ``/api/offers`` asks for a few per slot."""
+        found = self._by_machine.get(machine)
+        if found is None:
+            return []
+        expected, offered = found
+        first = max(0, (from_ms - self.first_ms) // HOUR_MS)
+        last = min(len(expected), -(-(to_ms - self.first_ms) // HOUR_MS))
+        seen = self._first_seen.get(machine)
+        out = []
+        for i in range(first, last):
+            start = self.first_ms + i * HOUR_MS
+            weeks = evidence_weeks(start, self.now_ms, seen, self.weeks)
+            out.append(HourForecast(start, expected[i], offered[i], weeks))
+        return out
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_machine)

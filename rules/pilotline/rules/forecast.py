@@ -100,10 +100,13 @@ def past_hours(start_ms: int, now_ms: int, first_seen_ms: int, weeks: int) -> li
 
 
 def evidence_weeks(start_ms: int, now_ms: int, first_seen_ms: int | None, weeks: int = 4) -> int:
-    """How many past weeks the forecast of the hour at ``start_ms`` averages."""
-    if first_seen_ms is None:
+    """How many past weeks the forecast of the hour at ``start_ms`` averages: the number of
+    ``past_hours``, counted without listing them (the API asks for thousands at a time)."""
+    if first_seen_ms is None or start_ms < first_seen_ms:
         return 0
-    return len(past_hours(start_ms, now_ms, first_seen_ms, weeks))
+    latest = min(weeks, (start_ms - first_seen_ms) // WEEK_MS)  # not before first seen
+    earliest = max(1, -(-(start_ms + HOUR_MS - now_ms) // WEEK_MS))  # finished by now
+    return max(0, latest - earliest + 1)
 
 
 def first_hour_ms(now_ms: int) -> int:

@@ -228,13 +228,13 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
             held = [r for r in near if r.status is not Status.HELD
                     or r.hold_until_ms is None or r.hold_until_ms > now_ms]
             view = live.get(spec.id)
-            hours = gateway.forecasts.get(spec.id, ())
             out.append(OfferOut(
                 machine=spec.id,
                 zone=spec.zone,
                 owner=spec.owner if not tenant or spec.owner in shown_to_tenants else None,
                 capabilities=list(spec.capabilities),
-                slots=[Slot(**_slot(s), forecast=slot_forecast(hours, *s))
+                slots=[Slot(**_slot(s),
+                            forecast=slot_forecast(gateway.forecasts.outlook(spec.id, *s)))
                        for s in free_slots(spans, held, rules.buffer_ms)],
                 available=None if view is None else view.available,
                 live_state=None if tenant or view is None else view.state,

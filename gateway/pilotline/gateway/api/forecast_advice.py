@@ -17,13 +17,11 @@ nothing of the fleet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from pydantic import BaseModel, Field
 
 from pilotline.gateway.api.times import Instant
+from pilotline.gateway.forecasts import Outlook
 from pilotline.gateway.timefmt import iso
-from pilotline.rules.forecast import HOUR_MS, HourForecast
 
 __all__ = ["SlotForecast", "slot_forecast"]
 
@@ -40,28 +38,14 @@ class SlotForecast(BaseModel):
     until: Instant = Field(description="the forecast covers the slot up to here (48 h ahead)")
 
 
-def slot_forecast(hours: Sequence[HourForecast], start_ms: int, end_ms: int) -> SlotForecast | None:
-    """The advice for ``[start_ms, end_ms)``, or None when no forecast hour covers it."""
-    weighted = covered = 0.0
-    weeks: int | None = None
-    count = 0
-    until = start_ms
-    for hour in hours:
-        lo, hi = max(start_ms, hour.start_ms), min(end_ms, hour.start_ms + HOUR_MS)
-        if hi <= lo:
-            continue
-        count += 1
-        until = max(until, hi)
-        weeks = hour.weeks if weeks is None else min(weeks, hour.weeks)
-        if hour.weeks and hour.offered_min > 0:
-            share = min(1.0, hour.expected_free_min / hour.offered_min)
-            weighted += share * (hi - lo)
-            covered += hi - lo
-    if not count:
+def slot_forecast(outlook: Outlook | None) -> SlotForecast | None:
+    """The advice for a slot from its ``Forecasts.outlook``."""
+    if outlook is None:
         return None
+    share = outlook.idle_share
     return SlotForecast(
-        idle_share=round(weighted / covered, 2) if covered else None,
-        weeks=weeks or 0,
-        hours=count,
-        until=iso(until),
+        idle_share=None if share is None else round(share, 2),
+        weeks=outlook.weeks,
+        hours=outlook.hours,
+        until=iso(outlook.until_ms),
     )

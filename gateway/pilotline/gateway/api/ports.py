@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from pilotline.gateway.api.config import ApiConfig
 from pilotline.gateway.api.metrics import Gauges, Metrics
+from pilotline.gateway.forecasts import Forecasts, Outlook
 from pilotline.gateway.notify.alerting import Marks
 from pilotline.gateway.shard import Layout
 from pilotline.gateway.store.alert_state import StoredSilence
@@ -192,11 +193,17 @@ class QuarantinePort(Protocol):
     def store(self) -> QuarantineStore: ...
 
 
+class ForecastOutlook(Protocol):
+    def outlook(self, machine: str, start_ms: int, end_ms: int) -> Outlook | None:
+        """A machine's forecast over ``[start_ms, end_ms)``, summed up."""
+        ...
+
+
 class BookingPort(Protocol):
     """``/api/offers``, ``/api/reservations`` (booking.py)."""
 
     @property
-    def forecasts(self) -> Mapping[str, Sequence[HourForecast]]:
+    def forecasts(self) -> ForecastOutlook:
         """The latest forecast run: each slot's advice (forecast_advice.py)."""
         ...
 
@@ -254,3 +261,6 @@ class Api(
 
     @property
     def store(self) -> ApiStore: ...
+
+    @property
+    def forecasts(self) -> Forecasts: ...
