@@ -468,7 +468,9 @@ async def test_a_tenant_gets_the_catalog_of_what_it_may_book(tmp_path: Path) -> 
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
         tenant = await c.get("/api/catalog", headers=bearer(gw.store, Role.TENANT, "smallco"))
         assert tenant.status_code == 200, tenant.text
-        assert tenant.json() == [
+        plain = [{k: v for k, v in e.items() if k not in ("booking", "charge")}
+                 for e in tenant.json()]  # the rules: test_the_catalog_shows_booking_rules...
+        assert plain == [
             {"machine": "laser-01", "zone": "photonics", "capabilities": ["laser-cutting"],
              "owner": None, "offered": True, "min_idle_s": 900.0,
              "offering": "after 15 min idle, Mon to Fri 18:00 to 06:00 next day, Sat and Sun "
@@ -487,3 +489,63 @@ async def test_a_tenant_gets_the_catalog_of_what_it_may_book(tmp_path: Path) -> 
         ]
         everything = await c.get("/api/catalog", headers=bearer(gw.store))
         assert [e["machine"] for e in everything.json()] == ["coater-01", "laser-01", "laser-02"]
+
+
+async def test_the_catalog_shows_booking_rules_and_charges_as_applied(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        site_yaml(
+            {"photonics": [
+                # the machine's own keys over its owner's
+                machine_config("laser-01", "acme-optics", booking={
+                    "max_length_s": "4h", "min_notice_s": "2h",
+                    "charge": {"rate_per_hour": 12.5, "minimum_s": "1h"}}),
+                machine_config("laser-02", "lumen-group"),
+            ]},
+            influx=None,
+            store=tmp_path / "gw.db",
+            defaults={**UNIT_DEFAULTS, "offering": "always", "booking": {"buffer_s": "15m"}},
+            owners={
+                "acme-optics": {"booking": {
+                    "min_length_s": "1h", "quota": {"hours": 8, "per": "week"},
+                    "approval": True, "late_cancel_s": "2d",
+                    "charge": {"rate_per_hour": 9, "step_s": "15m", "late_cancel_fee": 20,
+                               "basis": "use", "unused_fraction": 0.5}}},
+                "lumen-group": {},
+            },
+        )
+    )
+    gw = Gateway(load_config(path), clock_ms=Clock())
+    transport = httpx.ASGITransport(app=create_app(gw))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        answer = await c.get("/api/catalog", headers=bearer(gw.store, Role.TENANT, "smallco"))
+    gw.store.close()
+    assert answer.status_code == 200, answer.text
+    laser_01, laser_02 = answer.json()
+    assert laser_01["booking"] == {
+        "min_length_s": 3600.0, "max_length_s": 14400.0, "step_s": 900.0,
+        "min_notice_s": 7200.0, "horizon_s": 90 * 86400.0, "buffer_s": 900.0,
+        "approval": True, "hold_s": 600.0,
+        "quota": {"hours": 8.0, "per": "week", "period_s": 7 * 86400.0},
+        "early_grace_s": 900.0, "no_show_grace_s": 900.0, "late_cancel_s": 2 * 86400.0,
+        "rules": "1h-4h /15m, notice 2h, horizon 90d, buffer 15m, approval, quota 8h/week, "
+                 "hold 10m, grace -15m/+15m, late cancel 2d",
+    }
+    assert laser_01["charge"] == {
+        "basis": "use", "rate_per_hour": 12.5, "currency": "EUR", "step_s": 900.0,
+        "minimum_s": 3600.0, "unused_fraction": 0.5, "no_show_fraction": 1.0,
+        "late_cancel_fee": 20.0,
+        "text": "12.50 EUR per hour of use (running time inside the booking, plus any "
+                "overrun), in steps of 15m, at least 1h; booked time not used costs 0.5 of "
+                "the rate; a no-show pays its booked time in full; cancelling later than 2d "
+                "before the start: 20.00 EUR (waived when the slot is booked again)",
+    }
+    # pilotline's defaults, the site's buffer; no charge rule anywhere: null, not a price of 0
+    assert laser_02["booking"]["max_length_s"] is None
+    assert laser_02["booking"]["quota"] is None
+    assert laser_02["booking"]["rules"] == (
+        "15m-any /15m, notice 0, horizon 90d, buffer 15m, no approval, no quota, hold 10m, "
+        "grace -15m/+15m, late cancel 1d"
+    )
+    assert laser_02["charge"] is None
+    assert all(k not in answer.text for k in ("machines\"", "count"))  # still no fleet sizes

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 
@@ -31,6 +31,7 @@ from pilotline.rules.forecast import (
     WEEK_MS,
     HourForecast,
     allowed_minutes,
+    evidence_weeks,
     expected_minutes,
     first_hour_ms,
 )
@@ -64,8 +65,8 @@ class Site(Protocol):
 class ForecastSource(Protocol):
     """What the forecasts read from the gateway, and where they leave their results."""
 
-    forecasts: Mapping[str, Sequence[HourForecast]]
-    """The latest run's forecasts, for ``/api/forecast``."""
+    forecasts: Forecasts
+    """The latest run's forecasts, for ``/api/forecast`` and ``/api/offers``."""
 
     @property
     def config(self) -> Site: ...
@@ -82,32 +83,98 @@ class ForecastSource(Protocol):
     def stage_lines(self, lines: list[tuple[int, str]]) -> None: ...
 
 
+class Outlook(NamedTuple):
+    """A forecast over a span: the offerable idle share of its hours with history (None:
+    none has), the fewest past weeks behind any hour, the hours overlapped, where it ends."""
+
+    idle_share: float | None
+    weeks: int
+    hours: int
+    until_ms: int
+
+
 class Forecasts(Mapping[str, Sequence[HourForecast]]):
     """Every machine's forecast from one run: machine id -> its ``HourForecast`` per hour.
 
     Kept compact (see the module docstring); the ``HourForecast`` lists are built when read.
     """
 
-    __slots__ = ("_by_machine", "first_ms")
+    __slots__ = ("_by_machine", "_first_seen", "first_ms", "now_ms", "weeks")
 
-    def __init__(self, first_ms: int = 0) -> None:
+    def __init__(self, first_ms: int = 0, now_ms: int | None = None, weeks: int = WEEKS) -> None:
         self.first_ms = first_ms
         """Start of the first forecast hour (epoch ms)."""
+        self.now_ms = first_ms - 1 if now_ms is None else now_ms
+        """When the run was made (its evidence ends there)."""
+        self.weeks = weeks
         self._by_machine: dict[str, tuple[Figures, Figures]] = {}
+        # when each machine was first seen: how many weeks each hour's figure rests on
+        self._first_seen: dict[str, int] = {}
 
-    def set(self, machine: str, expected: Figures, offered: Figures) -> None:
+    def set(
+        self, machine: str, expected: Figures, offered: Figures, first_seen_ms: int | None = None
+    ) -> None:
         self._by_machine[machine] = (expected, offered)
+        if first_seen_ms is not None:
+            self._first_seen[machine] = first_seen_ms
 
     def figures(self, machine: str) -> tuple[Figures, Figures] | None:
         """(expected free minutes, offered minutes) per hour, or None for an unknown machine."""
         return self._by_machine.get(machine)
 
     def __getitem__(self, machine: str) -> list[HourForecast]:
-        expected, offered = self._by_machine[machine]
-        return [
-            HourForecast(self.first_ms + i * HOUR_MS, free, minutes)
-            for i, (free, minutes) in enumerate(zip(expected, offered, strict=True))
-        ]
+        hours = len(self._by_machine[machine][0])
+        return self.hours(machine, self.first_ms, self.first_ms + hours * HOUR_MS)
+
+    def outlook(self, machine: str, start_ms: int, end_ms: int) -> Outlook | None:
+        """The forecast over ``[start_ms, end_ms)`` summed up for ``/api/offers``
+        (api/forecast_advice.py), or None when no forecast hour overlaps it. Straight from
+        the figures: the API asks this for every slot of up to thousands of machines."""
+        found = self._by_machine.get(machine)
+        if found is None:
+            return None
+        expected, offered = found
+        first = max(0, (start_ms - self.first_ms) // HOUR_MS)
+        last = min(len(expected), -(-(end_ms - self.first_ms) // HOUR_MS))
+        if last <= first:
+            return None
+        until = min(end_ms, self.first_ms + last * HOUR_MS)
+        seen = self._first_seen.get(machine)
+        if seen is None:
+            return Outlook(None, 0, last - first, until)  # no history: the common fast case
+        weighted = covered = 0.0
+        fewest = self.weeks
+        for i in range(first, last):
+            hour = self.first_ms + i * HOUR_MS
+            # evidence_weeks(hour, now, seen), inline: this loop runs ~50,000 times a request
+            earliest = max(1, -(-(hour + HOUR_MS - self.now_ms) // WEEK_MS))
+            weeks = min(self.weeks, (hour - seen) // WEEK_MS) - earliest + 1 if hour >= seen else 0
+            if weeks <= 0:
+                fewest = 0
+                continue
+            fewest = min(fewest, weeks)
+            if offered[i] > 0:
+                part = min(end_ms, hour + HOUR_MS) - max(start_ms, hour)
+                weighted += min(1.0, expected[i] / offered[i]) * part
+                covered += part
+        return Outlook(weighted / covered if covered else None, fewest, last - first, until)
+
+    def hours(self, machine: str, from_ms: int, to_ms: int) -> list[HourForecast]:
+        """The forecast hours of ``machine`` overlapping ``[from_ms, to_ms)`` (none for an
+        unknown machine): only those are built, as ``/api/offers`` asks for a few per slot."""
+        found = self._by_machine.get(machine)
+        if found is None:
+            return []
+        expected, offered = found
+        first = max(0, (from_ms - self.first_ms) // HOUR_MS)
+        last = min(len(expected), -(-(to_ms - self.first_ms) // HOUR_MS))
+        seen = self._first_seen.get(machine)
+        out = []
+        for i in range(first, last):
+            start = self.first_ms + i * HOUR_MS
+            weeks = evidence_weeks(start, self.now_ms, seen, self.weeks)
+            out.append(HourForecast(start, expected[i], offered[i], weeks))
+        return out
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_machine)
@@ -139,7 +206,7 @@ class _Run:
         self.now_ms = now_ms
         self.hours = hours
         self.weeks = weeks
-        self.result = Forecasts(first_hour_ms(now_ms))
+        self.result = Forecasts(first_hour_ms(now_ms), now_ms, weeks)
         self._allowed: dict[OfferingPolicy, tuple[Figures, Figures]] = {}
         self._intern = _Interned()
 
@@ -165,7 +232,7 @@ class _Run:
             first_seen_ms=first_seen,
             weeks=self.weeks,
         )
-        self.result.set(spec.id, self._intern(expected), offered)
+        self.result.set(spec.id, self._intern(expected), offered, first_seen)
 
 
 def _windows(source: ForecastSource, spec: MachineSpec, now_ms: int) -> list[tuple[int, int]]:

@@ -35,12 +35,15 @@ answers for a zone, at the price of an uneven spread when zones are few or unequ
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
 __all__ = [
     "MAX_SHARDS",
+    "Layout",
+    "Placed",
     "Shard",
     "ShardBy",
     "ShardError",
@@ -154,3 +157,42 @@ def zone_shard_tag(applied: str, by: ShardBy) -> str:
     if not applied or by != "machine":
         return ""
     return "" if parse_shard(applied).count == 1 else applied
+
+
+# -- where a machine of another shard is: the API's 421 (api/shards.py) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """One machine of the whole site, as a gateway that does not keep it knows it: enough
+    to find its shard and to tell whether the caller may know it exists."""
+
+    key: str
+    """What it is sharded by: its id, or its zone's id (``key_of``)."""
+    owner: str
+    offered: bool
+    """Whether an offering policy applies to it (tenants know only offered machines)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The whole site as the shards share it, kept by a cut configuration so that a gateway
+    can say which shard owns a machine it does not keep, and where that gateway is."""
+
+    shard: Shard
+    """This gateway's shard."""
+    machines: Mapping[str, Placed]
+    """Every machine of the site, this shard's included."""
+    urls: tuple[str, ...] = ()
+    """Base URL of each shard's API (index 0 is shard 1), or none: ``api.shard_urls``."""
+
+    def owner_of(self, machine: str) -> Shard | None:
+        """The shard owning ``machine``, or None when the site has no such machine."""
+        placed = self.machines.get(machine)
+        if placed is None:
+            return None
+        return Shard(shard_of(placed.key, self.shard.count), self.shard.count)
+
+    def url_of(self, shard: Shard) -> str | None:
+        """The base URL of ``shard``'s gateway, when the configuration gives them."""
+        return self.urls[shard.index - 1] if self.urls else None

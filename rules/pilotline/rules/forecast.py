@@ -26,6 +26,8 @@ class HourForecast:
     start_ms: int
     expected_free_min: float
     offered_min: float
+    weeks: int = 0
+    """Past weeks whose same hour the figure averages (0: no history, the figure is 0)."""
 
 
 def overlap_ms(intervals: Sequence[tuple[int, int]], start: int, end: int) -> int:
@@ -75,9 +77,36 @@ def forecast(
         weeks=weeks,
     )
     return [
-        HourForecast(first + index * HOUR_MS, free, round(minutes, 2))
+        HourForecast(
+            first + index * HOUR_MS, free, round(minutes, 2),
+            evidence_weeks(first + index * HOUR_MS, now_ms, first_seen_ms, weeks),
+        )
         for index, (free, minutes) in enumerate(zip(expected, allowed, strict=True))
     ]
+
+
+def past_hours(start_ms: int, now_ms: int, first_seen_ms: int, weeks: int) -> list[int]:
+    """Starts of the same hour in each of the last ``weeks`` weeks that count as evidence:
+    finished by ``now_ms``, and not before the machine was first seen."""
+    out = []
+    for back in range(1, weeks + 1):
+        past = start_ms - back * WEEK_MS
+        if past + HOUR_MS > now_ms:
+            continue  # that past hour has not finished yet
+        if past < first_seen_ms:
+            continue  # before the machine was watched: no evidence either way
+        out.append(past)
+    return out
+
+
+def evidence_weeks(start_ms: int, now_ms: int, first_seen_ms: int | None, weeks: int = 4) -> int:
+    """How many past weeks the forecast of the hour at ``start_ms`` averages: the number of
+    ``past_hours``, counted without listing them (the API asks for thousands at a time)."""
+    if first_seen_ms is None or start_ms < first_seen_ms:
+        return 0
+    latest = min(weeks, (start_ms - first_seen_ms) // WEEK_MS)  # not before first seen
+    earliest = max(1, -(-(start_ms + HOUR_MS - now_ms) // WEEK_MS))  # finished by now
+    return max(0, latest - earliest + 1)
 
 
 def first_hour_ms(now_ms: int) -> int:
@@ -114,14 +143,10 @@ def expected_minutes(
     out = []
     for index, minutes in enumerate(allowed):
         start = first + index * HOUR_MS
-        shares = []
-        for back in range(1, weeks + 1):
-            past = start - back * WEEK_MS
-            if past + HOUR_MS > now_ms:
-                continue  # that past hour has not finished yet
-            if past < first_seen_ms:
-                continue  # before the machine was watched: no evidence either way
-            shares.append(overlap_ms(usable, past, past + HOUR_MS) / HOUR_MS)
+        shares = [
+            overlap_ms(usable, past, past + HOUR_MS) / HOUR_MS
+            for past in past_hours(start, now_ms, first_seen_ms, weeks)
+        ]
         share = sum(shares) / len(shares) if shares else 0.0
         out.append(round(share * minutes, 2))
     return tuple(out)

@@ -21,9 +21,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from pilotline.gateway.api.auth import EVERYONE, OWNERS, Principal, Role, allow
+from pilotline.gateway.api.forecast_advice import SlotForecast, slot_forecast
 from pilotline.gateway.api.pages import LINK_HEADER, Cursor, Key, after_key, page, set_next
 from pilotline.gateway.api.ports import BookingPort
 from pilotline.gateway.api.problems import PROBLEM_JSON, invalid, problem_body, responses
+from pilotline.gateway.api.shards import check_owner
 from pilotline.gateway.api.times import ApiTime, Instant
 from pilotline.gateway.store.reservations import MAX_KEY_CHARS, ReservationError
 from pilotline.gateway.timefmt import iso
@@ -60,6 +62,11 @@ class Slot(BaseModel):
     end: Instant
     start_ms: int
     end_ms: int
+    forecast: SlotForecast | None = Field(
+        default=None,
+        description="advice, never a promise: how often the machine was idle and offerable "
+        "in these hours of past weeks (api/forecast_advice.py); null beyond the forecast",
+    )
 
 
 class OfferOut(BaseModel):
@@ -174,18 +181,25 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         "/api/offers",
         summary="Free bookable time per machine in [from, to) (default the next 7 days, at "
         "most 31): its offering policy minus planned maintenance and live reservations with "
-        "their buffers; `available` (and, for owners and operators, the live state) as "
-        "advice. Tenants: the offered machines, owner names only where the owner allows; "
-        "owners: their own; operators: all.",
+        "their buffers; `available` (and, for owners and operators, the live state) and "
+        "each slot's `forecast` as advice. Tenants: the offered machines, owner names only "
+        "where the owner allows; owners: their own; operators: all. Sharded: 421 for a "
+        "`machine` another shard keeps.",
         tags=[TAG],
+        responses=responses(421),
     )
     async def list_offers(
+        *,
+        request: Request,
         who: Annotated[Principal, EVERYONE],
         capability: Annotated[str | None, Query(max_length=64)] = None,
         zone: Annotated[str | None, Query(max_length=64)] = None,
+        machine: Annotated[str | None, Query(max_length=200)] = None,
         from_: Annotated[ApiTime, Query(alias="from")] = None,
         to: ApiTime = None,
     ) -> list[OfferOut]:
+        if machine is not None and machine not in specs:
+            check_owner(gateway.config.shard_layout, who, machine, request)
         now_ms = gateway.clock_ms()
         from_ms = now_ms if from_ is None else from_
         to_ms = from_ms + DEFAULT_SPAN_MS if to is None else to
@@ -204,6 +218,8 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
                 continue
             if capability is not None and capability not in spec.capabilities:
                 continue
+            if machine is not None and spec.id != machine:
+                continue
             rules = gateway.config.booking_rules(spec.id)
             spans = offered(spec, from_ms, to_ms)
             near = book.list(machine=spec.id, from_ms=from_ms - rules.buffer_ms,
@@ -217,7 +233,9 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
                 zone=spec.zone,
                 owner=spec.owner if not tenant or spec.owner in shown_to_tenants else None,
                 capabilities=list(spec.capabilities),
-                slots=[Slot(**_slot(s)) for s in free_slots(spans, held, rules.buffer_ms)],
+                slots=[Slot(**_slot(s),
+                            forecast=slot_forecast(gateway.forecasts.outlook(spec.id, *s)))
+                       for s in free_slots(spans, held, rules.buffer_ms)],
                 available=None if view is None else view.available,
                 live_state=None if tenant or view is None else view.state,
             ))
@@ -230,15 +248,16 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         "POST /api/reservations/{id}/confirm). An `Idempotency-Key` makes a retry harmless: "
         "the same key and request answer the same reservation (200). 409: the slot conflicts "
         "(`conflicts`, `alternatives`); 422: a booking rule is broken (`rule`). Tenants; "
-        "operators for a tenant (`tenant`).",
+        "operators for a tenant (`tenant`). Sharded: 421 for a machine another shard keeps.",
         tags=[TAG],
         responses={
             200: {"description": "A retry with the same Idempotency-Key: the same reservation"},
-            **responses(409, 422, e409="Overlaps a live reservation (buffers included)",
+            **responses(409, 421, 422, e409="Overlaps a live reservation (buffers included)",
                         e422="A booking rule is broken: `rule` names it"),
         },
     )
     async def create_reservation(
+        request: Request,
         body: ReservationIn,
         who: Annotated[Principal, TENANTS],
         idempotency_key: Annotated[
@@ -258,6 +277,8 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         if body.start is None or body.end is None:
             raise invalid(("body",), "a reservation needs `start` and `end`")
         spec = specs.get(body.machine)
+        if spec is None:
+            check_owner(gateway.config.shard_layout, who, body.machine, request)
         if spec is None or spec.policy.never:
             raise invalid(("body", "machine"), f"no machine {body.machine!r} is offered for"
                           " booking")
@@ -299,9 +320,9 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         "/api/reservations",
         summary="Reservations overlapping [from, to) (either open), by start; `limit` a page, "
         "a `Link` header gives the next. Tenants: their own; owners: on their machines; "
-        "operators: all.",
+        "operators: all. Sharded: 421 for a `machine` another shard keeps.",
         tags=[TAG],
-        responses={200: {"headers": LINK_HEADER}},
+        responses={200: {"headers": LINK_HEADER}, **responses(421)},
     )
     async def list_reservations(
         *,
@@ -314,6 +335,8 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
         cursor: Cursor = None,
     ) -> list[ReservationOut]:
+        if machine is not None and machine not in specs:
+            check_owner(gateway.config.shard_layout, who, machine, request)
         after = after_key("reservations", cursor, (int, str))
         tenant = who.subject if who.role is Role.TENANT else None
         found = gateway.store.reservations().list(

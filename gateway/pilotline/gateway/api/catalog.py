@@ -2,7 +2,9 @@
 
 A tenant gets the machines some offering policy offers (a machine under none is never
 offered, so not in its catalog), with capabilities, zone, the policy in plain words, and the
-owner's name only where ``owners.<id>.show_to_tenants`` allows; no fleet sizes, no states.
+owner's name only where ``owners.<id>.show_to_tenants`` allows, and each machine's booking
+rules and charge rule as the gateway applies them (api/booking_terms.py); no fleet sizes, no
+states.
 An owner gets its own machines, offered or not; operators every machine.
 """
 
@@ -15,6 +17,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from pilotline.gateway.api.auth import EVERYONE, Principal, Role
+from pilotline.gateway.api.booking_terms import (
+    BookingTerms,
+    ChargeTerms,
+    booking_terms,
+    charge_terms,
+)
 from pilotline.gateway.api.ports import CatalogPort
 from pilotline.rules.policy import OfferingPolicy, WeeklySlot
 
@@ -40,6 +48,10 @@ class CatalogEntry(BaseModel):
                   "time); not during 1 planned blackout ahead"],
     )
     min_idle_s: float = Field(description="idle this long before it is offered")
+    booking: BookingTerms = Field(description="what a booking of it must keep, as applied")
+    charge: ChargeTerms | None = Field(
+        description="what a booking of it costs; null: no charge rule is set (free)"
+    )
 
 
 def add_routes(routes: APIRouter, gateway: CatalogPort) -> None:
@@ -48,7 +60,8 @@ def add_routes(routes: APIRouter, gateway: CatalogPort) -> None:
 
     @routes.get(
         "/api/catalog",
-        summary="The machines a tenant may book: capabilities, zone, when they are offered. "
+        summary="The machines a tenant may book: capabilities, zone, when they are offered, "
+        "their booking rules and what a booking costs. "
         "Operators: all; owners: their own; tenants: the offered ones, owner names only where "
         "the owner allows.",
         tags=["capacity"],
@@ -62,6 +75,7 @@ def add_routes(routes: APIRouter, gateway: CatalogPort) -> None:
                 continue  # what no policy offers cannot be booked, and is the owner's business
             if not tenant and not who.sees_owner(spec.owner):
                 continue
+            rules = gateway.config.booking_rules(spec.id)
             out.append(
                 CatalogEntry(
                     machine=spec.id,
@@ -71,6 +85,9 @@ def add_routes(routes: APIRouter, gateway: CatalogPort) -> None:
                     offered=not spec.policy.never,
                     offering=describe(spec.policy, spec.min_idle_ms, now_ms),
                     min_idle_s=spec.min_idle_ms / 1000,
+                    booking=booking_terms(rules),
+                    charge=charge_terms(gateway.config.charge_rule(spec.id),
+                                        rules.late_cancel_ms),
                 )
             )
         return out

@@ -15,12 +15,14 @@ do")::
       tls_cert_file: /etc/pilotline/api.pem   # with tls_key_file: HTTPS only (tls.py)
       tls_key_file: /etc/pilotline/api.key
       tls_client_ca_file: /etc/pilotline/clients-ca.pem   # optional: clients need a cert
+      shard_urls: [https://gw-1:8080, https://gw-2:8080]   # sharded: each shard's API, by K
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Iterable
 from typing import Annotated, Any, Final
 
@@ -112,6 +114,23 @@ def _check_proxy(value: str) -> str:
         ) from None
 
 
+def _check_base_url(value: str) -> str:
+    """A shard's API base URL: ``http(s)://host[:port][/prefix]``, without a trailing ``/``,
+    credentials, query or fragment (a 421's ``Location`` is built on it)."""
+    try:
+        url = urllib.parse.urlsplit(value)
+        url.port  # noqa: B018 (raises on a port that is not a number or out of range)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
+    if url.username is not None or url.password is not None:
+        raise ValueError(f"{value!r}: no credentials in a URL that clients are sent to")
+    if url.query or url.fragment:
+        raise ValueError(f"{value!r}: a base URL has no query or fragment")
+    return value.rstrip("/")
+
+
 class ApiConfig(Model):
     """``api:``: where the API listens, which hosts it answers to, what a client may hold."""
 
@@ -145,6 +164,12 @@ class ApiConfig(Model):
     """Its private key (PEM, unencrypted; keep it 0600, readable by the gateway's user)."""
     tls_client_ca_file: ReadFile = None
     """CA certificate(s) (PEM) a client's certificate must chain to: mutual TLS."""
+    shard_urls: list[Annotated[str, AfterValidator(_check_base_url)]] | None = Field(
+        default=None, min_length=1, max_length=1024
+    )
+    """Sharded sites: the base URL of each shard's API, shard 1 first (exactly N entries for
+    ``--shard K/N``), so that a booking request for another shard's machine is answered with
+    where to send it (421 with ``Location``; docs/scaling.md)."""
 
     @model_validator(mode="after")
     def _share_within_total(self) -> ApiConfig:

@@ -12,7 +12,9 @@ from typing import Any, Protocol
 
 from pilotline.gateway.api.config import ApiConfig
 from pilotline.gateway.api.metrics import Gauges, Metrics
+from pilotline.gateway.forecasts import Forecasts, Outlook
 from pilotline.gateway.notify.alerting import Marks
+from pilotline.gateway.shard import Layout
 from pilotline.gateway.store.alert_state import StoredSilence
 from pilotline.gateway.store.feed_tokens import FeedTokens
 from pilotline.gateway.store.reservations import Reservations
@@ -99,6 +101,10 @@ class BookingSettings(ApiSettings, Protocol):
     def booking_rules(self, machine_id: str) -> BookingRules: ...
     def maintenance(self, machine_id: str) -> tuple[tuple[int, int], ...]: ...
     def charge_rule(self, machine_id: str) -> ChargeRule: ...
+    @property
+    def shard_layout(self) -> Layout | None:
+        """A sharded gateway's whole site: who owns the machines it does not keep."""
+        ...
 
 
 # -- one port per group of routes ---------------------------------------------------------
@@ -146,7 +152,7 @@ class CatalogPort(Protocol):
     """``/api/catalog`` (catalog.py)."""
 
     @property
-    def config(self) -> ApiSettings: ...
+    def config(self) -> BookingSettings: ...
     @property
     def plant_spec(self) -> PlantSpec: ...
     def clock_ms(self) -> int: ...
@@ -187,8 +193,19 @@ class QuarantinePort(Protocol):
     def store(self) -> QuarantineStore: ...
 
 
+class ForecastOutlook(Protocol):
+    def outlook(self, machine: str, start_ms: int, end_ms: int) -> Outlook | None:
+        """A machine's forecast over ``[start_ms, end_ms)``, summed up."""
+        ...
+
+
 class BookingPort(Protocol):
     """``/api/offers``, ``/api/reservations`` (booking.py)."""
+
+    @property
+    def forecasts(self) -> ForecastOutlook:
+        """The latest forecast run: each slot's advice (forecast_advice.py)."""
+        ...
 
     @property
     def config(self) -> BookingSettings: ...
@@ -244,3 +261,6 @@ class Api(
 
     @property
     def store(self) -> ApiStore: ...
+
+    @property
+    def forecasts(self) -> Forecasts: ...

@@ -29,6 +29,7 @@ __all__ = [
     "PROBLEM_JSON",
     "FieldError",
     "Problem",
+    "ProblemError",
     "ValidationProblem",
     "install",
     "invalid",
@@ -104,12 +105,25 @@ def _answer(
     )
 
 
+class ProblemError(HTTPException):
+    """An ``HTTPException`` whose answer carries members beyond RFC 9457's (``extra``), as
+    the 421 of a machine on another shard (api/shards.py) names its shard."""
+
+    def __init__(
+        self, status_code: int, detail: str, headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(status_code, detail, dict(headers) if headers else None)
+        self.extra = extra
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     if exc.status_code == 404 and request.url.path in NOT_SERVED:
         detail = NOT_SERVED[request.url.path] + _NOT_SERVED_WHY
-    return _answer(request, exc.status_code, detail, exc.headers)
+    extra = exc.extra if isinstance(exc, ProblemError) else {}
+    return _answer(request, exc.status_code, detail, exc.headers, **extra)
 
 
 def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -178,6 +192,8 @@ _SAYS: Final = {
     404: "Not found",
     409: "Conflicts with the current state",
     413: "Request body larger than 64 KiB",
+    421: "The machine is on another shard's gateway: `shard` names it, `Location` (where "
+    "`api.shard_urls` is set) is the same request there",
     422: "Invalid parameters: `errors[].loc` names each",
 }
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 from pilotline.gateway.config.site import SiteConfig
 from pilotline.gateway.shard import (
+    Layout,
+    Placed,
     Shard,
     ShardError,
     client_id,
@@ -22,7 +24,7 @@ from pilotline.gateway.shard import (
     store_path,
 )
 
-__all__ = ["describe", "distribution", "owned_machines", "restrict"]
+__all__ = ["describe", "distribution", "layout", "owned_machines", "restrict"]
 
 
 def owned_machines(config: SiteConfig, shard: Shard) -> list[str]:
@@ -59,6 +61,12 @@ def restrict(config: SiteConfig, shard: Shard | None = None) -> SiteConfig:
         if applied == str(shard):
             return config
         raise ShardError(f"this configuration is already cut to shard {applied}, not {shard}")
+    urls = config.api.shard_urls
+    if urls is not None and len(urls) != shard.count:
+        raise ShardError(
+            f"api.shard_urls: {len(urls)} URL(s) for {shard.count} shards: give one per shard, "
+            "shard 1 first"
+        )
     owned = set(owned_machines(config, shard))
     if not owned:
         sizes = distribution(config, shard.count)
@@ -88,7 +96,25 @@ def restrict(config: SiteConfig, shard: Shard | None = None) -> SiteConfig:
         update["mqtt"] = config.mqtt.model_copy(update={"client_id": client_id(base, shard)})
     cut = config.model_copy(update=update)
     cut._applied_shard = str(shard)  # what marks it cut (zone tag, idempotence)
+    cut._shard_layout = layout(config, shard)  # the machines it no longer has (api/shards.py)
     return cut
+
+
+def layout(config: SiteConfig, shard: Shard) -> Layout:
+    """The whole site's machines, their shard keys and the shards' API URLs: what a gateway
+    cut to ``shard`` needs to say where another shard's machine is."""
+    return Layout(
+        shard=shard,
+        machines={
+            m.id: Placed(
+                key=key_of(zone.id, m.id, config.shard_by),
+                owner=m.owner,
+                offered=config.offering_of(m)[1] is not None,
+            )
+            for zone, m in config.machines()
+        },
+        urls=tuple(config.api.shard_urls or ()),
+    )
 
 
 def describe(config: SiteConfig, shard: Shard, full: SiteConfig) -> Iterable[str]:

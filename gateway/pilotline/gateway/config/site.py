@@ -30,7 +30,7 @@ from pilotline.gateway.config.locate import format_loc
 from pilotline.gateway.config.machine import Defaults, Machine, Zone
 from pilotline.gateway.config.offering import Offering, OwnerPolicy
 from pilotline.gateway.config.retention import StoreRetention
-from pilotline.gateway.shard import ShardBy, check_shard_text, zone_shard_tag
+from pilotline.gateway.shard import Layout, ShardBy, check_shard_text, zone_shard_tag
 from pilotline.gateway.sinks.influx.config import InfluxConfig
 from pilotline.rules.alerts import AlertRule
 from pilotline.rules.booking import BookingRules
@@ -115,6 +115,7 @@ class SiteConfig(Model):
     """Where the machines' interlock signals go and how often they are evaluated (which
     machines have one: ``interlock:`` under ``defaults``, an owner or a machine)."""
     _applied_shard: str = PrivateAttr(default="")
+    _shard_layout: Layout | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _site_checks(self, info: ValidationInfo) -> SiteConfig:
@@ -139,6 +140,11 @@ class SiteConfig(Model):
     def applied_shard(self) -> str:
         """``"K/N"`` once ``config.sharding.restrict`` cut this configuration to one shard."""
         return self._applied_shard
+
+    @property
+    def shard_layout(self) -> Layout | None:
+        """The whole site's machines and shards once cut (who owns what this one does not)."""
+        return self._shard_layout
 
     @property
     def shard_tag(self) -> str:

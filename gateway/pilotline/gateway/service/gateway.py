@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import tzinfo
 from typing import Any
@@ -25,7 +25,7 @@ from pilotline.gateway.api.metrics import Gauges, Metrics
 from pilotline.gateway.clock import Clock, SteadyClock, wall_clock_ms
 from pilotline.gateway.clock import monotonic_ms as steady_monotonic_ms
 from pilotline.gateway.config import SiteConfig
-from pilotline.gateway.forecasts import run_forecasts
+from pilotline.gateway.forecasts import Forecasts, run_forecasts
 from pilotline.gateway.notify import make_senders
 from pilotline.gateway.notify.alerting import Alerting, Marks
 from pilotline.gateway.service.actions import AlertActions
@@ -60,7 +60,6 @@ from pilotline.rules.alerts import AlertView
 from pilotline.rules.booking import Reservation, Status, Usage, meter
 from pilotline.rules.booking.charges import charge
 from pilotline.rules.dispatch import Silence
-from pilotline.rules.forecast import HourForecast
 from pilotline.rules.utilization import Utilization
 
 log = structlog.get_logger("pilotline.gateway")
@@ -129,7 +128,7 @@ class Gateway:
         # ``notifications``.
         self.notifiers = make_senders(config, self.store, self.metrics.notifications)
         # kept current by run_forecasts (a compact forecasts.Forecasts)
-        self.forecasts: Mapping[str, Sequence[HourForecast]] = {}
+        self.forecasts: Forecasts = Forecasts()
         self.resumed, redelivery_below = self._resume()
         # Alert rules run on the plant's events; a resumed machine starts in its restored state,
         # and the alert cores continue from their checkpoints (alerting.py).
