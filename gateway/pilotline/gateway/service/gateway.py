@@ -270,6 +270,8 @@ class Gateway:
         self.interlock = Interlock(
             config=config, store=self.store, metrics=self.metrics, clock_ms=clock_ms
         )
+        if self.interlock.active:  # ``interlock: unknown`` alert rules read its nodes
+            self.alerting.watch_interlocks(self.interlock.unknown)
         self._health = Health(
             collectors=self.collectors,
             drainer=self.drainer,
