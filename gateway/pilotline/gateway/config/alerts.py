@@ -212,6 +212,13 @@ class AlertsConfig(Model):
     repeat_interval: DurationMs = duration_default("4h")
     """A firing alert not acknowledged is sent again this often (not shorter than
     ``group_interval``)."""
+    # Booking reminders (service/booking_notices.py), told to channels with ``bookings:``.
+    booking_starting_soon: DurationMs = duration_default("15m")
+    """A confirmed booking is told ``starting_soon`` (once, to its tenant's channels) this
+    long before its start."""
+    booking_overrun: DurationMs = duration_default("5m")
+    """A used booking whose machine is still running this long past its end is told
+    ``overrun`` (once, to its owner's and its tenant's channels)."""
     max_silences: int = Field(default=1000, ge=1, le=100_000)
     """Silences active or still to come at once (POST /api/silences answers 409 beyond):
     every notification is checked against each of them."""

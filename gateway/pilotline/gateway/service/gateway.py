@@ -257,7 +257,8 @@ class Gateway:
         )
         # Booking moves told through the alert channels that want them (booking_notices.py).
         self.booking_notices = BookingNotifier(
-            config=config, store=self.store, senders=self.notifiers, clock_ms=clock_ms
+            config=config, store=self.store, senders=self.notifiers, clock_ms=clock_ms,
+            views=self.plant.view,
         )
         self.actions = AlertActions(
             self.alerting,
