@@ -19,7 +19,7 @@ from pilotline.gateway.store.booking_notices import (
 )
 from pilotline.gateway.store.db import Transaction
 from pilotline.gateway.store.errors import StoreError
-from pilotline.gateway.store.feed_tokens import FEED_TOKENS_SCHEMA
+from pilotline.gateway.store.feed_tokens import FEED_SCOPES_SCHEMA, FEED_TOKENS_SCHEMA
 from pilotline.gateway.store.interlock import INTERLOCK_SCHEMA
 from pilotline.gateway.store.notifications import NOTIFICATIONS_SCHEMA
 from pilotline.gateway.store.outbox import (
@@ -75,6 +75,7 @@ _STATEMENTS: Final = (
     *BOOKING_NOTICES_SCHEMA,
     # 11
     *BOOKING_REMINDERS_SCHEMA,
+    *FEED_SCOPES_SCHEMA,
 )
 
 
