@@ -12,6 +12,7 @@ from pilotline.rules import State
 from pilotline.rules.alerts import (
     CapacityCondition,
     CollectorCondition,
+    InterlockCondition,
     OfflineCondition,
     SignalCondition,
     StateCondition,
@@ -100,7 +101,13 @@ def test_no_alerts_section_means_no_rules(tmp_path: Path) -> None:
         ("    - {name: a, state: down, message: '{machine.__class__}'}\n",
          "alerts.rules[0].message", "unknown placeholder"),
         ("    - {name: a}\n", "alerts.rules[0]", "exactly one condition"),
-        ("    - {name: a}\n", "alerts.rules[0]", "offered_idle_for or collector"),
+        ("    - {name: a}\n", "alerts.rules[0]", "offered_idle_for, collector or interlock"),
+        ("    - {name: a, interlock: stuck}\n", "alerts.rules[0].interlock",
+         "write interlock: unknown (got 'stuck')"),
+        ("    - {name: a, interlock: unknown, collector: disconnected}\n", "alerts.rules[0]",
+         "not collector and interlock"),
+        ("    - {name: a, interlock: unknown, suppress_in_maintenance: true}\n",
+         "alerts.rules[0]", "suppress_in_maintenance only goes with"),
         ("    - {name: a, state: down, collector: disconnected}\n", "alerts.rules[0]",
          "not state and collector"),
         ("    - {name: a, collector: connected}\n", "alerts.rules[0].collector",
@@ -151,9 +158,11 @@ def test_collector_rules_and_maintenance_suppression_load(tmp_path: Path) -> Non
       above: 25
       suppress_in_maintenance: false
     - {name: down, state: down}
+    - {name: permit, interlock: unknown, for: 30s}
 """,
     )
-    link, now, hot, down = config.alert_rules()  # type: ignore[attr-defined]
+    link, now, hot, down, permit = config.alert_rules()  # type: ignore[attr-defined]
+    assert permit.condition == InterlockCondition(30_000)
     assert link.condition == CollectorCondition(60_000)
     assert link.zones == frozenset({"z2"})
     assert now.condition == CollectorCondition(0)

@@ -74,8 +74,21 @@ class Site:
 
 
 def events(cal: Calendar) -> dict[str, Any]:
-    """VEVENTs by reservation id."""
-    return {str(e["UID"]).removesuffix("@pilotline"): e for e in cal.walk("VEVENT")}
+    """VEVENTs of bookings by reservation id (offered time aside: ``offered``)."""
+    return {str(e["UID"]).removesuffix("@pilotline"): e for e in cal.walk("VEVENT")
+            if not str(e["UID"]).startswith("offered-")}
+
+
+def offered(cal: Calendar) -> list[tuple[str, int, int]]:
+    """(summary, start ms, end ms) of the offered-time VEVENTs, each TRANSPARENT."""
+    out = []
+    for e in cal.walk("VEVENT"):
+        if str(e["UID"]).startswith("offered-"):
+            assert str(e["TRANSP"]) == "TRANSPARENT"
+            start, end = (round(e[k].dt.timestamp() * 1000) for k in ("DTSTART", "DTEND"))
+            assert str(e["UID"]) == f"offered-{str(e['SUMMARY']).split(':')[0]}-{start}@pilotline"
+            out.append((str(e["SUMMARY"]), start, end))
+    return out
 
 
 @pytest.fixture
@@ -256,3 +269,79 @@ def test_pilotline_feed_issues_lists_and_revokes(
     assert feed("create", "--token", "nobody")[0] == 1
     assert feed("revoke", "--token", owner)[0] == 0
     assert site.gateway.store.feeds.authenticate(path[6:-4]) is None
+
+
+DAY = 24 * HOUR
+
+
+async def test_an_owners_feed_shows_its_machines_offered_time(site: Site) -> None:
+    theirs = await site.booked(site.bigco, "press-01", START)  # requested: holds the time
+    await site.booked(site.smallco, "laser-01", START)  # acme's: not in umbra's feed
+    path = await site.feed_url(site.umbra)
+    cal = await site.feed(path)
+    assert list(events(cal)) == [theirs]
+    # four weeks ahead from the hour, around the booking, contiguous slots merged
+    assert offered(cal) == [
+        ("press-01: offered", T0, START), ("press-01: offered", START + HOUR, T0 + 28 * DAY),
+    ]
+    # the same time GET /api/offers gives, slot for slot (merged) over its week
+    answer = await site.client.get("/api/offers", headers=site.umbra,
+                                   params={"from": T0, "to": T0 + 7 * DAY})
+    [offer] = answer.json()
+    slots = [(s["start_ms"], s["end_ms"]) for s in offer["slots"]]
+    assert slots == [(T0, START), (START + HOUR, T0 + 7 * DAY)]
+    # tenants' and operators' general feeds show no offered time
+    assert offered(await site.feed(await site.feed_url(site.smallco))) == []
+    assert offered(await site.feed(await site.feed_url(site.operator))) == []
+
+
+async def test_a_machine_feed_names_tenants_to_its_owner_only(site: Site) -> None:
+    mine = await site.booked(site.smallco, "laser-01", START)
+    other = await site.booked(site.bigco, "laser-01", START + 2 * HOUR)
+    elsewhere = await site.booked(site.smallco, "press-01", START)
+
+    async def machine_feed(who: dict[str, str], machine: str) -> httpx.Response:
+        return await site.client.post("/api/feeds", headers=who, params={"machine": machine})
+
+    answer = await machine_feed(site.acme, "laser-01")
+    assert answer.status_code == 201
+    cal = await site.feed(answer.json()["path"])
+    assert str(cal["X-WR-CALNAME"]) == "pilotline bookings: laser-01"
+    found = events(cal)
+    assert list(found) == [mine, other]  # laser-01's only
+    assert str(found[other]["SUMMARY"]) == "laser-01: confirmed for bigco"
+    assert [s for s, _, _ in offered(cal)] == ["laser-01: offered"] * 3
+
+    # a tenant: its own booking, the others' as anonymous busy time, no offered time
+    answer = await machine_feed(site.smallco, "laser-01")
+    assert answer.status_code == 201
+    machine_path = answer.json()["path"]
+    cal = await site.feed(machine_path)
+    found = events(cal)
+    assert list(found) == [mine, other]
+    assert str(found[mine]["SUMMARY"]) == "laser-01: confirmed"
+    assert str(found[other]["SUMMARY"]) == "laser-01: busy"
+    assert "DESCRIPTION" not in found[other]
+    assert b"bigco" not in cal.to_ical()
+    assert offered(cal) == []
+    # someone else's cancelled booking no longer holds the time: gone from the tenant's feed
+    await site.step(site.bigco, other, "cancel")
+    assert list(events(await site.feed(machine_path))) == [mine]
+    assert elsewhere not in events(await site.feed(machine_path))
+
+    # another owner's machine, an unknown one, a scraper: no feed
+    assert (await machine_feed(site.umbra, "laser-01")).status_code == 404
+    assert (await machine_feed(site.smallco, "nope")).status_code == 404
+    assert (await machine_feed(site.scraper, "laser-01")).status_code == 403
+
+    # revocable one by one: the general feed and the machine feed live apart
+    general = await site.feed_url(site.smallco)
+    assert (await site.client.get(machine_path)).status_code == 200  # not rotated by it
+    gone = await site.client.delete("/api/feeds", headers=site.smallco,
+                                    params={"machine": "laser-01"})
+    assert gone.status_code == 204
+    assert (await site.client.get(machine_path)).status_code == 404
+    assert (await site.client.get(general)).status_code == 200
+    again = await site.client.delete("/api/feeds", headers=site.smallco,
+                                     params={"machine": "laser-01"})
+    assert again.status_code == 404

@@ -20,6 +20,7 @@ from pilotline.gateway.notify.mqtt.channel import messages
 from pilotline.gateway.notify.webhook.channel import render
 from pilotline.gateway.service import Gateway
 from pilotline.gateway.store import Store
+from pilotline.rules import Sample
 from pilotline.rules.booking import Request, Reservation, Status
 
 HOUR = 3_600_000
@@ -82,16 +83,16 @@ class Bookings:
         self.gateway, self.clock = gateway, clock
         self.book = gateway.store.reservations()
 
-    def hold(self, machine: str, tenant: str, start: int) -> Reservation:
+    def hold(self, machine: str, tenant: str, start: int, length: int = HOUR) -> Reservation:
         rules = self.gateway.config.booking_rules(machine)
         made = self.book.request(
-            Request(machine, tenant, start, start + HOUR), rules, OFFERED, self.clock.ms
+            Request(machine, tenant, start, start + length), rules, OFFERED, self.clock.ms
         ).reservation
         assert made is not None
         return made
 
-    def confirmed(self, machine: str, tenant: str, start: int) -> str:
-        rid = self.hold(machine, tenant, start).id
+    def confirmed(self, machine: str, tenant: str, start: int, length: int = HOUR) -> str:
+        rid = self.hold(machine, tenant, start, length).id
         approval = self.gateway.config.booking_rules(machine).approval
         self.book.confirm(rid, self.clock.ms, approval=approval, by=tenant)
         return rid
@@ -212,3 +213,114 @@ def test_booking_routes_are_checked_with_their_path(tmp_path: Path) -> None:
     routes = {r.channel: r for r in config.alerts.routes()}
     assert not routes["acme-desk"].matches("critical", "z")
     assert routes["ops"].matches("critical", "z")
+
+
+MIN = 60_000
+REMINDED = {
+    "webhooks": [
+        {"name": "ops", "url": "http://127.0.0.1:9/ops", "bookings": {}},
+        # the owner's desk: overruns on its machines, never a tenant's reminder
+        {"name": "acme-desk", "url": "http://127.0.0.1:9/acme", "alerts": False,
+         "bookings": {"owners": ["acme"]}},
+        # the tenant's: its reminders only
+        {"name": "smallco", "url": "http://127.0.0.1:9/smallco", "alerts": False,
+         "bookings": {"tenants": ["smallco"], "events": ["starting_soon", "overrun"]}},
+    ],
+}
+
+
+def reminded_gateway(tmp_path: Path, clock: Clock, **alerts: Any) -> Gateway:
+    path = write_site(tmp_path, {**REMINDED, **alerts})
+    # samples a minute apart: not stale in between
+    path.write_text(path.read_text().replace("stale_after_s: 60", "stale_after_s: 600"))
+    return Gateway(load_config(path), clock_ms=clock, collectors=False)
+
+
+def reminders(store: Store) -> list[tuple[str, str, str]]:
+    """(channel, event, reservation id) of each reminder queued."""
+    return [(c, p["event"], p["reservation"]["id"]) for c, p in queued(store)
+            if p["event"] in ("starting_soon", "overrun")]
+
+
+def test_starting_soon_is_told_once_to_the_tenants_channels(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    gateway = reminded_gateway(tmp_path, clock)
+    b = Bookings(gateway, clock)
+    later = b.confirmed("laser-01", "smallco", T0 + 2 * HOUR)
+    asked = b.confirmed("press-01", "smallco", T0 + 15 * MIN)  # requested, not confirmed
+    gateway.booking_notices.run_once()
+    assert reminders(gateway.store) == []
+
+    # confirmed 10 min before its start, inside the lead: told at once
+    clock.ms = T0 + HOUR + 35 * MIN
+    close = b.confirmed("laser-01", "bigco", T0 + HOUR + 45 * MIN, 15 * MIN)
+    gateway.booking_notices.run_once()
+    clock.ms = T0 + 2 * HOUR - 15 * MIN - 1
+    assert gateway.booking_notices.run_once() == 0
+    clock.ms = T0 + 2 * HOUR - 15 * MIN  # the default lead
+    assert gateway.booking_notices.run_once() == 2
+    clock.ms = T0 + 2 * HOUR - 1
+    assert gateway.booking_notices.run_once() == 0
+    assert reminders(gateway.store) == [
+        ("ops", "starting_soon", close),  # smallco's channel: not its booking
+        ("ops", "starting_soon", later), ("smallco", "starting_soon", later),
+    ]
+    p = [p for c, p in queued(gateway.store) if p["event"] == "starting_soon"][1]
+    assert (p["event_id"], p["by"], p["ts_ms"]) == (None, "pilotline", T0 + 2 * HOUR - 15 * MIN)
+    assert "starts soon" in json.loads(render("slack", p))["text"]
+    assert asked not in {rid for _, _, rid in reminders(gateway.store)}
+    gateway.store.close()
+
+    again = reminded_gateway(tmp_path, clock)  # a restart tells nothing again
+    assert again.booking_notices.run_once() == 0
+    again.store.close()
+
+
+def run_machine(gateway: Gateway, clock: Clock, state: str, until: int) -> None:
+    """The machine reports ``state`` every minute up to ``until``; each turn as the gateway
+    runs it (ingest, rules, commit, lifecycle, notices)."""
+    while clock.ms < until:
+        clock.ms += MIN
+        gateway.ingest.sample(Sample("laser-01", clock.ms, {"state": state}), None)
+        gateway.tick()
+        gateway.commit()
+        gateway.bookings.settle()
+        gateway.booking_notices.run_once()
+
+
+def test_an_overrun_is_told_once_to_the_owners_and_the_tenants_channels(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(T0)
+    gateway = reminded_gateway(tmp_path, clock, booking_overrun="10m")
+    start, end = T0 + HOUR, T0 + 2 * HOUR
+    rid = Bookings(gateway, clock).confirmed("laser-01", "smallco", start)
+    run_machine(gateway, clock, "NotExecuting", start - 5 * MIN)
+    run_machine(gateway, clock, "Executing", end + 10 * MIN)  # not yet more than 10 min
+    assert gateway.store.reservations().get(rid).status is Status.COMPLETED  # type: ignore[union-attr]
+    assert [e for _, e, _ in reminders(gateway.store)] == ["starting_soon"] * 2
+    run_machine(gateway, clock, "Executing", end + 11 * MIN)
+    overruns = [(c, r) for c, e, r in reminders(gateway.store) if e == "overrun"]
+    assert overruns == [("ops", rid), ("acme-desk", rid), ("smallco", rid)]
+    p = next(p for _, p in queued(gateway.store) if p["event"] == "overrun")
+    assert p["note"] == "running 11 min past the end"
+    run_machine(gateway, clock, "Executing", end + 30 * MIN)
+    gateway.store.close()
+    again = reminded_gateway(tmp_path, clock, booking_overrun="10m")
+    run_machine(again, clock, "Executing", end + 32 * MIN)
+    assert len([e for _, e, _ in reminders(again.store) if e == "overrun"]) == 3
+    again.store.close()
+
+
+def test_no_overrun_when_the_machine_stopped_at_the_end(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    gateway = reminded_gateway(tmp_path, clock)
+    start = T0 + HOUR
+    Bookings(gateway, clock).confirmed("laser-01", "smallco", start)
+    run_machine(gateway, clock, "NotExecuting", start - 5 * MIN)
+    run_machine(gateway, clock, "Executing", start + HOUR - MIN)
+    # stopped before the end, then runs again later (its owner's job): not an overrun
+    run_machine(gateway, clock, "NotExecuting", start + HOUR + MIN)
+    run_machine(gateway, clock, "Executing", start + HOUR + 30 * MIN)
+    assert [e for _, e, _ in reminders(gateway.store) if e == "overrun"] == []
+    gateway.store.close()

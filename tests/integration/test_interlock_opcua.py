@@ -1,18 +1,21 @@
 """The soft interlock's OPC UA node on a real asyncua server: written at the booking's start
 and read back; a node the server will not let us write, and a readback that never follows,
-are reported (log, metric, /health ``unknown``) and retried, never shown as enabled."""
+are reported (log, metric, /health ``unknown``, an ``interlock: unknown`` alert to a real
+webhook receiver) and retried, never shown as enabled."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from asyncua import Server, ua
 from structlog.testing import capture_logs
 from tests.fakes import T0, Clock
+from tests.integration.test_notify_webhook import Receiver
 from tests.peers import free_port
 from tests.sites import machine_config, site_yaml
 from tests.waiting import wait_for
@@ -141,3 +144,60 @@ async def test_the_node_is_written_and_read_back_and_a_refusal_is_reported(
     assert ("interlock.written", "c") in events
     # once per streak, however many retries
     assert events.count(("interlock.readback_mismatch", "c")) == 1
+
+
+async def test_a_node_that_does_not_read_back_raises_an_alert_until_it_does(
+    tmp_path: Path, server: tuple[str, dict[str, Any]]
+) -> None:
+    """C's readback never follows: the ``interlock: unknown`` rule fires through the alert
+    pipeline (dispatcher, a real webhook receiver), once however many retries, and resolves
+    when the controller takes the permission."""
+    endpoint, nodes = server
+    receiver = Receiver()
+    path = tmp_path / "site.yaml"
+    text = config_text(tmp_path, endpoint)
+    alerts = {
+        "group_wait": "0s", "group_interval": "1s",
+        "rules": [{"name": "interlock-unknown", "severity": "critical",
+                   "interlock": "unknown", "for": "1s", "machines": ["c"]}],
+        "webhooks": [{"name": "ops", "url": f"{receiver.url}/ops"}],
+    }
+    path.write_text(text + yaml.dump({"alerts": alerts}))
+    clock = Clock(T0)
+    gateway = Gateway(
+        load_config(path), writer=MemoryWriter(), clock_ms=clock, monotonic_ms=clock.monotonic,
+        collectors=False,
+    )
+    book = gateway.store.reservations()
+    held = book.request(Request("c", "smallco", START, START + HOUR),
+                        BookingRules(min_length_ms=15 * MIN), [(T0, T0 + 24 * HOUR)],
+                        T0).reservation
+    assert held is not None
+    book.confirm(held.id, T0, approval=False, by="smallco")
+
+    def firing() -> list[tuple[str, str, str]]:
+        return [(a["rule"], a["machine"], a["status"])
+                for _, body in receiver.accepted for a in body["alerts"]]
+
+    async def advance_until(condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(20):
+            while not condition():
+                clock.advance(500)  # the alert core runs on the gateway's clock
+                await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(gateway.run(api=False))
+    try:
+        clock.set(START)
+        await wait_for(lambda: gateway.metrics.interlock_faults[("c", "readback_mismatch")] >= 1)
+        await advance_until(lambda: firing() == [("interlock-unknown", "c", "firing")])
+        await wait_for(lambda: gateway.metrics.interlock_faults[("c", "readback_mismatch")] >= 3)
+        assert [v.rule for v in gateway.alerts.view()] == ["interlock-unknown"]
+
+        await nodes["C.Enabled"].write_value(True)
+        await advance_until(lambda: len(firing()) == 2)
+        assert firing()[1] == ("interlock-unknown", "c", "resolved")
+        assert gateway.alerts.view() == []
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        receiver.close()

@@ -2,7 +2,8 @@
 thread), where a tenant's booking on a machine that stays idle becomes a no-show and the
 owner's desk hears of it exactly once, across a gateway stopped between queueing and delivery
 and a second restart; and an SMTP server (aiosmtpd, STARTTLS and AUTH), which gets the no-show
-mail once."""
+mail once; and the reminders starting_soon and overrun, told once each to the channels that
+want them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from tests.fakes import T0, Clock
 from tests.integration.test_notify_email import (  # the real SMTP server and its fixtures
     SmtpServer,
@@ -130,3 +132,59 @@ async def test_a_no_show_mail_reaches_a_real_smtp_server_once(
     assert "was not used" in text
     assert store.notifications_waiting() == 0
     store.close()
+
+
+async def test_starting_soon_and_overrun_are_delivered_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The tenant's channel hears ``starting_soon`` then ``overrun``, the owner's desk the
+    overrun only, each once, across a gateway stopped between queueing and delivery and a
+    restart that runs on past them."""
+    path = tmp_path / "site.yaml"
+    doc = yaml.safe_load(site(tmp_path / "gw.db", receiver.url))
+    doc["alerts"]["webhooks"][0]["bookings"]["events"].append("overrun")  # acme-desk
+    doc["alerts"]["webhooks"].append(
+        {"name": "smallco", "url": f"{receiver.url}/smallco", "alerts": False,
+         "bookings": {"tenants": ["smallco"], "events": ["starting_soon", "overrun"]}}
+    )
+    doc["alerts"]["booking_overrun"] = "10m"
+    path.write_text(yaml.safe_dump(doc))
+    clock = Clock(T0)
+    gw = Gateway(load_config(path), clock_ms=clock, collectors=False)
+    book = gw.store.reservations()
+    held = book.request(
+        Request("laser-01", "smallco", START, START + 60 * MIN),
+        gw.config.booking_rules("laser-01"), [(T0, T0 + 600 * MIN)], T0,
+    ).reservation
+    assert held is not None
+    book.confirm(held.id, T0, approval=False, by="smallco")
+    told = 0
+    # idle until 5 min before the start, then running through the end and 15 min past it
+    for ts in range(T0 + MIN, START + 75 * MIN + 1, MIN):
+        clock.ms = ts
+        state = "Executing" if ts >= START - 5 * MIN else "NotExecuting"
+        gw.ingest.sample(Sample("laser-01", ts, {"state": state}), None)
+        gw.tick()
+        gw.commit()
+        gw.bookings.settle()
+        told += gw.booking_notices.run_once()
+    assert told == 3  # starting_soon to smallco; overrun to acme-desk and smallco
+    gw.store.close()  # stopped before any delivery
+
+    for _ in range(2):  # delivered by the first restart; the second has nothing to send
+        restarted = Gateway(load_config(path), clock_ms=clock, collectors=False)
+        task = asyncio.create_task(restarted.run(api=False))
+        try:
+            await wait_for(lambda: len(receiver.accepted) >= 3)
+            await asyncio.sleep(2.5)  # longer than a notices run: nothing more comes
+            assert restarted.store.notifications_waiting() == 0
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    assert len(receiver.requests) == 3
+    got = sorted((where, body["event"]) for where, body in receiver.accepted)
+    assert got == [("/acme", "overrun"), ("/smallco", "overrun"), ("/smallco", "starting_soon")]
+    for _, body in receiver.accepted:
+        assert body["reservation"]["id"] == held.id
+        assert body["event_id"] is None

@@ -15,6 +15,12 @@ One VEVENT per reservation the principal may see whose end is at most ``FEED_PAS
 - ``SUMMARY`` ``laser-01: confirmed`` (with ``for <tenant>`` for owners and operators);
 - a successor (a move, an extension) has ``RELATED-TO;RELTYPE=SIBLING`` its predecessor's UID.
 
+A machine's feed read by someone who may not see who booked (a tenant, for others' bookings)
+shows those as anonymous busy time: ``SUMMARY`` ``laser-01: busy``, no description, and only
+while they hold the time (not cancelled). An owner's feed also shows each of its machines'
+offered time ahead (api/feed_offers.py) as ``SUMMARY`` ``laser-01: offered``,
+``TRANSP:TRANSPARENT`` (free time, not busy), UID ``offered-<machine>-<start ms>@pilotline``.
+
 The calendar says how often to poll (``REFRESH-INTERVAL``, RFC 7986, and ``X-PUBLISHED-TTL``
 for Outlook); common clients poll every few hours whatever it says, which is why booking
 moves are also notified (service/booking_notices.py).
@@ -70,9 +76,14 @@ def calendar(
     *,
     tenants: bool,
     zone_of: Callable[[str], str],
+    busy: Callable[[Reservation], bool] = lambda _: False,
+    offered: Iterable[tuple[str, tuple[int, int]]] = (),
+    now_ms: int = 0,
 ) -> bytes:
     """The feed named ``name``: ``history(id)`` is a reservation's moves (status, at_ms, by,
-    note; oldest first); ``tenants``: name the tenant in each event."""
+    note; oldest first); ``tenants``: name the tenant in each event; ``busy(res)``: show
+    ``res`` as anonymous busy time; ``offered``: (machine, [start, end)) of offered time,
+    stamped ``now_ms``."""
     cal = Calendar()
     cal.add("prodid", "-//pilotline//booking feed//EN")
     cal.add("version", "2.0")
@@ -85,6 +96,9 @@ def calendar(
         status = ical_status(res.status)
         if status is None:
             continue
+        hidden = busy(res)
+        if hidden and status == "CANCELLED":
+            continue  # someone else's, and no longer holding the time
         moves = history(res.id)
         last_ms = moves[-1][1] if moves else res.created_ms
         event = Event()
@@ -95,18 +109,31 @@ def calendar(
         event.add("sequence", max(0, len(moves) - 1))
         event.add("dtstart", _utc(res.start_ms))
         event.add("dtend", _utc(res.end_ms))
-        who = f" for {res.tenant}" if tenants else ""
-        event.add("summary", f"{res.machine}: {res.status.value}{who}")
         event.add("location", f"{res.machine} ({zone_of(res.machine)})")
-        lines = [f"Reservation {res.id}, {res.status.value}."]
-        if res.purpose:
-            lines.append(f"Purpose: {res.purpose}")
-        if moves and moves[-1][3]:
-            lines.append(f"Note: {moves[-1][3]}")
-        event.add("description", "\n".join(lines))
+        if hidden:
+            event.add("summary", f"{res.machine}: busy")
+        else:
+            who = f" for {res.tenant}" if tenants else ""
+            event.add("summary", f"{res.machine}: {res.status.value}{who}")
+            lines = [f"Reservation {res.id}, {res.status.value}."]
+            if res.purpose:
+                lines.append(f"Purpose: {res.purpose}")
+            if moves and moves[-1][3]:
+                lines.append(f"Note: {moves[-1][3]}")
+            event.add("description", "\n".join(lines))
         event.add("status", status)
         event.add("transp", "TRANSPARENT" if status == "CANCELLED" else "OPAQUE")
-        if res.predecessor is not None:
+        if res.predecessor is not None and not hidden:
             event.add("related-to", uid(res.predecessor), parameters={"RELTYPE": "SIBLING"})
+        cal.add_component(event)
+    for machine, (start, end) in offered:
+        event = Event()
+        event.add("uid", f"offered-{machine}-{start}@pilotline")
+        event.add("dtstamp", _utc(now_ms))
+        event.add("dtstart", _utc(start))
+        event.add("dtend", _utc(end))
+        event.add("summary", f"{machine}: offered")
+        event.add("location", f"{machine} ({zone_of(machine)})")
+        event.add("transp", "TRANSPARENT")
         cal.add_component(event)
     return bytes(cal.to_ical())

@@ -22,6 +22,7 @@ from pilotline.rules.alerts import (
     CapacityCondition,
     CollectorCondition,
     Condition,
+    InterlockCondition,
     OfflineCondition,
     SignalCondition,
     StateCondition,
@@ -53,8 +54,9 @@ def _check_template(value: str) -> str:
 
 class AlertRuleConfig(Model):
     """One ``alerts.rules`` entry: exactly one of ``state``, ``signal`` (with ``above`` or
-    ``below``), ``offered_idle_for`` and ``collector: disconnected`` (one alert per collector,
-    which holds back its machines' offline and state alerts while it is down).
+    ``below``), ``offered_idle_for``, ``collector: disconnected`` (one alert per collector,
+    which holds back its machines' offline and state alerts while it is down) and
+    ``interlock: unknown`` (a machine whose soft interlock does not read back).
     ``suppress_in_maintenance`` (default true): a signal, capacity or state rule is silent
     while the machine is in maintenance (see rules/alerts/)."""
 
@@ -81,6 +83,9 @@ class AlertRuleConfig(Model):
     """Alert when offered idle time has lasted this long (capacity nobody books)."""
     collector: Literal["disconnected"] | None = None
     """``disconnected``: alert while a collector (a broker, an OPC UA server) is unreachable."""
+    interlock: Literal["unknown"] | None = None
+    """``unknown``: alert while a machine's soft interlock does not read back (its OPC UA node
+    refused the write, or the readback differs from what was written)."""
     for_: DurationMs = duration_default("0s", alias="for")
     """The condition must hold this long before the alert fires."""
     machines: list[Id] | None = None
@@ -100,21 +105,33 @@ class AlertRuleConfig(Model):
             )
         return value
 
+    @field_validator("interlock", mode="before")
+    @classmethod
+    def _interlock_unknown(cls, value: Any) -> Any:
+        if value is not None and value != "unknown":
+            raise ValueError(
+                f"an interlock rule alerts while the interlock does not read back: write "
+                f"interlock: unknown (got {value!r})"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_condition(self) -> AlertRuleConfig:
         kinds = [
             k
-            for k in ("state", "signal", "offered_idle_for", "collector")
+            for k in ("state", "signal", "offered_idle_for", "collector", "interlock")
             if getattr(self, k) is not None
         ]
         if len(kinds) != 1:
             raise ValueError(
                 "give exactly one condition: state, signal (with above or below), "
-                "offered_idle_for or collector"
+                "offered_idle_for, collector or interlock"
                 f"{'' if not kinds else ', not ' + ' and '.join(kinds)}"
             )
         if "suppress_in_maintenance" in self.model_fields_set and (
-            self.collector is not None or self.state in ("offline", "maintenance")
+            self.collector is not None
+            or self.interlock is not None
+            or self.state in ("offline", "maintenance")
         ):
             raise ValueError(
                 "suppress_in_maintenance only goes with signal, offered_idle_for and state "
@@ -147,6 +164,8 @@ class AlertRuleConfig(Model):
             condition = SignalCondition(self.signal, self.above, self.below, self.clear, self.for_)
         elif self.collector is not None:
             condition = CollectorCondition(self.for_)
+        elif self.interlock is not None:
+            condition = InterlockCondition(self.for_)
         else:
             assert self.offered_idle_for is not None
             condition = CapacityCondition(self.offered_idle_for)
@@ -193,6 +212,13 @@ class AlertsConfig(Model):
     repeat_interval: DurationMs = duration_default("4h")
     """A firing alert not acknowledged is sent again this often (not shorter than
     ``group_interval``)."""
+    # Booking reminders (service/booking_notices.py), told to channels with ``bookings:``.
+    booking_starting_soon: DurationMs = duration_default("15m")
+    """A confirmed booking is told ``starting_soon`` (once, to its tenant's channels) this
+    long before its start."""
+    booking_overrun: DurationMs = duration_default("5m")
+    """A used booking whose machine is still running this long past its end is told
+    ``overrun`` (once, to its owner's and its tenant's channels)."""
     max_silences: int = Field(default=1000, ge=1, le=100_000)
     """Silences active or still to come at once (POST /api/silences answers 409 beyond):
     every notification is checked against each of them."""

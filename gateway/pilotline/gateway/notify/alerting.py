@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -106,6 +106,8 @@ class Alerting:
             if s.id not in known and s.ends_ms > max(now_ms, s.starts_ms):
                 self.dispatcher.add_silence(s)
         self._collectors: dict[str, bool] = {}
+        self._interlocks: Callable[[], Mapping[str, bool]] | None = None
+        self._unknown: dict[str, bool] = {}  # as last told to the core in this run
         self._alerts_saved_ms: int | None = None
         self.save_alerts = False
         self.save_dispatch = False
@@ -131,7 +133,18 @@ class Alerting:
     def observe(self, events: Iterable[Event]) -> None:
         self.alerts.observe(events)
 
+    def watch_interlocks(self, unknown: Callable[[], Mapping[str, bool]]) -> None:
+        """Poll ``unknown()`` (machine -> its soft interlock does not read back) at every
+        timer turn, for ``interlock: unknown`` rules."""
+        self._interlocks = unknown
+
     def handle_timer(self, now_ms: int) -> None:
+        if self._interlocks is not None:
+            for machine, unknown in self._interlocks().items():
+                if self._unknown.get(machine) is not unknown:
+                    self.alerts.interlock(machine, unknown, now_ms)
+                    self.save_alerts = True
+                self._unknown[machine] = unknown
         self.alerts.handle_timer(now_ms)
         self.dispatcher.handle_timer(now_ms)
 

@@ -15,7 +15,11 @@ preempted. One payload per (event, channel), ``kind: booking``, queued in the du
                      "predecessor": null, "purpose": "..."}}
 
 ``event_id`` is the store's event id: a receiver that must not act twice on a notification
-delivered again (delivery is at least once) keys on it. ``late`` is true or false for a
+delivered again (delivery is at least once) keys on it. The reminders ``starting_soon`` (a
+confirmed booking starts within ``alerts.booking_starting_soon``) and ``overrun`` (the machine
+still runs ``alerts.booking_overrun`` past a used booking's end) are no status move: their
+``event_id`` is null, and each is told once per reservation, so a receiver keys on
+``(event, reservation.id)``. ``late`` is true or false for a
 cancellation (inside the machine's ``late_cancel`` threshold of its start, or not).
 """
 
@@ -56,7 +60,7 @@ def booking_payload(
     channel: str,
     *,
     event: str,
-    event_id: int,
+    event_id: int | None,
     at_ms: int,
     by: str,
     note: str,
@@ -117,6 +121,8 @@ _SAYS = {
     "cancelled": "was cancelled; its time is free again",
     "no_show": "was not used: the machine did not run by the end of the no-show grace",
     "preempted": "could not be used: the machine was not available",
+    "starting_soon": "starts soon",
+    "overrun": "is over, and the machine is still running",
 }
 
 

@@ -23,8 +23,10 @@ else:
 
 BOOKING_EVENTS: Final = (
     "requested", "confirmed", "rejected", "cancelled", "no_show", "preempted",
+    "starting_soon", "overrun",
 )
-"""The reservation moves told to a channel with ``bookings:`` (notify/booking.py)."""
+"""What is told to a channel with ``bookings:`` (notify/booking.py): the reservation moves,
+and the reminders ``starting_soon`` and ``overrun``."""
 if TYPE_CHECKING:
     BookingEventName = str
 else:
@@ -39,10 +41,13 @@ class BookingRouteConfig(Model):
     tenants: list[Id] | None = None
     """Only these tenants' (companies') bookings (default: all)."""
     events: list[BookingEventName] | None = None
-    """Only these moves: requested (approval needed), confirmed, rejected, cancelled,
-    no_show, preempted (default: all)."""
+    """Only these: the moves requested (approval needed), confirmed, rejected, cancelled,
+    no_show, preempted, and the reminders starting_soon (to tenants' channels: not to one
+    with only ``owners:``) and overrun (default: all)."""
 
     def wants(self, owner: str, tenant: str, event: str) -> bool:
+        if event == "starting_soon" and self.owners is not None and self.tenants is None:
+            return False  # a reminder for the tenant, not the owner's desk
         return (
             (self.owners is None or owner in self.owners)
             and (self.tenants is None or tenant in self.tenants)

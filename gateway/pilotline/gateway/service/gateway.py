@@ -257,7 +257,8 @@ class Gateway:
         )
         # Booking moves told through the alert channels that want them (booking_notices.py).
         self.booking_notices = BookingNotifier(
-            config=config, store=self.store, senders=self.notifiers, clock_ms=clock_ms
+            config=config, store=self.store, senders=self.notifiers, clock_ms=clock_ms,
+            views=self.plant.view,
         )
         self.actions = AlertActions(
             self.alerting,
@@ -270,6 +271,8 @@ class Gateway:
         self.interlock = Interlock(
             config=config, store=self.store, metrics=self.metrics, clock_ms=clock_ms
         )
+        if self.interlock.active:  # ``interlock: unknown`` alert rules read its nodes
+            self.alerting.watch_interlocks(self.interlock.unknown)
         self._health = Health(
             collectors=self.collectors,
             drainer=self.drainer,

@@ -16,8 +16,10 @@ out (store/interlock.py: a restart never goes back), then:
   endpoint. A write that fails, or a readback that differs, is logged
   (``interlock.write_failed``, ``interlock.readback_mismatch``), counted
   (``pilotline_interlock_faults_total``), shown in ``/health`` (the node's state
-  ``unknown``, the part unhealthy) and tried again every ``interlock.retry_s``. ``/health``
-  reports a node ``enabled`` only when it reads back true.
+  ``unknown``, the part unhealthy), raises the alert of an ``interlock: unknown`` rule
+  (``alerts.rules``, through the normal alert pipeline: grouping, silences, channels; it
+  resolves when the node reads back again) and is tried again every ``interlock.retry_s``.
+  ``/health`` reports a node ``enabled`` only when it reads back true.
 """
 
 from __future__ import annotations
@@ -339,6 +341,18 @@ class Interlock:
                 why.append(f"mqtt: not connected ({self.publisher.last_error or 'connecting'})")
         return {"healthy": not why, "why": "; ".join(why) or None, **report,
                 "machines": machines}
+
+    def unknown(self) -> dict[str, bool]:
+        """Each OPC UA node's machine -> whether its last write did not read back (a refused
+        write, a readback that differs), for ``interlock: unknown`` alert rules. A node not
+        yet written in this run is left out: what the alert core restored stands until the
+        node's first outcome (so an alert firing across a restart neither resolves nor fires
+        again on its own)."""
+        return {
+            machine: node.error is not None
+            for machine, node in self._nodes.items()
+            if node.error is not None or node.confirmed is not None
+        }
 
     def signals(self) -> Mapping[str, Sent]:
         """Each machine's signal as last decided."""

@@ -13,6 +13,10 @@ The cursor starts at the last event that exists when the table is created, so a 
 already holds bookings does not notify its whole history on its first start with this
 version. Kept apart from any other reader of ``reservation_events`` (the InfluxDB points of
 booking transitions keep their own position): each moves at its own pace.
+
+Reminders (``starting_soon``, ``overrun``: schema version 11) are no status move, so no event
+row marks them: ``booking_reminders`` keeps one row per (reservation, kind) told, inserted in
+the same transaction as its notification rows, so each is told once across restarts.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pilotline.gateway.store.db import Transaction
 from pilotline.gateway.store.notifications import Notifications
 from pilotline.rules.booking import Reservation, Status
 
-__all__ = ["BOOKING_NOTICES_SCHEMA", "BookingEvent", "BookingNotices"]
+__all__ = ["BOOKING_NOTICES_SCHEMA", "BOOKING_REMINDERS_SCHEMA", "BookingEvent", "BookingNotices"]
 
 BOOKING_NOTICES_SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS booking_notices_cursor (
@@ -36,6 +40,15 @@ BOOKING_NOTICES_SCHEMA: Final = (
     # Once, when the table is new: start after the events that already exist.
     """INSERT OR IGNORE INTO booking_notices_cursor (id, last_event)
         SELECT 1, COALESCE(MAX(id), 0) FROM reservation_events""",
+)
+
+BOOKING_REMINDERS_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS booking_reminders (
+        reservation TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (reservation, kind)
+    )""",
 )
 
 
@@ -110,6 +123,33 @@ class BookingNotices:
                 (upto, after),
             ).rowcount
             if not moved:
+                return False
+            if rows:
+                self._notifications.queue(tx, rows, now_ms)
+        return True
+
+    def reminded(self, kind: str, reservations: Sequence[str]) -> set[str]:
+        """Which of ``reservations`` (the few due at one run) were already told ``kind``."""
+        return {
+            rid for rid in reservations
+            if self._db.execute(
+                "SELECT 1 FROM booking_reminders WHERE reservation = ? AND kind = ?", (rid, kind)
+            ).fetchone() is not None
+        }
+
+    def remind(
+        self, kind: str, reservation: str, rows: Sequence[tuple[str, str]], *, now_ms: int
+    ) -> bool:
+        """In one transaction: mark ``reservation`` told ``kind`` and queue its ``(channel,
+        payload JSON)`` rows. False, and nothing written, if it was told already (by an
+        earlier run, or another process)."""
+        with Transaction(self._db) as tx:
+            marked = self._db.execute(
+                "INSERT OR IGNORE INTO booking_reminders (reservation, kind, at_ms)"
+                " VALUES (?, ?, ?)",
+                (reservation, kind, now_ms),
+            ).rowcount
+            if not marked:
                 return False
             if rows:
                 self._notifications.queue(tx, rows, now_ms)

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Final
 
 from pilotline.gateway.store.alert_state import ALERT_STATE_SCHEMA
-from pilotline.gateway.store.booking_notices import BOOKING_NOTICES_SCHEMA
+from pilotline.gateway.store.booking_notices import (
+    BOOKING_NOTICES_SCHEMA,
+    BOOKING_REMINDERS_SCHEMA,
+)
 from pilotline.gateway.store.db import Transaction
 from pilotline.gateway.store.errors import StoreError
-from pilotline.gateway.store.feed_tokens import FEED_TOKENS_SCHEMA
+from pilotline.gateway.store.feed_tokens import FEED_SCOPES_SCHEMA, FEED_TOKENS_SCHEMA
 from pilotline.gateway.store.interlock import INTERLOCK_SCHEMA
 from pilotline.gateway.store.notifications import NOTIFICATIONS_SCHEMA
 from pilotline.gateway.store.outbox import (
@@ -32,13 +35,14 @@ from pilotline.gateway.store.reservations import RESERVATIONS_SCHEMA
 from pilotline.gateway.store.resume import RESUME_LOG_SCHEMA, RESUME_SCHEMA
 from pilotline.gateway.store.tokens import TOKENS_SCHEMA
 
-SCHEMA_VERSION: Final = 10
+SCHEMA_VERSION: Final = 11
 """1: outbox, dead letters, embedded store, quarantine; 2: + api_tokens (hashed);
 3: + state_history, reports; 4: + resume; 5: + notifications; 6: + alert_state, silences,
 alert_acks; 7: the outbox in batches (``outbox_batch``, the view ``outbox``; older rows are
 moved over) and ``resume_log``; 8: + reservations, reservation_events, idempotency
 (booking); 9: + interlock_signals (the soft interlock's last signal and seq per machine);
-10: + feed_tokens (calendar feeds), booking_notices_cursor."""
+10: + feed_tokens (calendar feeds), booking_notices_cursor; 11: + booking_reminders
+(starting_soon and overrun told), feed_scopes (per-machine calendar feeds)."""
 
 _VERSION_TABLE: Final = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
@@ -69,6 +73,9 @@ _STATEMENTS: Final = (
     # 10
     *FEED_TOKENS_SCHEMA,
     *BOOKING_NOTICES_SCHEMA,
+    # 11
+    *BOOKING_REMINDERS_SCHEMA,
+    *FEED_SCOPES_SCHEMA,
 )
 
 

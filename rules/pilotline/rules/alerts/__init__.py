@@ -35,6 +35,11 @@ Rule kinds:
   of the collector's machines matches the rule's ``machines:``/``zones:``. Its alerts carry
   ``machine=<collector>``, ``zone=<its machines' zone, or "*" if they differ>``, ``owner=""``
   and ``value`` = seconds disconnected. A collector counts as connected until told otherwise.
+- ``InterlockCondition``: the machine's soft interlock does not read back (``interlock:
+  unknown``), as told by ``interlock(machine, unknown, at_ms)``; ``value`` = seconds
+  unknown. Neither suppressed in maintenance nor inhibited: a permission signal nobody can
+  confirm matters whatever the machine does. A machine's interlock counts as reading back
+  until told otherwise.
 
 Inhibition (the condition is evaluated as false, or held, while a cause is in effect; when the
 cause ends the condition is evaluated afresh from that moment, so ``for:`` restarts):
@@ -81,6 +86,7 @@ from pilotline.rules.alerts.conditions import (
     CapacityCondition,
     CollectorCondition,
     Condition,
+    InterlockCondition,
     OfflineCondition,
     SignalCondition,
     StateCondition,
@@ -102,6 +108,7 @@ __all__ = [
     "CapacityCondition",
     "CollectorCondition",
     "Condition",
+    "InterlockCondition",
     "OfflineCondition",
     "Severity",
     "SignalCondition",

@@ -33,6 +33,7 @@ class Saved:
     machines: dict[str, tuple[State, int, int | None]]  # state, state_since, window_start
     collectors: dict[str, bool]  # connected
     instances: list[SavedInstance]
+    interlocks: list[str]  # machines whose interlock does not read back
 
 
 def to_json(saved: Saved) -> dict[str, object]:
@@ -45,6 +46,7 @@ def to_json(saved: Saved) -> dict[str, object]:
             for machine, (state, since, window_start) in saved.machines.items()
         },
         "collectors": {name: {"connected": c} for name, c in saved.collectors.items()},
+        "interlocks": saved.interlocks,
         "instances": [
             {
                 "rule": i.rule,
@@ -102,9 +104,14 @@ def from_json(data: Mapping[str, object]) -> Saved:
                     _bool(i["raw"]),
                 )
             )
+        # absent from checkpoints written before interlock rules existed: none unknown
+        raw_interlocks = data.get("interlocks", [])
+        if not isinstance(raw_interlocks, list):
+            raise TypeError("interlocks")
+        interlocks = [_str(m) for m in raw_interlocks]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"a malformed alerts checkpoint: {e!r}") from e
-    return Saved(now, machines, collectors, instances)
+    return Saved(now, machines, collectors, instances, interlocks)
 
 
 def _map(x: object) -> Mapping[str, object]:

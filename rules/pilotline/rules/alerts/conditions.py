@@ -50,8 +50,21 @@ class CollectorCondition:
     for_ms: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class InterlockCondition:
+    """The machine's soft interlock does not read back (its OPC UA node refused the write, or
+    its readback differs from what was written); one instance per machine."""
+
+    for_ms: int = 0
+
+
 Condition = (
-    StateCondition | OfflineCondition | SignalCondition | CapacityCondition | CollectorCondition
+    StateCondition
+    | OfflineCondition
+    | SignalCondition
+    | CapacityCondition
+    | CollectorCondition
+    | InterlockCondition
 )
 
 
@@ -108,6 +121,8 @@ def fingerprint(cond: Condition) -> str:
         return "capacity"
     if isinstance(cond, CollectorCondition):
         return "collector"
+    if isinstance(cond, InterlockCondition):
+        return "interlock"
     return f"signal:{cond.signal}:{cond.above!r}:{cond.below!r}:{cond.clear!r}"
 
 

@@ -15,6 +15,7 @@ from pilotline.rules.alerts.conditions import (
     AlertRule,
     CapacityCondition,
     CollectorCondition,
+    InterlockCondition,
     OfflineCondition,
     SignalCondition,
     fingerprint,
@@ -63,6 +64,7 @@ class _Machine:
     state_since: int = 0
     window_start: int | None = None  # of the offered window, while offered
     collector: int | None = None  # index into Alerts._collectors
+    interlock_unknown: bool = False  # its soft interlock does not read back
 
 
 @dataclass(slots=True)
@@ -194,6 +196,21 @@ class Alerts:
             for inst in self._by_target[index]:
                 self._evaluate(inst, at)
 
+    def interlock(self, machine: str, unknown: bool, at_ms: int) -> None:
+        """A machine's soft interlock stopped (``unknown``) or started again to read back at
+        ``at_ms`` (call as for ``collector``). Unknown machines are ignored."""
+        index = self._index.get(machine)
+        if index is None:
+            return
+        at = self._advance(at_ms)
+        m = self._machines[index]
+        if m.interlock_unknown == unknown:
+            return
+        m.interlock_unknown = unknown
+        for inst in self._by_target[index]:
+            if isinstance(self._rules[inst.rule].condition, InterlockCondition):
+                self._evaluate(inst, at)
+
     def handle_timer(self, now_ms: int) -> None:
         self._advance(now_ms)
 
@@ -270,6 +287,7 @@ class Alerts:
                 {m.id: (m.state, m.state_since, m.window_start) for m in self._machines},
                 {c.name: c.connected for c in self._collectors},
                 instances,
+                sorted(m.id for m in self._machines if m.interlock_unknown),
             )
         )
 
@@ -293,6 +311,9 @@ class Alerts:
                 machine.state_since = now  # new since: as at the first input
         for collector in self._collectors:
             collector.connected = cp.collectors.get(collector.name, True)
+        unknown = set(cp.interlocks)
+        for machine in self._machines:
+            machine.interlock_unknown = machine.id in unknown
         self._now = now
         if now is None:
             return  # no input yet: the first one starts everything
@@ -406,6 +427,8 @@ class Alerts:
             self._set(inst, inst.raw and not offline, at)
         elif isinstance(cond, CapacityCondition):
             self._set(inst, machine.window_start is not None, at)
+        elif isinstance(cond, InterlockCondition):
+            self._set(inst, machine.interlock_unknown, at)
         else:
             c = machine.collector
             if c is not None and not self._collectors[c].connected:
@@ -456,7 +479,7 @@ class Alerts:
         if isinstance(cond, CapacityCondition):
             start = self._machines[inst.target].window_start
             return 0.0 if start is None else max(0, at - start) / 1000.0
-        # state, offline and collector rules: how long the condition has held, in seconds
+        # state, offline, collector and interlock rules: how long the condition has held, in seconds
         return max(0, at - inst.since) / 1000.0
 
     def _labels(self, inst: _Instance) -> tuple[str, str, str, str]:
