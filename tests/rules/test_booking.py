@@ -83,7 +83,9 @@ def test_the_quota_counts_the_tenants_live_time_in_the_week() -> None:
     ]
     assert isinstance(check(req(20, 21), rules, mine, ALL_WEEK, NOW), Accepted)
     verdict = check(req(20, 22), rules, mine, ALL_WEEK, NOW)
-    assert verdict == Refused("quota", "over the quota of 4 h per period: 60 min left in this one")
+    assert verdict == Refused(
+        "quota", "over the quota of 4 h per week: 60 min left in the week from 2026-12-07 (UTC)"
+    )
     # the next week is a new period
     assert isinstance(check(req(7 * 24 + 1, 7 * 24 + 4), rules, mine, ALL_WEEK, NOW), Accepted)
 

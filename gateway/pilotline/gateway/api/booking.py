@@ -25,15 +25,18 @@ from pilotline.gateway.api.forecast_advice import SlotForecast, slot_forecast
 from pilotline.gateway.api.pages import LINK_HEADER, Cursor, Key, after_key, page, set_next
 from pilotline.gateway.api.ports import BookingPort
 from pilotline.gateway.api.problems import PROBLEM_JSON, invalid, problem_body, responses
+from pilotline.gateway.api.refusals import not_offered, offer_alternatives, refused
 from pilotline.gateway.api.shards import check_owner
 from pilotline.gateway.api.times import ApiTime, Instant
 from pilotline.gateway.store.reservations import MAX_KEY_CHARS, ReservationError
 from pilotline.gateway.timefmt import iso
 from pilotline.rules import State
 from pilotline.rules.booking import (
+    LIVE,
     Accepted,
     Conflict,
     Interval,
+    Refused,
     Reservation,
     Status,
     allowed,
@@ -280,15 +283,14 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
         if spec is None:
             check_owner(gateway.config.shard_layout, who, body.machine, request)
         if spec is None or spec.policy.never:
-            raise invalid(("body", "machine"), f"no machine {body.machine!r} is offered for"
-                          " booking")
+            return not_offered(body.machine, "/api/reservations")
         now_ms = gateway.clock_ms()
         rules = gateway.config.booking_rules(spec.id)
         spans = offered(spec, min(body.start, now_ms),
                         max(body.end, now_ms) + ALTERNATIVES_AHEAD_MS)
+        asked = BookingRequest(spec.id, tenant, body.start, body.end)
         booked = gateway.store.reservations().request(
-            BookingRequest(spec.id, tenant, body.start, body.end), rules, spans, now_ms,
-            key=idempotency_key, purpose=body.purpose,
+            asked, rules, spans, now_ms, key=idempotency_key, purpose=body.purpose,
         )
         verdict = booked.verdict
         if isinstance(verdict, Accepted) and booked.reservation is not None:
@@ -312,9 +314,14 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
                              alternatives=[_slot(a) for a in verdict.alternatives]),
                 status_code=409, media_type=PROBLEM_JSON,
             )
-        rule, message = getattr(verdict, "rule", "unknown"), getattr(verdict, "message", "")
-        return JSONResponse(problem_body(422, message, path, rule=rule), status_code=422,
-                            media_type=PROBLEM_JSON)
+        assert isinstance(verdict, Refused)
+        free = () if verdict.rule != "offer" or not spans else offer_alternatives(
+            asked, rules, spans, gateway.store.reservations().list(
+                machine=spec.id, from_ms=spans[0][0] - rules.buffer_ms,
+                to_ms=spans[-1][1] + rules.buffer_ms, statuses=LIVE,
+            ), now_ms,
+        )
+        return refused(verdict, path, free)
 
     @routes.get(
         "/api/reservations",
@@ -464,9 +471,8 @@ def add_routes(routes: APIRouter, gateway: BookingPort) -> None:
                              alternatives=[_slot(a) for a in verdict.alternatives]),
                 status_code=409, media_type=PROBLEM_JSON,
             )
-        rule, message = getattr(verdict, "rule", "unknown"), getattr(verdict, "message", "")
-        return JSONResponse(problem_body(422, message, path, rule=rule), status_code=422,
-                            media_type=PROBLEM_JSON)
+        assert isinstance(verdict, Refused)
+        return refused(verdict, path)
 
     @routes.post(
         "/api/reservations/{rid}/extend",

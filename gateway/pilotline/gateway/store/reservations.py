@@ -15,8 +15,8 @@ History is never edited: a row's times, tenant and purpose are written once; onl
 whose ``predecessor`` is the old one (``Request.replaces``).
 
 A hold that is due is expired before anything reads the machine's reservations (``request``,
-``confirm``), so a stale hold never blocks a slot nor turns into a booking, whether or not
-``expire_holds`` has run yet.
+``confirm``, a replayed key), so a stale hold never blocks a slot, turns into a booking, nor
+is answered as ``held``, whether or not ``expire_holds`` has run yet.
 
 Idempotency: ``(tenant, key)`` → the reservation an accepted request created and the
 fingerprint (SHA-256) of that request. The same key with the same request answers with the
@@ -178,6 +178,8 @@ class Reservations:
                                                  "characters"))
         fingerprint = _fingerprint(req, purpose)
         with Transaction(self._db) as tx:
+            # first, so that a replayed key answers a due hold as it is: expired
+            self._expire(tx, now_ms, machine=req.machine)
             if key is not None:
                 seen = self._db.execute(
                     "SELECT reservation, fingerprint FROM idempotency WHERE tenant = ? AND key = ?",
@@ -194,7 +196,6 @@ class Reservations:
                     if res is None:  # rows are never deleted, so never
                         raise ReservationError(f"key {key!r} names no reservation")
                     return Booked(Accepted(res.hold_until_ms or 0), res, replayed=True)
-            self._expire(tx, now_ms, machine=req.machine)
             if req.replaces is not None:
                 old = self.get(req.replaces)
                 if old is None or (old.machine, old.tenant) != (req.machine, req.tenant):
@@ -294,11 +295,11 @@ class Reservations:
                 raise ReservationError(f"no reservation {rid}")
             req = Request(old.machine, old.tenant, start_ms, end_ms, replaces=rid)
             fingerprint = _fingerprint(req, old.purpose)
+            self._expire(tx, now_ms, machine=old.machine)  # before a replay, as ``request``
             if key is not None:
                 replayed = self._replay(req.tenant, key, fingerprint)
                 if replayed is not None:
                     return replayed
-            self._expire(tx, now_ms, machine=old.machine)
             old = self.get(rid) or old
             if not old.live:
                 raise ReservationError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pilotline.rules.booking.intervals import Interval, merge, overlaps, subtract
 from pilotline.rules.booking.reservation import BookingRules, Request, Reservation
@@ -19,6 +20,7 @@ MONDAY_MS = 4 * 86_400_000
 """1970-01-05T00:00Z, a Monday: quota periods of a week start on Mondays (UTC)."""
 
 ALTERNATIVES = 3
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,18 @@ def _minutes(ms: int) -> str:
     if minutes >= 120 and minutes % 60 == 0:
         return f"{minutes / 60:.0f} h"
     return f"{minutes:.0f} min"
+
+
+def _period(ms: int) -> str:
+    """A quota period in words (config/booking.py: a day, a week, or a month of 30 days)."""
+    named = {DAY_MS: "day", 7 * DAY_MS: "week"}.get(ms)
+    if named is not None:
+        return named
+    return f"{ms // DAY_MS}-day period" if ms % DAY_MS == 0 else f"{_minutes(ms)} period"
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms // 1000, tz=UTC).date().isoformat()
 
 
 def blocked(reservations: Iterable[Reservation], buffer_ms: int, *, skip: str | None = None) -> list[tuple[str, Interval]]:  # noqa: E501
@@ -112,8 +126,8 @@ def check(
             left = max(0, rules.quota_ms - used)
             return Refused(
                 "quota",
-                f"over the quota of {_minutes(rules.quota_ms)} per period:"
-                f" {_minutes(left)} left in this one",
+                f"over the quota of {_minutes(rules.quota_ms)} per {_period(period)}:"
+                f" {_minutes(left)} left in the {_period(period)} from {_day(p_start)} (UTC)",
             )
     held = blocked(reservations, rules.buffer_ms, skip=request.replaces)
     clashes = tuple((rid, span) for rid, span in held if overlaps(span, (start, end)))
