@@ -211,3 +211,18 @@ def test_test_modules_have_unique_basenames() -> None:
     for path in sorted((ROOT / "tests").rglob("test_*.py")):
         seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
     assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+
+
+def test_no_code_waits_with_wait_for() -> None:
+    """``asyncio.wait_for`` on Python 3.11 loses a cancellation that arrives as the awaited
+    thing completes (gh-86296, fixed in 3.12 by building it on ``asyncio.timeout``): a
+    collector's reconnect loop using it once kept running after its task was cancelled, and
+    CI hung in tests/integration/test_tls.py. ``async with asyncio.timeout(...)`` keeps it."""
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for part in ("rules", "collectors", "gateway", "demo")
+        for path in sorted((ROOT / part).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "wait_for(" in line and "asyncio" in line
+    ]
+    assert found == []

@@ -56,9 +56,13 @@ DEMO_BOOKING: Final[Mapping[str, Any]] = {
     "early_grace_s": 60,
     "no_show_grace_s": 20,
     "hold_s": 300,
+    "charge": {"basis": "max", "rate_per_hour": 240, "no_show_fraction": 0.5,
+               "currency": "EUR"},
 }
 """``defaults.booking`` of the demo site: a 10 s grid, bookings of a minute or more, a run
-that starts up to a minute early counts, not running 20 s into the booking is a no-show."""
+that starts up to a minute early counts, not running 20 s into the booking is a no-show;
+charged 240 EUR an hour (4 a minute, so the demo's short bookings cost something) for the
+larger of booked and used time, a no-show half its booked time."""
 APPROVAL_OWNER: Final = "visiotech"
 """The owner that approves each booking of its machines (``owners.visiotech.booking``)."""
 TENANTS: Final = ("demo-smallco", "demo-labco")

@@ -270,7 +270,8 @@ class Inbox:
             self._servers.append(http)
             self._http_port = http.sockets[0].getsockname()[1]
             if self.mqtt_url is not None:
-                await asyncio.wait_for(self._subscribe(self.mqtt_url), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._subscribe(self.mqtt_url)
         except BaseException:
             await self.close()
             raise
@@ -293,7 +294,8 @@ class Inbox:
             server.close()
         for server in servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await server.wait_closed()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -357,7 +359,8 @@ class Inbox:
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         status = 400
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HTTP_TIMEOUT_S)
+            async with asyncio.timeout(_HTTP_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
             request, *lines = head.decode("latin-1").split("\r\n")
             method, target, _version = request.split(" ", 2)
             headers = {
@@ -370,7 +373,8 @@ class Inbox:
             elif length > _MAX_BODY or length < 0:
                 status = 413
             else:
-                body = await asyncio.wait_for(reader.readexactly(length), _HTTP_TIMEOUT_S)
+                async with asyncio.timeout(_HTTP_TIMEOUT_S):
+                    body = await reader.readexactly(length)
                 self._json_arrived("webhook", target, body)
                 status = 200
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):

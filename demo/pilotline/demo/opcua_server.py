@@ -316,8 +316,9 @@ async def serve(
                 if stop is None:
                     await asyncio.sleep(interval_s)
                 else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), interval_s)
+                    with contextlib.suppress(TimeoutError):  # not wait_for (gh-86296)
+                        async with asyncio.timeout(interval_s):
+                            await stop.wait()
         finally:
             for task in tasks:
                 task.cancel()

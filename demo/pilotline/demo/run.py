@@ -56,10 +56,12 @@ from pilotline.demo.plant import Incident
 from pilotline.demo.plant import Plant as SimPlant
 from pilotline.demo.publisher import publish_plant
 from pilotline.demo.site import demo_site_yaml
+from pilotline.gateway.booking_cli import print_statement
 from pilotline.gateway.clock import wall_clock_ms
 from pilotline.gateway.config import ConfigError, load_config
 from pilotline.gateway.logs import configure_logging
 from pilotline.gateway.service import Gateway
+from pilotline.gateway.service.usage import Statement, statement
 from pilotline.gateway.store.tokens import Role
 from pilotline.rules import MachineView, State
 from pilotline.rules.booking import Status
@@ -80,6 +82,7 @@ FAULT_MACHINE = "laser-cut-01"
 OUTAGE_ZONE = "imaging"
 INBOX_LINES = 8
 """Arrivals shown under the live table."""
+DAY_MS = 86_400_000
 
 
 @dataclass
@@ -249,10 +252,23 @@ async def _run_site(  # noqa: PLR0917 - the demo's parts, built by run_demo
         if opts.duration_s is not None:
             await asyncio.sleep(opts.duration_s)
             board.refresh(gateway)  # the store closes with the gateway: the last figures now
+            usage = _usage(gateway, board.since_ms)
             for task in (publisher, show, gateway_task):
                 task.cancel()
     _print_table(gateway, Console(width=max(Console().width, 100)))
     Console(width=max(Console().width, 120)).print(board.table())
+    if opts.duration_s is not None:
+        print_statement(usage, gateway.config.tz, "the demo's bookings")
+
+
+def _usage(gateway: Gateway, since_ms: int) -> Statement:
+    """The usage statement of the bookings made since the demo started, as
+    ``pilotline booking statement`` prints it (the same function as ``GET /api/usage``)."""
+    now = wall_clock_ms()
+    owners = {m.id: m.owner for _, m in gateway.config.machines()}
+    return statement(gateway.store.reservations(), gateway.config, owners,
+                     gateway.bookings.changes, from_ms=since_ms - DAY_MS, to_ms=now + 2 * DAY_MS,
+                     now_ms=now, keep=lambda res: res.created_ms >= since_ms)
 
 
 def _book(

@@ -200,7 +200,9 @@ def _statement(args: argparse.Namespace, config: SiteConfig, store: Store) -> No
     if args.csv:
         sys.stdout.write(csv_text(line.row() for line in found.lines))
         return
-    _print_statement(found, config.tz, args)
+    whose = f"tenant {args.tenant}" if args.tenant else (
+        f"owner {args.owner}" if args.owner else "all bookings")
+    print_statement(found, config.tz, whose)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -252,9 +254,9 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: 
         print((indent + "  ".join(parts)).rstrip())
 
 
-def _print_statement(found: Statement, tz: ZoneInfo, args: argparse.Namespace) -> None:
-    whose = f"tenant {args.tenant}" if args.tenant else (
-        f"owner {args.owner}" if args.owner else "all bookings")
+def print_statement(found: Statement, tz: ZoneInfo, whose: str) -> None:
+    """The statement as a table with its totals (``pilotline booking statement``, and the
+    demo at its end)."""
     print(f"usage statement, {whose}: bookings starting {_local(found.from_ms, tz)} - "
           f"{_local(found.to_ms, tz)} ({tz.key})")
     rows = [_statement_row(line, tz) for line in found.lines]

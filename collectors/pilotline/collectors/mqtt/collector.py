@@ -309,7 +309,10 @@ class MqttCollector:
             conn.connect_returned()
 
             try:
-                refused = await asyncio.wait_for(asyncio.shield(conn.connack), CONNACK_TIMEOUT_S)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+                # that comes as the CONNACK does (gh-86296), and this loop then runs forever
+                async with asyncio.timeout(CONNACK_TIMEOUT_S):
+                    refused = await asyncio.shield(conn.connack)
             except TimeoutError:
                 refused = f"no CONNACK within {CONNACK_TIMEOUT_S:g} s"
             if refused is not None:

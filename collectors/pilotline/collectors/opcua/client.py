@@ -62,9 +62,8 @@ async def make_client(
         identity = client_identity(pki_dir, src.certificate_file, src.private_key_file)
         client.application_uri = identity.application_uri
         mode = getattr(ua.MessageSecurityMode, src.security_mode)
-        endpoints = await asyncio.wait_for(
-            client.connect_and_get_server_endpoints(), connect_timeout_s
-        )
+        async with asyncio.timeout(connect_timeout_s):  # not wait_for: see connect()
+            endpoints = await client.connect_and_get_server_endpoints()
         try:
             ep = Client.find_endpoint(endpoints, mode, SecurityPolicyBasic256Sha256.URI)
         except ua.UaError:
@@ -104,7 +103,10 @@ async def make_client(
 async def connect(client: Client, endpoint: str, src: OpcuaSource, timeout_s: float) -> None:
     """Open the session; a timeout or a refusal raises ``OpcuaError`` saying why."""
     try:
-        await asyncio.wait_for(client.connect(), timeout_s)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+        # comes as the session opens (gh-86296), and the reconnect loop then never stops
+        async with asyncio.timeout(timeout_s):
+            await client.connect()
     except TimeoutError:
         raise OpcuaError(f"no session with {endpoint} within {timeout_s:g} s") from None
     except ua.UaStatusCodeError as exc:
@@ -124,7 +126,8 @@ async def batch_size(client: Client, max_items_per_call: int) -> int:
 
 async def close(client: Client) -> None:
     try:
-        await asyncio.wait_for(client.disconnect(), _CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+            await client.disconnect()
     except (Exception, asyncio.CancelledError):  # noqa: BLE001 - tearing down a dead link
         client.disconnect_socket()
 

@@ -398,10 +398,8 @@ class Gateway:
         if self.drainer is not None:
             depth = self.store.outbox_depth()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.shield(self.drainer.flush(self.options.stop_timeout_s)),
-                    self.options.stop_timeout_s,
-                )
+                async with asyncio.timeout(self.options.stop_timeout_s):
+                    await asyncio.shield(self.drainer.flush(self.options.stop_timeout_s))
             log.info(
                 "outbox.flushed_on_stop",
                 before=depth,

@@ -257,8 +257,10 @@ class Interlock:
             waiting = [n.due for n in endpoint.nodes
                        if n.wanted is not None and n.confirmed is not n.wanted]
             timeout = max(0.05, min(waiting) - time.monotonic()) if waiting else None
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose a cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(endpoint.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await endpoint.wake.wait()
 
     async def _write(self, node: _Node) -> None:
         wanted = node.wanted
