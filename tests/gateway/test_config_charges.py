@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tests.sites import load_text, machine_config, refused, site_yaml
 
+from pilotline.gateway.config.summary import summarize
 from pilotline.rules.booking.charges import Basis, ChargeRule
 
 M = 60_000
@@ -44,6 +45,25 @@ def test_charge_keys_merge_machine_over_owner_over_defaults(tmp_path: Path) -> N
     assert b == ChargeRule(rate_per_hour=90, step_ms=15 * M, unused_fraction=0.5,
                            late_cancel_fee=25, currency="CHF")
     assert c == ChargeRule(rate_per_hour=40, step_ms=15 * M, currency="CHF")
+
+
+def test_check_says_what_a_booking_costs_where_a_rule_is_set(tmp_path: Path) -> None:
+    text = site_yaml(
+        {"z": [machine_config("a", "acme", booking={"charge": {
+            "basis": "max", "rate_per_hour": 60, "step_s": "15m", "no_show_fraction": 0.5,
+            "late_cancel_fee": 20}}), machine_config("b", "acme")]},
+    )
+
+    lines = summarize(load_text(tmp_path, text)).splitlines()
+
+    [a] = [line for line in lines if line.strip().startswith("a: ")]
+    assert a.endswith(
+        " · 60.00 EUR per hour of booked or used time, whichever is more, in steps of 15m; "
+        "a no-show pays 0.5 of its booked time; cancelling later than 1d before the start: "
+        "20.00 EUR (waived when the slot is booked again)"
+    )
+    [b] = [line for line in lines if line.strip().startswith("b: ")]
+    assert "EUR" not in b  # no rule: free, and nothing said
 
 
 REFUSED = """\

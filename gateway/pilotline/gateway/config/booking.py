@@ -24,6 +24,7 @@ from pilotline.gateway.config.charges import Charge
 from pilotline.gateway.config.fields import local_epoch_ms, ms
 from pilotline.gateway.config.locate import Loc, format_loc
 from pilotline.rules.booking import BookingRules
+from pilotline.rules.booking.charges import Basis, ChargeRule
 from pilotline.rules.booking.reservation import DAY_MS
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Maintenance",
     "Quota",
     "booking_checks",
+    "describe_charge",
     "describe_rules",
     "merged_rules",
 ]
@@ -189,6 +191,40 @@ def describe_rules(rules: BookingRules) -> str:
 
 
 # --------------------------------------------------------------------------- cross-checks
+
+
+_BILLED = {
+    Basis.RESERVATION: "of booked time",
+    Basis.USE: "of use (running time inside the booking, plus any overrun)",
+    Basis.OVERAGE: "of booked time plus any overrun",
+    Basis.MAX: "of booked or used time, whichever is more",
+}
+
+
+def describe_charge(rule: ChargeRule, late_cancel_ms: int) -> str:
+    """``12.50 EUR per hour of booked time, in steps of 15m, at least 1h; ...``."""
+    money = f"{rule.rate_per_hour:.2f} {rule.currency}"
+    head = f"{money} per hour {_BILLED[rule.basis]}" if rule.rate_per_hour else "free of charge"
+    if rule.rate_per_hour and rule.step_ms:
+        head += f", in steps of {span(rule.step_ms)}"
+    if rule.rate_per_hour and rule.minimum_ms:
+        head += f", at least {span(rule.minimum_ms)}"
+    parts = [head]
+    if rule.rate_per_hour and rule.basis in (Basis.USE, Basis.MAX) and rule.unused_fraction:
+        parts.append(f"booked time not used costs {rule.unused_fraction:g} of the rate")
+    if rule.rate_per_hour:
+        if rule.no_show_fraction == 1:
+            parts.append("a no-show pays its booked time in full")
+        elif rule.no_show_fraction:
+            parts.append(f"a no-show pays {rule.no_show_fraction:g} of its booked time")
+        else:
+            parts.append("a no-show pays nothing")
+    if rule.late_cancel_fee:
+        parts.append(
+            f"cancelling later than {span(late_cancel_ms)} before the start: "
+            f"{rule.late_cancel_fee:.2f} {rule.currency} (waived when the slot is booked again)"
+        )
+    return "; ".join(parts)
 
 
 def booking_checks(data: Mapping[str, Any], found: list[tuple[Loc, str]]) -> None:

@@ -4,9 +4,10 @@ outputs."""
 
 from __future__ import annotations
 
-from pilotline.gateway.config.booking import describe_rules
+from pilotline.gateway.config.booking import describe_charge, describe_rules
 from pilotline.gateway.config.machine import Machine
 from pilotline.gateway.config.site import SiteConfig
+from pilotline.rules.booking.charges import ChargeRule
 
 __all__ = ["summarize"]
 
@@ -68,7 +69,11 @@ def _offer(config: SiteConfig, machine: Machine) -> str:
 
 
 def _booking(config: SiteConfig, machine: Machine) -> str:
-    line = f"{machine.id}: {describe_rules(config.booking_rules(machine.id))}"
+    rules = config.booking_rules(machine.id)
+    line = f"{machine.id}: {describe_rules(rules)}"
+    charge = config.charge_rule(machine.id)
+    if charge != ChargeRule():
+        line += f" · {describe_charge(charge, rules.late_cancel_ms)}"
     if machine.maintenance:
         line += f" · {_plural(len(machine.maintenance), 'maintenance period')}"
     return line
