@@ -15,7 +15,7 @@ from tests.fakes import T0, Clock
 from tests.sites import UNIT_DEFAULTS, machine_config, site_yaml
 
 from pilotline.gateway.api.app import create_app
-from pilotline.gateway.api.forecast_advice import slot_forecast
+from pilotline.gateway.api.forecast_advice import forecast_json
 from pilotline.gateway.config import load_config
 from pilotline.gateway.forecasts import Forecasts
 from pilotline.gateway.service import Gateway
@@ -102,9 +102,9 @@ def test_the_share_weighs_each_hour_by_the_part_of_the_slot_it_holds() -> None:
     # hour 0 always idle, hour 1 never, hour 2 half: with four weeks of history
     run.set("m", (60.0, 0.0, 20.0), (60.0, 60.0, 40.0), first_seen_ms=T0 - 5 * WEEK_MS)
     # 45 min of the always-idle hour, 15 min of the never-idle one
-    advice = slot_forecast(run.outlook("m", first + HOUR_MS // 4, first + 5 * HOUR_MS // 4))
+    advice = forecast_json(run.outlook("m", first + HOUR_MS // 4, first + 5 * HOUR_MS // 4))
     assert advice is not None
-    assert (advice.idle_share, advice.weeks, advice.hours) == (0.75, 4, 2)
+    assert (advice["idle_share"], advice["weeks"], advice["hours"]) == (0.75, 4, 2)
     # past the forecast's end: covered up to there
     tail = run.outlook("m", first + 2 * HOUR_MS, first + 9 * HOUR_MS)
     assert tail is not None

@@ -17,13 +17,15 @@ nothing of the fleet.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from pilotline.gateway.api.times import Instant
 from pilotline.gateway.forecasts import Outlook
 from pilotline.gateway.timefmt import iso
 
-__all__ = ["SlotForecast", "slot_forecast"]
+__all__ = ["SlotForecast", "forecast_json"]
 
 
 class SlotForecast(BaseModel):
@@ -38,14 +40,16 @@ class SlotForecast(BaseModel):
     until: Instant = Field(description="the forecast covers the slot up to here (48 h ahead)")
 
 
-def slot_forecast(outlook: Outlook | None) -> SlotForecast | None:
-    """The advice for a slot from its ``Forecasts.outlook``."""
+def forecast_json(outlook: Outlook | None) -> dict[str, Any] | None:
+    """The advice for a slot from its ``Forecasts.outlook``, as the plain dict
+    ``/api/offers`` writes in ``SlotForecast``'s shape (a pydantic object per slot costs more
+    than the offers: benchmarks/README.md, "Booking")."""
     if outlook is None:
         return None
     share = outlook.idle_share
-    return SlotForecast(
-        idle_share=None if share is None else round(share, 2),
-        weeks=outlook.weeks,
-        hours=outlook.hours,
-        until=iso(outlook.until_ms),
-    )
+    return {
+        "idle_share": None if share is None else round(share, 2),
+        "weeks": outlook.weeks,
+        "hours": outlook.hours,
+        "until": iso(outlook.until_ms),
+    }

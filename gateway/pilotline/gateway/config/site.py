@@ -116,6 +116,10 @@ class SiteConfig(Model):
     machines have one: ``interlock:`` under ``defaults``, an owner or a machine)."""
     _applied_shard: str = PrivateAttr(default="")
     _shard_layout: Layout | None = PrivateAttr(default=None)
+    # ``machine()`` is asked per request and per booking: an index, rebuilt when the zones
+    # are another list (``restrict`` copies the model with new zones, and its private state)
+    _index: dict[str, Machine] = PrivateAttr(default_factory=dict)
+    _index_of: object = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _site_checks(self, info: ValidationInfo) -> SiteConfig:
@@ -177,10 +181,13 @@ class SiteConfig(Model):
 
     def machine(self, machine_id: str) -> Machine:
         """The machine ``machine_id``; ``KeyError`` if the site has none of that id."""
-        for _, machine in self.machines():
-            if machine.id == machine_id:
-                return machine
-        raise KeyError(machine_id)
+        if self._index_of is not self.zones:
+            self._index = {machine.id: machine for _, machine in self.machines()}
+            self._index_of = self.zones
+        try:
+            return self._index[machine_id]
+        except KeyError:
+            raise KeyError(machine_id) from None
 
     def booking_rules(self, machine_id: str) -> BookingRules:
         """The rules a booking of ``machine_id`` must keep: each key from the machine's own

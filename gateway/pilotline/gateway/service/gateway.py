@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import tzinfo
@@ -388,6 +389,12 @@ class Gateway:
         self.notifier.ready(
             f"running: {len(self._zone_of)} machines, {len(self.collectors)} collectors"
         )
+        # Everything built at start-up (the configuration, the plant, the API's routes) lives
+        # as long as the gateway: out of the collector's sight, a full collection of a large
+        # site's objects no longer stalls the loop for tens of ms (benchmarks/README.md,
+        # "Booking": /api/offers p99 over 1,000 machines). Collected first: only what lives.
+        gc.collect()
+        gc.freeze()
         if ready is not None:
             ready.set()
 
