@@ -66,6 +66,7 @@ from pilotline.gateway.api.metrics import exposition
 from pilotline.gateway.api.ports import Api
 from pilotline.gateway.api.timing import RequestTimer
 from pilotline.gateway.api.tls import server_context
+from pilotline.gateway.board import add_board
 
 log = structlog.get_logger("pilotline.gateway.api")
 
@@ -138,6 +139,10 @@ def create_app(gateway: Api) -> FastAPI:
     history.add_routes(app.router, gateway)
     alerts.add_routes(app.router, gateway)
     quarantine.add_routes(app.router, gateway)
+    # The capacity board (issue 16): HTML pages on the same port, asking these routes in
+    # process as the signed-in principal (board/internal.py). Outside the OpenAPI document.
+
+    add_board(app, gateway)
     _document_errors(app)
     _add_problem_schemas(app)
     return app

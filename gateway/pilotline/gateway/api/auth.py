@@ -36,6 +36,7 @@ from pilotline.gateway.store.tokens import Principal, Role, TokenRegistry
 
 __all__ = [
     "EVERYONE",
+    "IN_PROCESS_PRINCIPAL",
     "MAX_BODY_BYTES",
     "OPERATORS",
     "OWNERS",
@@ -53,6 +54,10 @@ log = structlog.get_logger("pilotline.gateway.auth")
 
 MAX_BODY_BYTES: Final = 64 * 1024
 PRINCIPAL_KEY: Final = "pilotline.principal"
+IN_PROCESS_PRINCIPAL: Final = "pilotline.in_process_principal"
+"""An ASGI scope key the board (board/internal.py) sets when it asks the API in process as a
+signed-in principal: taken instead of a bearer token. Only server code builds a scope; no
+header or query a client sends can set it."""
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -105,7 +110,11 @@ class Allow:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
         access: Access = request.app.state.access
-        principal = access.authenticate(request, credentials)
+        signed_in = request.scope.get(IN_PROCESS_PRINCIPAL)
+        principal = (
+            signed_in if isinstance(signed_in, Principal)
+            else access.authenticate(request, credentials)
+        )
         request.scope[PRINCIPAL_KEY] = principal
         if principal.role not in self.roles:
             raise access.refuse(

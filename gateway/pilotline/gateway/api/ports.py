@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from pilotline.gateway.api.config import ApiConfig
 from pilotline.gateway.api.metrics import Gauges, Metrics
@@ -250,6 +251,15 @@ class FeedPort(Protocol):
     def clock_ms(self) -> int: ...
 
 
+class BoardSettings(BookingSettings, Protocol):
+    """What the board (board/) shows of the site beside the API's answers."""
+
+    @property
+    def site(self) -> str: ...
+    @property
+    def tz(self) -> ZoneInfo: ...
+
+
 class Api(
     ServicePort, CapacityPort, CatalogPort, HistoryPort, AlertsPort, QuarantinePort,
     BookingPort, UsagePort, FeedPort, Protocol,
@@ -257,7 +267,7 @@ class Api(
     """Everything the API needs: what ``create_app`` and ``serve_api`` take."""
 
     @property
-    def config(self) -> BookingSettings: ...
+    def config(self) -> BoardSettings: ...
 
     @property
     def store(self) -> ApiStore: ...

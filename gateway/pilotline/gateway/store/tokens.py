@@ -142,6 +142,14 @@ class TokenRegistry:
             TokenInfo(row[0], row[1], Role(row[2]), row[3], row[4], row[5]) for row in rows
         ]
 
+    def active(self, name: str) -> bool:
+        """Whether the token named ``name`` exists and is not revoked (a board session lives
+        only as long as the token it was opened with)."""
+        row = self._db.execute(
+            "SELECT 1 FROM api_tokens WHERE name = ? AND revoked_ms IS NULL", (name,)
+        ).fetchone()
+        return row is not None
+
     def authenticate(self, presented: str) -> tuple[Principal | None, str]:
         """``(principal, "ok")``, or ``(None, reason)`` with reason ``malformed``,
         ``unknown`` or ``revoked``. Never raises on what a client sent."""
