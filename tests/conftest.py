@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.peers import VictoriaMetrics, serving
@@ -74,3 +75,19 @@ def store(tmp_path: Path) -> Iterator[Store]:
     """An empty store in the test's folder (``var/store.db``), closed afterwards."""
     with Store(tmp_path / "var" / "store.db") as opened:
         yield opened
+
+
+@pytest.fixture
+async def browser() -> Any:
+    """Debian's Chromium driven by Playwright (its own browser download is not reachable
+    here): ``apt-get install chromium``, ``pip install playwright``; a page per test."""
+    chromium = shutil.which("chromium")
+    playwright_api = pytest.importorskip("playwright.async_api")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    async with playwright_api.async_playwright() as driver:
+        launched = await driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            await launched.close()
