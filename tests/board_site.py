@@ -35,8 +35,8 @@ MACHINES: Mapping[str, tuple[str, str, list[str]]] = {
     "cam-01": ("imaging", "lumen", ["optical-inspection"]),
     "coater-01": ("photonics", "lumen", ["coating"]),
 }
-STATES = {"running": "Executing", "idle": "NotExecuting", "down": "Fault",
-          "maintenance": "OutOfService"}
+STATES = {"running": "Executing", "idle": "NotExecuting", "down": "OutOfService",
+          "maintenance": "Resetting"}  # the default state map (rules/states.py)
 
 
 class Plant:
