@@ -138,6 +138,7 @@ async def _page(
                             utilization=utilization, tz=tz),
         policies=[_policy(entry) for entry in catalog],
         hours=_hours,
+        percent=_percent,
     )
 
 
@@ -388,4 +389,14 @@ def _span(a: int, b: int, tz: ZoneInfo) -> str:
 
 def _hours(h: float) -> str:
     whole, minutes = divmod(round(h * 60), 60)
+    if h > 0 and not whole and not minutes:
+        return "< 1 min"  # some time, not none
     return f"{whole} h {minutes:02d} min" if minutes else f"{whole} h"
+
+
+def _percent(share: float) -> str:
+    """The API's share (0..1) as a percentage with one decimal; a share too small to show
+    as 0.1 % says so rather than 0.0 %."""
+    if 0 < share < 0.0005:
+        return "< 0.1 %"
+    return f"{100 * share:.1f} %"
