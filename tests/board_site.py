@@ -83,6 +83,7 @@ class BoardSite:
 async def board_site(
     tmp_path: Path, broker: MosquittoBroker, *, states: Mapping[str, str] | None = None,
     owners: Mapping[str, object] | None = None, booking: Mapping[str, object] | None = None,
+    alerts: Mapping[str, object] | None = None,
 ) -> AsyncIterator[BoardSite]:
     """The gateway running (``Gateway.run``) until the block ends; every machine reported
     (idle unless ``states`` says otherwise) before it is yielded."""
@@ -105,6 +106,7 @@ async def board_site(
                   "booking": dict(booking or {"step_s": "15m", "min_notice_s": 0})},
         owners=dict(owners or {"acme": {"show_to_tenants": True}, "lumen": {}}),
         api={"listen": f"127.0.0.1:{port}"},
+        alerts=alerts,
     ))
     gateway = Gateway(load_config(path))
     tokens = {

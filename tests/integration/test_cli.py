@@ -565,6 +565,7 @@ def test_demo_runs_a_simulated_line_and_prints_the_final_table(tmp_path: Path) -
         )
         capacity = get(api, "/api/capacity").json()
         assert capacity["machines"] == 10
+        assert_board_opens_with_the_printed_tokens(out_path.read_text(), api)
 
         code = proc.wait(timeout=25 + 20)
     finally:
@@ -596,3 +597,21 @@ def test_demo_runs_a_simulated_line_and_prints_the_final_table(tmp_path: Path) -
         socket.create_connection(("127.0.0.1", broker_port), 1),
     ):
         pass
+
+
+def assert_board_opens_with_the_printed_tokens(stdout: str, api: str) -> None:
+    """The demo prints the board's address and a token per role; each signs in there."""
+    assert f"pilotline demo: board: {api}/board" in stdout, stdout
+    printed = dict(re.findall(r"^  (operator|tenant demo-\w+|owner \w+) +(plt_\S+)", stdout,
+                              re.M))
+    assert {"operator", "tenant demo-smallco"} <= printed.keys(), stdout
+    for who, token in printed.items():
+        with httpx.Client(base_url=api, timeout=10) as browser:
+            form = browser.get("/board/sign-in")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert csrf is not None
+            signed = browser.post("/board/sign-in", data={"token": token, "csrf": csrf.group(1)})
+            assert signed.status_code == 303, (who, signed.text)
+            view = who.split()[0]
+            assert signed.headers["location"] == f"/board/{view}"
+            assert browser.get(f"/board/{view}").status_code == 200

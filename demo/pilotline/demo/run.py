@@ -40,6 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pilotline.collectors.opcua.security import client_identity
+from pilotline.demo.board_guide import board_guide
 from pilotline.demo.bookings import (
     APPROVAL_OWNER,
     DEMO_BOOKING,
@@ -241,7 +242,7 @@ async def _run_site(  # noqa: PLR0917 - the demo's parts, built by run_demo
         )
         if inbox is not None:
             print(f"pilotline demo: {_staged(opts, inbox)}", flush=True)
-    for line in booking_lines:
+    for line in [*board_guide(opts.api, tokens), *booking_lines]:
         print(f"pilotline demo: {line}" if not line.startswith(" ") else line, flush=True)
     async with asyncio.TaskGroup() as tasks:
         gateway_task = tasks.create_task(gateway.run(), name="gateway")

@@ -34,6 +34,7 @@ STATIC: Final = {
     "htmx.min.js": HERE / "static" / "htmx-2.0.11.min.js",
     "board.css": HERE / "static" / "board.css",
     "board.js": HERE / "static" / "board.js",
+    "operator.js": HERE / "static" / "operator.js",
 }
 """The files under /board/static/: a fixed list, never a path from the request."""
 PRE_CSRF: Final = "pilotline_board_signin"

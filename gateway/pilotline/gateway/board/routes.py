@@ -36,7 +36,9 @@ def add_board(app: FastAPI, gateway: BoardPort) -> None:
     routes = APIRouter(include_in_schema=False)
 
     @app.exception_handler(SignInNeeded)
-    async def to_sign_in(_request: Request, _exc: SignInNeeded) -> Response:
+    async def to_sign_in(request: Request, _exc: SignInNeeded) -> Response:
+        if request.headers.get("hx-request") == "true":  # htmx would swap the sign-in page
+            return Response(status_code=204, headers={**HEADERS, "HX-Redirect": "/board/sign-in"})
         return RedirectResponse("/board/sign-in", status_code=303, headers=HEADERS)
 
     @routes.get("/board")
