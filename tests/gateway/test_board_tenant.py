@@ -203,6 +203,10 @@ async def test_another_tenants_booking_is_busy_time_and_nothing_more(site: Site)
     assert "secret-widget-run" not in html
     # its time is busy on laser-01's first day: 14:00 to 16:00, quarters 56 to 64
     assert re.search(r'class="seg busy f56 t64" title="busy, Sat 28 Nov 14:00 to 16:00"', html)
+    # naming its id in the page's address shows nothing of it either (the API answers 404)
+    named = (await site.client.get("/board/tenant", params={"held": rid})).text
+    assert rid not in named
+    assert "Confirm your hold" not in named
 
 
 async def test_a_refused_booking_shows_the_rule_in_words(site: Site) -> None:
