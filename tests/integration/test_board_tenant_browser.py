@@ -76,7 +76,7 @@ async def test_a_tenant_finds_books_and_sees_its_slot_and_nothing_of_anothers(
         mine = page.locator("#timeline tbody tr", has_text="laser-01").locator(
             "a.seg.mine.confirmed")
         assert await mine.count() == 1
-        label = await mine.get_attribute("aria-label")
+        label = await mine.get_attribute("title")
         assert label is not None
         assert "your booking (confirmed)" in label
         assert "00:00 to 01:00" in label

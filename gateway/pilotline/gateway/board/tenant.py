@@ -75,9 +75,9 @@ class Search:
     days: int
 
     def query(self, **more: str) -> str:
-        params = {"capability": self.capability or "", "zone": self.zone or "",
+        params = {"capability": self.capability, "zone": self.zone,
                   "from": self.first.isoformat(), "days": str(self.days), **more}
-        return urlencode(params)
+        return urlencode({k: v for k, v in params.items() if v})
 
 
 def read_search(query: Mapping[str, str], today: date) -> tuple[Search, str | None]:
