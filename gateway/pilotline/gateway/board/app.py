@@ -23,6 +23,7 @@ from pilotline.gateway.api.ports import BoardSettings, TokenStore
 from pilotline.gateway.board.internal import Answer, InternalApi
 from pilotline.gateway.board.sessions import COOKIE, Session, Sessions
 from pilotline.gateway.store.tokens import Role
+from pilotline.rules.spec import PlantSpec
 
 __all__ = ["HEADERS", "PRE_CSRF", "STATIC", "Board", "BoardPort", "SignInNeeded", "same_origin",
            "signed_in", "with_csrf"]
@@ -60,6 +61,9 @@ class BoardPort(Protocol):
     def config(self) -> BoardSettings: ...
     @property
     def store(self) -> TokenStore: ...
+    @property
+    def plant_spec(self) -> PlantSpec: ...
+    def clock_ms(self) -> int: ...
 
 
 class Board:
@@ -84,9 +88,11 @@ class Board:
     async def ask(
         self, session: Session, method: str, path: str, *,
         params: dict[str, Any] | None = None, json: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> Answer:
         """The API's answer to ``method path`` as the session's principal."""
-        return await self.api.call(session.principal, method, path, params=params, json=json)
+        return await self.api.call(session.principal, method, path, params=params, json=json,
+                                   headers=headers)
 
     def render(
         self, name: str, session: Session | None, *, status: int = 200, **context: Any

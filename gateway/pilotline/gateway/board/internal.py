@@ -53,17 +53,21 @@ class InternalApi:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         client: str = "board",
+        headers: Mapping[str, str] | None = None,
     ) -> Answer:
-        """``method path`` as ``principal``; ``params`` without None values."""
+        """``method path`` as ``principal``; ``params`` without None values; ``headers``
+        beside the request's own (an ``Idempotency-Key``)."""
         body = b"" if json is None else orjson.dumps(json)
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None}, doseq=True)
-        headers = [
+        sent = [
             (b"host", self._host.encode()),
             (b"accept", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ]
         if json is not None:
-            headers.append((b"content-type", b"application/json"))
+            sent.append((b"content-type", b"application/json"))
+        sent += [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                 for k, v in (headers or {}).items()]
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -74,7 +78,7 @@ class InternalApi:
             "raw_path": path.encode(),
             "query_string": query.encode(),
             "root_path": "",
-            "headers": headers,
+            "headers": sent,
             "client": (client, 0),
             "server": ("board", 0),
             IN_PROCESS_PRINCIPAL: principal,
