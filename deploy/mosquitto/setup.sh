@@ -14,7 +14,9 @@
 #
 # SECRETS_DIR and AUTH_DIR choose other folders; GATEWAY_USER another account name than
 # "gateway". mosquitto_passwd is taken from the PATH, else run from the eclipse-mosquitto
-# image (docker).
+# image (docker). PUBLISH_BACK_PREFIX (e.g. "uns") lets the gateway also write <prefix>/#,
+# for the site's publish_back: section (README, "Published back"); an acl already made is
+# never rewritten: add its "topic write <prefix>/#" line under "user gateway" by hand.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=deploy/mosquitto/passwd.sh
@@ -22,6 +24,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 secrets="${SECRETS_DIR:-$here/../secrets}"
 gateway="${GATEWAY_USER:-gateway}"
 check_account "$gateway"
+publish_back="${PUBLISH_BACK_PREFIX:-}"
+case "$publish_back" in
+  "" ) ;;
+  *[+#]* | /* | */ | \$* | *" "* )
+    echo "PUBLISH_BACK_PREFIX $publish_back: a plain topic prefix (no wildcards, spaces, \$ or" \
+      "leading or trailing /)" >&2
+    exit 2 ;;
+esac
 
 umask 077
 mkdir -p "$auth" "$secrets"
@@ -57,6 +67,13 @@ if [ ! -f "$auth/acl" ]; then
 user $gateway
 topic write pilotline/#
 ACL
+  if [ -n "$publish_back" ]; then
+    cat >> "$auth/acl" <<ACL
+# publish_back: (README, "Published back"): each machine's state, capacity and booking.
+# Readers of the namespace need their own account and a line "topic read $publish_back/#".
+topic write $publish_back/#
+ACL
+  fi
   echo "made $auth/acl" >&2
 fi
 chmod 0600 "$auth"/*

@@ -17,6 +17,7 @@ from pilotline.gateway.config.alerts import alert_checks
 from pilotline.gateway.config.booking import booking_checks
 from pilotline.gateway.config.interlock import interlock_checks
 from pilotline.gateway.config.locate import Loc, format_loc
+from pilotline.gateway.config.publish_back import publish_back_checks
 
 __all__ = ["cross_checks"]
 
@@ -106,6 +107,7 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
     alert_checks(data, zone_ids, machine_ids, found)
     booking_checks(data, found)
     interlock_checks(data, found)
+    publish_back_checks(data, found)
     for owner in owners if isinstance(owners, dict) else {}:
         machine_owners = {
             m.get("owner")

@@ -29,6 +29,7 @@ from pilotline.gateway.config.interlock import InterlockSettings, InterlockSpec,
 from pilotline.gateway.config.locate import format_loc
 from pilotline.gateway.config.machine import Defaults, Machine, Zone
 from pilotline.gateway.config.offering import Offering, OwnerPolicy
+from pilotline.gateway.config.publish_back import PublishBack
 from pilotline.gateway.config.retention import StoreRetention
 from pilotline.gateway.shard import Layout, ShardBy, check_shard_text, zone_shard_tag
 from pilotline.gateway.sinks.influx.config import InfluxConfig
@@ -114,6 +115,9 @@ class SiteConfig(Model):
     interlock: InterlockSettings = Field(default_factory=InterlockSettings)
     """Where the machines' interlock signals go and how often they are evaluated (which
     machines have one: ``interlock:`` under ``defaults``, an owner or a machine)."""
+    publish_back: PublishBack | None = None
+    """Publish each machine's state, capacity and current booking, retained, on the
+    ``mqtt:`` broker (off without this section; README, "Published back")."""
     _applied_shard: str = PrivateAttr(default="")
     _shard_layout: Layout | None = PrivateAttr(default=None)
     # ``machine()`` is asked per request and per booking: an index, rebuilt when the zones

@@ -46,6 +46,8 @@ from pilotline.gateway.service.ingest import Ingest
 from pilotline.gateway.service.interlock import Interlock
 from pilotline.gateway.service.options import ServiceOptions
 from pilotline.gateway.service.pruning import Pruner
+from pilotline.gateway.service.publish_back import PublishBack
+from pilotline.gateway.service.publish_back_mqtt import RetainedPublisher
 from pilotline.gateway.service.reports import UtilizationReports
 from pilotline.gateway.service.reserved import BookedCapacity, Reserved
 from pilotline.gateway.service.staged import Staged
@@ -171,6 +173,21 @@ class Gateway:
         # (reserved.py); the core's clocks know nothing of them.
         self.reserved = Reserved(self.store.reservations())
         self.booked = BookedCapacity(self.reserved, self.plant, self.plant_spec.machines)
+        # Published back (issue 17): states, capacity and bookings out on the site's broker,
+        # as one more handler of the pipeline's events (publish_back.py).
+        self.publish_back: PublishBack | None = None
+        if config.publish_back is not None and config.mqtt is not None:
+            self.publish_back = PublishBack(
+                settings=config.publish_back,
+                site=config.site,
+                plant=self.plant,
+                reserved=self.reserved,
+                publisher=RetainedPublisher(
+                    config.mqtt, config.site, qos=config.publish_back.qos
+                ),
+                clock_ms=clock_ms,
+            )
+            handlers.append(self.publish_back)
         self.stage_events = EventPipeline(handlers, staged, adjust=self.booked.adjust)
         # Until the MQTT backlog the broker kept for us is in, the rules timer waits
         # (timer.CatchUp): the alert rules judge the backlog before the wall clock.
@@ -283,7 +300,10 @@ class Gateway:
             started_ms=clock_ms(),
             metrics=self.metrics,
             views=self.plant.view,
-            parts=[self.interlock] if self.interlock.active else [],
+            parts=[
+                *([self.interlock] if self.interlock.active else []),
+                *([self.publish_back] if self.publish_back is not None else []),
+            ],
         )
 
     def _meter(self, res: Reservation, until_ms: int) -> Usage:
@@ -370,6 +390,8 @@ class Gateway:
                 tasks.create_task(self.bookings.run(), name="booking-lifecycle")
                 if self.interlock.active:
                     tasks.create_task(self.interlock.run(), name="interlock")
+                if self.publish_back is not None:
+                    tasks.create_task(self.publish_back.run(), name="publish-back")
                 tasks.create_task(
                     self.booked.run(self.stage_events, self.committer.request),
                     name="booked-capacity",
