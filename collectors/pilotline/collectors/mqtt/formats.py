@@ -120,7 +120,8 @@ class PayloadFormat(Model):
     ``Z`` or an offset whatever the unit; ``iso8601`` refuses numbers. Default: the preset's."""
     missing_time: Literal["quarantine", "arrival"] = "arrival"
     """A payload without its time: ``quarantine`` (reason ``missing_time``), or ``arrival``:
-    stamped at its arrival (the ``pilotline`` preset's heartbeats). Default: the preset's."""
+    stamped at its arrival (the ``pilotline`` preset's heartbeats). Default: the preset's,
+    but ``quarantine`` wherever the section names ``time``."""
     signals: str = Field(default=ROOT, min_length=1)
     """Where the signals are: ``.`` (the payload itself, every key but the time and quality)
     or the path of a nested object (``fields``). Default: the preset's."""
@@ -142,7 +143,9 @@ class PayloadFormat(Model):
         if isinstance(data, dict):
             base = PRESETS.get(str(data.get("preset", "pilotline")))
             if base is not None:
-                return {**base, **data}
+                # A time key the file names is one the payload must carry.
+                named = {"missing_time": "quarantine"} if "time" in data else {}
+                return {**base, **named, **data}
         return data
 
     @field_validator("time", "signals", "value", "quality")

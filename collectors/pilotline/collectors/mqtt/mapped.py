@@ -87,6 +87,24 @@ def from_mapped(
     obj: object, machine: str, arrival_ms: int, fmt: Format, *, signal: str | None = None
 ) -> Sample | Rejection:
     """Validate an already parsed JSON value (what ``decode_mapped`` does after parsing)."""
+    if signal is None and type(obj) is not dict:
+        return Rejection(NOT_AN_OBJECT, f"payload is a JSON {_type_name(obj)}, not an object")
+    # The time before the signals: a payload without it (a Telegraf batch) is named for that.
+    raw_ts = _lookup(obj, fmt.time)
+    if raw_ts is _MISSING:
+        if fmt.missing_time != "arrival":
+            return Rejection(
+                MISSING_TIME,
+                f"no {_label(fmt.time)!r} in the payload: the {fmt.name!r} format takes the "
+                "time from it (set missing_time: arrival to stamp such payloads on arrival)",
+            )
+        ts_ms = arrival_ms
+    else:
+        ts = epoch_ms(raw_ts, fmt.time_unit, _label(fmt.time))
+        if isinstance(ts, Rejection):
+            return ts
+        ts_ms = ts
+
     values: dict[str, SignalValue] = {}
     if signal is not None:
         # One value per topic: a bare number or string, or an object holding it at ``value``.
@@ -103,8 +121,6 @@ def from_mapped(
         refused = _add(values, signal, value, fmt.booleans)
         if refused is not None:
             return refused
-    elif type(obj) is not dict:
-        return Rejection(NOT_AN_OBJECT, f"payload is a JSON {_type_name(obj)}, not an object")
     else:
         container = _lookup(obj, fmt.signals)
         if type(container) is not dict:
@@ -120,21 +136,6 @@ def from_mapped(
             refused = _add(values, key, value, fmt.booleans)
             if refused is not None:
                 return refused
-
-    raw_ts = _lookup(obj, fmt.time)
-    if raw_ts is _MISSING:
-        if fmt.missing_time != "arrival":
-            return Rejection(
-                MISSING_TIME,
-                f"no {_label(fmt.time)!r} in the payload: the {fmt.name!r} format takes the "
-                "time from it (set missing_time: arrival to stamp such payloads on arrival)",
-            )
-        ts_ms = arrival_ms
-    else:
-        ts = epoch_ms(raw_ts, fmt.time_unit, _label(fmt.time))
-        if isinstance(ts, Rejection):
-            return ts
-        ts_ms = ts
 
     quality = Quality.GOOD
     if fmt.quality is not None:
