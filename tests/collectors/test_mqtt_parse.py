@@ -333,8 +333,11 @@ def test_password_from_file_or_env(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "from-file" not in repr(cfg)
 
 
-@pytest.mark.parametrize("topic", ["", "a/+/c", "a/#", "#"])
-def test_machine_topic_without_wildcards(topic: str) -> None:
+@pytest.mark.parametrize(
+    "topic", ["", "a/b+/c", "a/#/c", "a#", "a/{signal}/c", "a/{machine}/{machine}", "a/{id}"]
+)
+def test_a_malformed_machine_topic_is_refused(topic: str) -> None:
     with pytest.raises(ValidationError):
         MqttMachineSource(topic=topic)
     assert MqttMachineSource(topic="pilot/cam-02/telemetry").qos == 1
+    assert MqttMachineSource(topic="pilot/+/{machine}/{signal}").topic

@@ -335,7 +335,7 @@ MISTAKES = [
         13,
         "already the topic of m1",
     ),
-    ("{topic: t/m2}", "{topic: 't/+'}", "zones[0].machines[1].mqtt.topic", 13, "wildcards"),
+    ("{topic: t/m2}", "{topic: 't/a+'}", "zones[0].machines[1].mqtt.topic", 13, "whole level"),
     ("        mqtt: {topic: t/m2}\n", "", "zones[0].machines[1]", 11, "no source"),
 ]
 

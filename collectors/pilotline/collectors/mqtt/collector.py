@@ -27,7 +27,7 @@ import asyncio
 import concurrent.futures
 import functools
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,9 @@ from pilotline.collectors.mqtt.acks import AckToken, acknowledge
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.collectors.mqtt.connection import Connection, close_quietly
 from pilotline.collectors.mqtt.contest import QUIET_S, Contest, how_it_ended
+from pilotline.collectors.mqtt.formats import DEFAULT_FORMAT
 from pilotline.collectors.mqtt.health import MqttHealth, health_report
+from pilotline.collectors.mqtt.mapped import decode_mapped
 from pilotline.collectors.mqtt.parse import (
     OVERSIZED,
     UNKNOWN_TOPIC,
@@ -53,6 +55,7 @@ from pilotline.collectors.mqtt.parse import (
     decode,
 )
 from pilotline.collectors.mqtt.reader import BufferedClient
+from pilotline.collectors.mqtt.routes import Resolved, Route, Router
 from pilotline.collectors.mqtt.topics import TopicMap
 from pilotline.rules.sample import Sample
 
@@ -95,15 +98,19 @@ class MqttCollector:
         client_id: str,
         clock_ms: Callable[[], int] = wall_clock_ms,
         signals: Mapping[str, Iterable[str]] | None = None,
+        routes: Sequence[Route] = (),
     ) -> None:
-        """``signals``: per machine, the signals it is configured with (its state signal,
+        """``topics``: exact topic -> machine, payloads in the default format; ``routes``:
+        topic templates (wildcards, ``{machine}``, ``{signal}``) and payload formats.
+        ``signals``: per machine, the signals it is configured with (its state signal,
         those alert rules read), which a payload beyond ``max_signals`` always keeps."""
         if not client_id:
             raise ValueError("client_id must not be empty: the persistent session depends on it")
         self._config = config
-        self._topic_map = TopicMap(topics)
-        self._topics = self._topic_map.machines  # the per-message path reads these two
-        self._by_topic_bytes = self._topic_map.by_bytes
+        self._router = Router(topics, routes)
+        self._topic_map = TopicMap(self._router.filters)
+        self._topics = self._topic_map.machines  # filter -> machine
+        self._by_topic_bytes = self._router.by_bytes  # the per-message path reads this
         self._on_sample = on_sample
         self._keep = {machine: frozenset(names) for machine, names in (signals or {}).items()}
         self._max_signals = config.max_signals
@@ -465,7 +472,7 @@ class MqttCollector:
         except UnicodeDecodeError:  # paho decodes lazily; MQTT requires UTF-8 topics
             topic = bytes(msg._topic).decode("utf-8", "replace")
         payload = bytes(msg.payload)
-        self._deliver(conn, topic, self._topics.get(topic), payload, mid=msg.mid, qos=msg.qos)
+        self._deliver(conn, topic, self._router.lookup(topic), payload, mid=msg.mid, qos=msg.qos)
 
     def _handle_raw(
         self, client: BufferedClient, topic_bytes: bytes, payload: bytes, mid: int, qos: int
@@ -476,16 +483,16 @@ class MqttCollector:
             return
         known = self._by_topic_bytes.get(topic_bytes)
         if known is not None:
-            self._deliver(conn, known[0], known[1], payload, mid=mid, qos=qos)
-        else:  # MQTT requires UTF-8 topics; show a broken one as best we can
+            self._deliver(conn, known[0], known, payload, mid=mid, qos=qos)
+        else:  # under a template, or unknown (MQTT requires UTF-8: a broken one as best we can)
             topic = topic_bytes.decode("utf-8", "replace")
-            self._deliver(conn, topic, self._topics.get(topic), payload, mid=mid, qos=qos)
+            self._deliver(conn, topic, self._router.lookup(topic), payload, mid=mid, qos=qos)
 
     def _deliver(
         self,
         conn: Connection,
         topic: str,
-        machine: str | None,
+        route: Resolved | None,
         payload: bytes,
         *,
         mid: int,
@@ -498,15 +505,21 @@ class MqttCollector:
         if qos > 0:
             conn.outstanding[mid] = self._deliveries
         result: Sample | Rejection
-        if machine is None:
+        machine: str | None = None
+        if route is None:
             result = Rejection(UNKNOWN_TOPIC, f"no machine is configured for topic {topic!r}")
         else:
-            self._last_message_ms[topic] = arrival_ms
+            _, machine, fmt, signal, subscribed = route
+            self._last_message_ms[subscribed] = arrival_ms
             max_bytes = self._config.max_payload_bytes
             if len(payload) > max_bytes:
                 result = Rejection(OVERSIZED, f"{len(payload)} bytes > max_payload_bytes")
-            else:
+            elif fmt is None and signal is None:  # the default format: the fast decoder
                 result = decode(payload, machine, arrival_ms, max_bytes)
+            else:
+                result = decode_mapped(
+                    payload, machine, arrival_ms, max_bytes, fmt or DEFAULT_FORMAT, signal=signal
+                )
         try:
             if isinstance(result, Sample):
                 if len(result.values) > self._max_signals:

@@ -21,6 +21,8 @@ from pilotline.collectors.fields import (
     SecretFile,
     WholeSeconds,
 )
+from pilotline.collectors.mqtt.formats import PayloadFormat, PayloadSection
+from pilotline.collectors.mqtt.templates import parse_template
 
 PASSWORD_ENV = "PILOTLINE_MQTT_PASSWORD"  # noqa: S105 (a variable's name) # nosec B105
 PASSWORD = Secret("password", env=PASSWORD_ENV)
@@ -51,6 +53,24 @@ def _split_url(url: str) -> tuple[str, str, int]:
     if port == 0:
         raise ValueError(f"url has an invalid port: {url!r}")
     return scheme, host, port or _DEFAULT_PORTS[scheme]
+
+
+class TopicPattern(Model):
+    """One of ``mqtt.topics``: a topic pattern whose ``{machine}`` level gives the machine, for
+    the machines whose ``mqtt:`` names no topic of their own."""
+
+    topic: str
+    """The pattern: ``+`` and a last ``#`` are wildcards, ``{machine}`` is the level holding the
+    machine's id (required), a last ``{signal}`` names the one signal each message carries
+    (``plant/+/{machine}/{signal}``). Each machine is subscribed with its own filter."""
+    payload: PayloadSection = Field(default_factory=PayloadFormat)
+    """The payloads' format: ``pilotline`` (default), ``umh``, ``telegraf``, or a section."""
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, topic: str) -> str:
+        parse_template(topic, needs_machine=True)
+        return topic
 
 
 class MqttBrokerConfig(Connection):
@@ -94,6 +114,9 @@ class MqttBrokerConfig(Connection):
     """This gateway's client certificate (PEM), for a broker that requires one."""
     key_file: PrivateFile = None
     """The client certificate's private key (PEM, unencrypted; keep it mode 0600)."""
+    topics: list[TopicPattern] = Field(default_factory=list)
+    """Topic patterns for machines whose ``mqtt:`` names no topic (``mqtt: {}``): each such
+    machine is subscribed under every pattern, its id in the ``{machine}`` level."""
 
     @model_validator(mode="before")
     @classmethod
@@ -147,10 +170,16 @@ class MqttBrokerConfig(Connection):
 
 
 class MqttMachineSource(Model):
-    """A machine's ``mqtt:`` section: the one topic its JSON payloads arrive on."""
+    """A machine's ``mqtt:`` section: the topic its JSON payloads arrive on and their format."""
 
-    topic: str = Field(min_length=1)
-    """The topic the machine publishes its JSON payloads on: one topic per machine, no wildcards."""
+    topic: str | None = Field(default=None, min_length=1)
+    """The topic the machine publishes its JSON payloads on; ``+`` and a last ``#`` are
+    wildcards, ``{machine}`` is the machine's id, a last ``{signal}`` level names the one
+    signal each message carries (``plant/cnc-1/{signal}``). None: the site's ``mqtt.topics``
+    patterns."""
+    payload: PayloadSection | None = None
+    """The payloads' format: ``pilotline``, ``umh``, ``telegraf``, or a section; default: the
+    pattern's (``mqtt.topics``), else ``pilotline``."""
     qos: Literal[1] = 1
     """Subscriptions are QoS 1 (at least once; duplicates are dropped by time stamp)."""
     report_on_change: bool = False
@@ -160,11 +189,7 @@ class MqttMachineSource(Model):
 
     @field_validator("topic")
     @classmethod
-    def _check_topic(cls, topic: str) -> str:
-        if "+" in topic or "#" in topic:
-            raise ValueError(f"topic must not contain wildcards (+ or #): {topic!r}")
-        if "\x00" in topic:
-            raise ValueError("topic must not contain NUL characters")
-        if len(topic.encode("utf-8")) > 65_535:
-            raise ValueError("topic is longer than 65535 bytes")
+    def _check_topic(cls, topic: str | None) -> str | None:
+        if topic is not None:
+            parse_template(topic)
         return topic

@@ -42,6 +42,7 @@ WRONG_TYPE = "wrong_type"
 NAN = "nan"
 BAD_SIGNAL_NAME = "bad_signal_name"
 UNKNOWN_TOPIC = "unknown_topic"  # decided by the collector, before decoding
+MISSING_TIME = "missing_time"  # a mapped payload (formats.py) without the time it must carry
 
 REJECT_REASONS: tuple[str, ...] = (
     OVERSIZED,
@@ -52,6 +53,7 @@ REJECT_REASONS: tuple[str, ...] = (
     NAN,
     BAD_SIGNAL_NAME,
     UNKNOWN_TOPIC,
+    MISSING_TIME,
 )
 
 MAX_STRING_CHARS = 256

@@ -1,7 +1,8 @@
 """The collector's topics: which machine each one is, how they are subscribed, what was granted.
 
-One exact topic per machine, all of them in one SUBSCRIBE at QoS 1 after every connect (also
-on a resumed session). Each SUBACK code is checked: a refused topic is logged by name
+Each machine's topic filters (an exact topic, or a template's filter: routes.py), all of them
+in one SUBSCRIBE at QoS 1 after every connect (also on a resumed session).
+Each SUBACK code is checked: a refused topic is logged by name
 (``mqtt.subscribe_refused``), a topic granted at QoS 0 too (its messages are not kept while
 the gateway is away), and the subscription counts as confirmed only when all were granted.
 """
@@ -20,14 +21,10 @@ log = structlog.get_logger("pilotline.collectors.mqtt")
 
 
 class TopicMap:
-    """Topic -> machine, as text and as the bytes the buffered reader hands over."""
+    """Topic filter -> machine: what is subscribed."""
 
     def __init__(self, topics: Mapping[str, str]) -> None:
         self.machines: dict[str, str] = dict(topics)
-        # The buffered reader hands topics over as bytes: look them up without decoding.
-        self.by_bytes: dict[bytes, tuple[str, str]] = {
-            t.encode(): (t, m) for t, m in self.machines.items()
-        }
 
     def subscription(self) -> list[tuple[str, SubscribeOptions]]:
         """Every topic for one SUBSCRIBE."""

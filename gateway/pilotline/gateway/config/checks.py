@@ -17,6 +17,7 @@ from pilotline.gateway.config.alerts import alert_checks
 from pilotline.gateway.config.booking import booking_checks
 from pilotline.gateway.config.interlock import interlock_checks
 from pilotline.gateway.config.locate import Loc, format_loc
+from pilotline.gateway.config.mqtt_topics import machine_filter, pattern_checks
 from pilotline.gateway.config.publish_back import publish_back_checks
 
 __all__ = ["cross_checks"]
@@ -31,6 +32,7 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
     zone_ids: dict[str, Loc] = {}
     machine_ids: dict[str, Loc] = {}
     topics: dict[str, tuple[Loc, str]] = {}
+    topicless: list[tuple[Loc, str]] = []  # machines on the site's mqtt.topics patterns
     endpoints: dict[str, tuple[str, dict[str, object]]] = {}
     zones = data.get("zones")
     owners = data.get("owners")
@@ -60,7 +62,9 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
                     ((*here, "mqtt"), "an MQTT machine needs the site's mqtt: broker section")
                 )
             if isinstance(mqtt, dict):
-                topic = mqtt.get("topic")
+                topic = machine_filter(mqtt.get("topic"), machine.get("id"))
+                if mqtt.get("topic") is None and isinstance(machine.get("id"), str):
+                    topicless.append((here, machine["id"]))
                 if isinstance(topic, str):
                     if topic in topics:
                         other, other_id = topics[topic]
@@ -104,6 +108,7 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
                             f"({', '.join(str(k) for k in nodes)})",
                         )
                     )
+    pattern_checks(data, topicless, topics, found)
     alert_checks(data, zone_ids, machine_ids, found)
     booking_checks(data, found)
     interlock_checks(data, found)

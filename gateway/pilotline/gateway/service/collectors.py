@@ -13,6 +13,7 @@ import functools
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pilotline.collectors.mqtt.collector import AckToken, MqttCollector
+from pilotline.collectors.mqtt.routes import Route
 from pilotline.gateway.clock import Clock
 from pilotline.gateway.config import SiteConfig
 from pilotline.rules import Sample
@@ -70,8 +71,27 @@ class Collector(Protocol):
 
 
 def mqtt_topics(config: SiteConfig) -> dict[str, str]:
-    """Topic -> machine id of the machines that publish over MQTT."""
-    return {m.mqtt.topic: m.id for _, m in config.machines() if m.mqtt is not None}
+    """Topic filter -> machine id of the machines that publish over MQTT."""
+    return {route.topic_filter: route.machine for route in mqtt_routes(config)}
+
+
+def mqtt_routes(config: SiteConfig) -> list[Route]:
+    """Each MQTT machine's topic templates and payload formats: its own ``mqtt.topic``, else
+    every site-wide pattern of ``mqtt.topics`` with its id in the ``{machine}`` level."""
+    patterns = config.mqtt.topics if config.mqtt is not None else []
+    routes: list[Route] = []
+    for _, m in config.machines():
+        source = m.mqtt
+        if source is None:
+            continue
+        if source.topic is not None:
+            fmt = source.payload.compiled() if source.payload is not None else None
+            routes.append(Route.of(source.topic, m.id, fmt))
+            continue
+        for pattern in patterns:
+            own = source.payload if source.payload is not None else pattern.payload
+            routes.append(Route.of(pattern.topic, m.id, own.compiled()))
+    return routes
 
 
 def mqtt_signals(config: SiteConfig) -> dict[str, frozenset[str]]:
@@ -90,12 +110,13 @@ def mqtt_collector(config: SiteConfig, intake: Intake, clock_ms: Clock) -> MqttC
     assert config.mqtt is not None
     return MqttCollector(
         config.mqtt,
-        mqtt_topics(config),
+        {},
         intake.sample,
         functools.partial(intake.reject, "mqtt"),
         client_id=config.mqtt.client_id or f"pilotline-{config.site}",
         clock_ms=clock_ms,
         signals=mqtt_signals(config),
+        routes=mqtt_routes(config),
     )
 
 
