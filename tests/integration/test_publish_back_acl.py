@@ -18,7 +18,8 @@ from tests.waiting import wait_for
 
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
 from pilotline.demo.broker import BrokerUnavailableError
-from pilotline.gateway.service.publish_back_mqtt import RetainedPublisher
+from pilotline.gateway.service.publish_back_mqtt import retained_publisher
+from pilotline.gateway.service.retained import RetainedPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ def publisher(port: int, user: str, password_file: Path, client_id: str) -> Reta
         url=f"mqtt://127.0.0.1:{port}", username=user, password_file=password_file,
         client_id=client_id, reconnect_max_s=1,
     )
-    return RetainedPublisher(broker, "unit")
+    return retained_publisher(broker, "unit")
 
 
 async def outcome(pub: RetainedPublisher) -> tuple[int, int]:

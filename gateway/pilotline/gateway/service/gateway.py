@@ -47,7 +47,7 @@ from pilotline.gateway.service.interlock import Interlock
 from pilotline.gateway.service.options import ServiceOptions
 from pilotline.gateway.service.pruning import Pruner
 from pilotline.gateway.service.publish_back import PublishBack
-from pilotline.gateway.service.publish_back_mqtt import RetainedPublisher
+from pilotline.gateway.service.publish_back_mqtt import retained_publisher
 from pilotline.gateway.service.reports import UtilizationReports
 from pilotline.gateway.service.reserved import BookedCapacity, Reserved
 from pilotline.gateway.service.staged import Staged
@@ -182,7 +182,7 @@ class Gateway:
                 site=config.site,
                 plant=self.plant,
                 reserved=self.reserved,
-                publisher=RetainedPublisher(
+                publisher=retained_publisher(
                     config.mqtt, config.site, qos=config.publish_back.qos
                 ),
                 clock_ms=clock_ms,

@@ -40,7 +40,7 @@ from pilotline.gateway.clock import Clock
 from pilotline.gateway.config import SiteConfig
 from pilotline.gateway.config.interlock import InterlockSpec
 from pilotline.gateway.notify.mqtt.channel import topic_level
-from pilotline.gateway.service.interlock_mqtt import InterlockPublisher
+from pilotline.gateway.service.interlock_mqtt import interlock_publisher
 from pilotline.gateway.service.interlock_opcua import NodeWriter, WriteFailedError
 from pilotline.gateway.store import Store
 from pilotline.gateway.store.interlock import Sent
@@ -142,7 +142,7 @@ class Interlock:
                 self._nodes[machine.id] = node
         wants_mqtt = any(spec.mqtt for spec in self.specs.values())
         self.publisher = (
-            InterlockPublisher(config.mqtt, config.site)
+            interlock_publisher(config.mqtt, config.site)
             if wants_mqtt and config.mqtt is not None
             else None
         )
