@@ -14,14 +14,11 @@ characters stays a string, the name must be one line protocol can write; a boole
 from __future__ import annotations
 
 import math
-from datetime import datetime
 
 import orjson
 
 from pilotline.collectors.mqtt.formats import Format
 from pilotline.collectors.mqtt.parse import (
-    _EPOCH,
-    _MS,
     _NAMES,
     _QUALITIES,
     BAD_TIMESTAMP,
@@ -38,13 +35,13 @@ from pilotline.collectors.mqtt.parse import (
     _name_rejection,
     _short,
     _type_name,
+    iso_time_ms,
 )
 from pilotline.rules.sample import Quality, Sample, SignalValue
 
 __all__ = ["decode_mapped", "from_mapped"]
 
 _MISSING = object()
-_MAX_TS_STRING = 64
 _INT_SCALE = {"ms": (1, 1), "s": (1000, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
 """unit -> (multiply, divide) to get milliseconds from an integer, exactly."""
 
@@ -222,23 +219,7 @@ def epoch_ms(value: object, unit: str, label: str) -> int | Rejection:
             BAD_TIMESTAMP, f"{label!r} {_short(value)} is outside 2000..2100 (epoch {unit})"
         )
     if isinstance(value, str):
-        if len(value) > _MAX_TS_STRING:
-            return Rejection(BAD_TIMESTAMP, f"{label!r} string is too long ({len(value)} chars)")
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            return Rejection(BAD_TIMESTAMP, f"{label!r} {_short(value)} is not ISO 8601")
-        if dt.tzinfo is None or dt.utcoffset() is None:
-            return Rejection(
-                BAD_TIMESTAMP, f"{label!r} {_short(value)} has no time zone: add Z or an offset"
-            )
-        try:
-            ms = (dt - _EPOCH) // _MS
-        except OverflowError:
-            return Rejection(BAD_TIMESTAMP, f"{label!r} {_short(value)} is out of range")
-        if _in_range(ms):
-            return ms
-        return Rejection(BAD_TIMESTAMP, f"{label!r} {_short(value)} is outside 2000..2100")
+        return iso_time_ms(value, label)
     return Rejection(
         BAD_TIMESTAMP, f"{label!r} is {_type_name(value)}: expected epoch {unit} or ISO 8601"
     )

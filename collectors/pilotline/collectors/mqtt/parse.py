@@ -73,6 +73,28 @@ class Rejection:
     detail: str
 
 
+def iso_time_ms(value: str, label: str) -> int | Rejection:
+    """An ISO 8601 time with a zone (``label`` names where it was) as epoch ms in 2000..2100,
+    or the rejection saying why not: the one reading of a text time, whatever the format."""
+    if len(value) > _MAX_TS_STRING:
+        return Rejection(BAD_TIMESTAMP, f"{label!r} string is too long ({len(value)} chars)")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return Rejection(BAD_TIMESTAMP, f"{label!r} {_short(value)} is not ISO 8601")
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        return Rejection(
+            BAD_TIMESTAMP, f"{label!r} {_short(value)} has no time zone: add Z or an offset"
+        )
+    try:
+        ms = (dt - _EPOCH) // _MS
+    except OverflowError:
+        return Rejection(BAD_TIMESTAMP, f"{label!r} {_short(value)} is out of range")
+    if MIN_TS_MS <= ms < MAX_TS_MS:
+        return ms
+    return Rejection(BAD_TIMESTAMP, f"{label!r} {_short(value)} is outside 2000..2100")
+
+
 def _short(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -106,23 +128,7 @@ def _epoch_ms(value: object) -> int | Rejection:
             )
         return Rejection(BAD_TIMESTAMP, f"'ts' {_short(value)} is outside 2000..2100 (epoch ms)")
     if isinstance(value, str):
-        if len(value) > _MAX_TS_STRING:
-            return Rejection(BAD_TIMESTAMP, f"'ts' string is too long ({len(value)} chars)")
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            return Rejection(BAD_TIMESTAMP, f"'ts' {_short(value)} is not ISO 8601")
-        if dt.tzinfo is None or dt.utcoffset() is None:
-            return Rejection(
-                BAD_TIMESTAMP, f"'ts' {_short(value)} has no time zone: add Z or an offset"
-            )
-        try:
-            ms = (dt - _EPOCH) // _MS
-        except OverflowError:
-            return Rejection(BAD_TIMESTAMP, f"'ts' {_short(value)} is out of range")
-        if MIN_TS_MS <= ms < MAX_TS_MS:
-            return ms
-        return Rejection(BAD_TIMESTAMP, f"'ts' {_short(value)} is outside 2000..2100")
+        return iso_time_ms(value, "ts")
     return Rejection(
         BAD_TIMESTAMP, f"'ts' is {_type_name(value)}: expected epoch ms or an ISO 8601 string"
     )
