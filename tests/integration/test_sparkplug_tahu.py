@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+from tests.sparkplug_edge import (
+    D,
+    Edge,
+    G,
+    N,
+    edges_fixture,  # noqa: F401 (the fixture `edges`)
+    start_edge,
+)
 from tests.waiting import wait_for
 
 from pilotline.collectors.mqtt.collector import Quarantined
@@ -27,8 +32,6 @@ from pilotline.rules.sample import Sample
 
 pytestmark = pytest.mark.integration
 
-NODE_DIR = Path(__file__).parent / "sparkplug_node"
-G, N, D = "Plant1", "edge-1", "press-7"
 BINDINGS = [
     Binding("laser-01", G, N, None,
             {"state": "Status/State", "power_w": "Power", "temp_c": "Temperature"}),
@@ -37,61 +40,12 @@ BINDINGS = [
 OFFLINE = {"laser-01": ("state", "NotAvailable"), "press-07": ("state", "NotAvailable")}
 
 
-def _npm_ci() -> None:
-    if not (NODE_DIR / "node_modules" / "sparkplug-client").is_dir():
-        npm = shutil.which("npm")
-        assert npm is not None, "npm is needed (scripts/setup --tests installs it)"
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
-
-
-class Edge:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.lines.append(line.decode().strip())
-
-    async def send(self, op: str, **cmd: object) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps({"op": op, **cmd}) + "\n").encode())
-        await self.proc.stdin.drain()
-        await wait_for(lambda: f"ok {op}" in self.lines)
-        self.lines.remove(f"ok {op}")
-
-
-@pytest.fixture
-async def edge_factory(broker: MosquittoBroker) -> AsyncIterator[list[Edge]]:
-    _npm_ci()
-    edges: list[Edge] = []
-    yield edges
-    for e in edges:
-        if e.proc.returncode is None:
-            e.proc.kill()
-            await e.proc.wait()
-
-
-async def start_edge(broker: MosquittoBroker, edges: list[Edge]) -> Edge:
-    node = shutil.which("node")
-    assert node is not None
-    proc = await asyncio.create_subprocess_exec(
-        node, str(NODE_DIR / "edge.js"), broker.url, G, N, D,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )
-    edge = Edge(proc)
-    edges.append(edge)
-    return edge
-
-
 def values(samples: list[Sample], machine: str, signal: str) -> list[object]:
     return [s.values[signal] for s in samples if s.machine == machine and signal in s.values]
 
 
 async def test_a_tahu_edge_node_through_mosquitto(
-    broker: MosquittoBroker, edge_factory: list[Edge]
+    broker: MosquittoBroker, edges: list[Edge]
 ) -> None:
     samples: list[Sample] = []
     rejected: list[Quarantined] = []
@@ -118,7 +72,7 @@ async def test_a_tahu_edge_node_through_mosquitto(
         assert state["online"] is True
         assert isinstance(state["timestamp"], int)
 
-        edge = await start_edge(broker, edge_factory)
+        edge = await start_edge(broker, edges)
         await wait_for(lambda: "born 1" in edge.lines)
         await wait_for(lambda: values(samples, "press-07", "state") == ["Idle"])
         assert values(samples, "laser-01", "state") == ["Idle"]
