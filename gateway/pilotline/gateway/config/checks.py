@@ -23,6 +23,28 @@ from pilotline.gateway.config.publish_back import publish_back_checks
 __all__ = ["cross_checks"]
 
 
+def _sparkplug_checks(
+    here: Loc, source: object, state: object, has_broker: bool, found: list[tuple[Loc, str]]
+) -> None:
+    """A Sparkplug machine: the site's broker, and its state signal among its metrics."""
+    if source is None:
+        return
+    if not has_broker:
+        found.append(
+            ((*here, "sparkplug"), "a Sparkplug machine needs the site's mqtt: broker section")
+        )
+    if not isinstance(source, dict) or not isinstance(state, dict):
+        return
+    metrics, signal = source.get("metrics"), state.get("signal")
+    if isinstance(metrics, dict) and metrics and isinstance(signal, str) and signal not in metrics:
+        found.append(
+            (
+                (*here, "state", "signal"),
+                f"{signal!r} is not one of sparkplug.metrics ({', '.join(map(str, metrics))})",
+            )
+        )
+
+
 def cross_checks(data: object) -> list[tuple[Loc, str]]:
     """Checks across objects, on plain data that may be partly wrong (those parts are skipped)."""
     found: list[tuple[Loc, str]] = []
@@ -53,10 +75,16 @@ def cross_checks(data: object) -> list[tuple[Loc, str]]:
             if listed is not None and isinstance(owner, str) and owner not in listed:
                 found.append(((*here, "owner"), _unknown_owner(owner, listed)))
             mqtt, opcua = machine.get("mqtt"), machine.get("opcua")
-            if mqtt is None and opcua is None:
-                found.append((here, "no source: give the machine an mqtt: or an opcua: section"))
-            elif mqtt is not None and opcua is not None:
-                found.append((here, "both mqtt: and opcua: are set: a machine has one source"))
+            sparkplug = machine.get("sparkplug")
+            sources = [k for k in ("mqtt", "opcua", "sparkplug") if machine.get(k) is not None]
+            if not sources:
+                found.append(
+                    (here, "no source: give the machine an mqtt:, opcua: or sparkplug: section")
+                )
+            elif len(sources) > 1:
+                named = " and ".join(f"{k}:" for k in sources)
+                found.append((here, f"both {named} are set: a machine has one source"))
+            _sparkplug_checks(here, sparkplug, machine.get("state"), has_broker, found)
             if mqtt is not None and not has_broker:
                 found.append(
                     ((*here, "mqtt"), "an MQTT machine needs the site's mqtt: broker section")

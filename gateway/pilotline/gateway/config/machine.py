@@ -20,6 +20,7 @@ from pilotline.collectors.fields import (
 )
 from pilotline.collectors.mqtt.config import MqttMachineSource
 from pilotline.collectors.opcua.config import OpcuaSource
+from pilotline.collectors.sparkplug.config import SparkplugSource
 from pilotline.gateway.config.booking import Booking, Maintenance
 from pilotline.gateway.config.fields import Capability, StateName, dedupe, ms
 from pilotline.gateway.config.interlock import InterlockPolicy, MachineInterlock
@@ -141,6 +142,8 @@ class Machine(Model):
     """The machine publishes on the site's MQTT broker (one of ``mqtt`` and ``opcua``)."""
     opcua: OpcuaSource | None = None
     """The machine is read from an OPC UA server (one of ``mqtt`` and ``opcua``)."""
+    sparkplug: SparkplugSource | None = None
+    """The machine is (part of) a Sparkplug B edge node or device on the site's broker."""
     state: StateConfig
     """How the machine's state is read from its signals."""
     debounce_s: Seconds | None = None
@@ -165,13 +168,17 @@ class Machine(Model):
     override its owner's and the site's."""
 
     @property
-    def source(self) -> Literal["mqtt", "opcua"]:
+    def source(self) -> Literal["mqtt", "opcua", "sparkplug"]:
+        if self.sparkplug is not None:
+            return "sparkplug"
         return "mqtt" if self.mqtt is not None else "opcua"
 
     def signals(self) -> tuple[str, ...]:
         """Signals this machine is known to deliver: its OPC UA nodes, or its state signal."""
         if self.opcua is not None:
             return tuple(self.opcua.nodes)
+        if self.sparkplug is not None:
+            return tuple(self.sparkplug.metrics)
         return (self.state.signal,)
 
     def max_skew_ms(self, defaults: Defaults) -> int:
@@ -204,6 +211,7 @@ class Machine(Model):
             min_idle_ms=pick(min_idle_s, defaults.min_idle_s),
             publish_interval_ms=pick(self.publish_interval_s, defaults.publish_interval_s),
             report_on_change=self.opcua is not None
+            or self.sparkplug is not None  # Sparkplug reports by exception
             or (self.mqtt is not None and self.mqtt.report_on_change),
             policy=offering.policy(tz) if offering is not None else NEVER,
         )

@@ -19,6 +19,7 @@ from pydantic import (
 
 from pilotline.collectors.fields import Id, Model
 from pilotline.collectors.mqtt.config import MqttBrokerConfig
+from pilotline.collectors.sparkplug.config import SparkplugHost
 from pilotline.gateway.api.config import ApiConfig, api_section
 from pilotline.gateway.config.alerts import AlertsConfig
 from pilotline.gateway.config.booking import merged_rules
@@ -82,6 +83,9 @@ class SiteConfig(Model):
     """The site's id: the ``site`` tag of every point, and part of MQTT client ids and topics."""
     mqtt: MqttBrokerConfig | None = None
     """The MQTT broker the machines publish to (needed by MQTT machines and alert channels)."""
+    sparkplug: SparkplugHost | None = None
+    """The Sparkplug B host (passive or primary) for machines with a ``sparkplug:`` source;
+    it uses the ``mqtt:`` broker with a session of its own."""
     influx: InfluxConfig | None = None
     """The InfluxDB points also go to; without it, the embedded store alone."""
     store: Path = Path("./var/pilotline.db")

@@ -16,7 +16,8 @@ def summarize(config: SiteConfig) -> str:
     """A few lines for ``pilotline check``: the site, each zone's machines and which offering
     policy applies to each, the outputs."""
     pairs = config.machines()
-    by_source = {kind: sum(m.source == kind for _, m in pairs) for kind in ("mqtt", "opcua")}
+    kinds = ("mqtt", "opcua", "sparkplug")
+    by_source = {kind: sum(m.source == kind for _, m in pairs) for kind in kinds}
     sources = ", ".join(f"{n} {kind}" for kind, n in by_source.items() if n)
     lines = [
         f"site {config.site}: {_plural(len(config.zones), 'zone')}, "
@@ -35,6 +36,11 @@ def summarize(config: SiteConfig) -> str:
     lines.extend(f"    {_booking(config, machine)}" for _, machine in pairs)
     if config.mqtt is not None:
         lines.append(f"  mqtt broker {config.mqtt.url}")
+    if by_source["sparkplug"]:
+        host = config.sparkplug
+        mode = "passive" if host is None else host.mode
+        named = f" ({host.host_id})" if host is not None and host.host_id else ""
+        lines.append(f"  sparkplug host: {mode}{named}")
     if config.influx is not None:
         lines.append(
             f"  influx {config.influx.url} (org {config.influx.org}, bucket {config.influx.bucket})"

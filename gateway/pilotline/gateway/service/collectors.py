@@ -14,9 +14,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pilotline.collectors.mqtt.collector import AckToken, MqttCollector
 from pilotline.collectors.mqtt.routes import Route
+from pilotline.collectors.sparkplug.collector import SparkplugCollector
+from pilotline.collectors.sparkplug.config import SparkplugHost
+from pilotline.collectors.sparkplug.host import Binding
 from pilotline.gateway.clock import Clock
 from pilotline.gateway.config import SiteConfig
 from pilotline.rules import Sample
+from pilotline.rules.spec import MappedState
+from pilotline.rules.states import State
 
 if TYPE_CHECKING:  # asyncua is imported only for a site with OPC UA machines (see below)
     from pilotline.collectors.opcua.collector import OpcuaCollector
@@ -148,3 +153,45 @@ def opcua_collectors(config: SiteConfig, intake: Intake, clock_ms: Clock) -> lis
         )
         for endpoint, by_id in machines_by_endpoint(machines).items()
     ]
+
+
+def sparkplug_bindings(config: SiteConfig) -> list[Binding]:
+    """The machines bound to Sparkplug edge nodes and devices."""
+    return [
+        Binding(m.id, s.group, s.node, s.device, dict(s.metrics))
+        for _, m in config.machines()
+        if (s := m.sparkplug) is not None
+    ]
+
+
+def _offline_value(rule: object) -> str | None:
+    """A value of a state map that reads as ``offline`` (``NotAvailable`` if it does)."""
+    if not isinstance(rule, MappedState):
+        return None
+    words = [k for k, v in rule.mapping.items() if v is State.OFFLINE]
+    return "NotAvailable" if "NotAvailable" in words else next(iter(sorted(words)), None)
+
+
+def sparkplug_collector(
+    config: SiteConfig, intake: Intake, clock_ms: Clock
+) -> SparkplugCollector | None:
+    """The Sparkplug host, on the ``mqtt:`` broker with a session of its own; None without
+    Sparkplug machines."""
+    bindings = sparkplug_bindings(config)
+    if not bindings or config.mqtt is None:
+        return None
+    offline: dict[str, tuple[str, str] | None] = {}
+    for _, m in config.machines():
+        if m.sparkplug is not None:
+            word = _offline_value(m.state.rule())
+            offline[m.id] = None if word is None else (m.state.signal, word)
+    return SparkplugCollector(
+        config.mqtt,
+        config.sparkplug or SparkplugHost(),
+        bindings,
+        intake.sample,
+        functools.partial(intake.reject, "sparkplug"),
+        client_id=f"pilotline-{config.site}-sparkplug",
+        offline_values=offline,
+        clock_ms=clock_ms,
+    )

@@ -38,6 +38,7 @@ from pilotline.gateway.service.collectors import (
     mqtt_collector,
     mqtt_topics,
     opcua_collectors,
+    sparkplug_collector,
 )
 from pilotline.gateway.service.commit import Committer
 from pilotline.gateway.service.handlers import AlertOutput, EventPipeline, event_handlers
@@ -221,6 +222,9 @@ class Gateway:
             self.collectors.append(mqtt)
             committer.acknowledge = mqtt.ack
         self.collectors.extend(self.opcua)
+        self.sparkplug = sparkplug_collector(config, ingest, clock_ms) if collectors else None
+        if self.sparkplug is not None:
+            self.collectors.append(self.sparkplug)
 
         self.timer = RulesTimer(
             catch_up=self.catch_up,
