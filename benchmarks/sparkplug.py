@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/sparkplug.py              # every section, ~1 min
+    .venv/bin/python benchmarks/sparkplug.py              # every section, ~10 s
     .venv/bin/python benchmarks/sparkplug.py decode        # some sections
     .venv/bin/python benchmarks/sparkplug.py profile       # where the Sparkplug time goes
 
