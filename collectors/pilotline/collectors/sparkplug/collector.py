@@ -73,9 +73,12 @@ class SparkplugCollector:
         client_id: str,
         offline_values: Mapping[str, tuple[str, str] | None],
         clock_ms: Callable[[], int] = wall_clock_ms,
+        on_history: Callable[[Sample], None] | None = None,
     ) -> None:
         """``offline_values``: per machine, (its state signal, a value its state map reads as
-        offline), or None when its state comes from thresholds."""
+        offline), or None when its state comes from thresholds. ``on_history``: where values
+        flagged ``is_historical`` go (the gateway's ``Ingest.history``: stored telemetry,
+        never the live state); without it they are only counted."""
         self._broker = broker
         self._config = host
         self._bindings = list(bindings)
@@ -86,6 +89,7 @@ class SparkplugCollector:
         self._client_id = host.client_id or client_id
         self._offline_values = dict(offline_values)
         self._clock_ms = clock_ms
+        self._on_history = on_history
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: paho.Client | None = None
         self._lost: asyncio.Event | None = None
@@ -314,11 +318,14 @@ class SparkplugCollector:
                 self._on_sample(Sample(mark.machine, mark.at_ms, values))
                 log.info("sparkplug.machine_offline", machine=mark.machine, cause=mark.cause,
                          at_ms=mark.at_ms)
+            if out.history:
+                # history only: stored at its own time, never the live state
+                self._history += sum(len(s.values) for s in out.history)
+                if self._on_history is not None:
+                    for sample in out.history:
+                        self._on_history(sample)
         except Exception as exc:  # a consumer bug must not stop the collector
             log.exception("sparkplug.callback_failed", error=repr(exc))
-        if out.history:
-            # history only: never the live state (the gateway has no door for it yet)
-            self._history += sum(len(s.values) for s in out.history)
         for rebirth in out.rebirths:
             client = self._client
             log.warning("sparkplug.rebirth_requested", group=rebirth.group, node=rebirth.node,

@@ -47,6 +47,7 @@ class Intake(Protocol):
 
     def sample(self, sample: Sample, ack: AckToken | None = None) -> None: ...
     def reject(self, source: str, item: Refused, ack: AckToken | None = None) -> None: ...
+    def history(self, sample: Sample) -> None: ...
 
 
 class Collector(Protocol):
@@ -194,4 +195,5 @@ def sparkplug_collector(
         client_id=f"pilotline-{config.site}-sparkplug",
         offline_values=offline,
         clock_ms=clock_ms,
+        on_history=intake.history,
     )

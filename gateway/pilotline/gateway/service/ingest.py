@@ -110,6 +110,16 @@ class Ingest:
                     self._steady.observe(sample.ts_ms)
         self._request_commit()
 
+    def history(self, sample: Sample) -> None:
+        """A value its source flagged as history (Sparkplug ``is_historical``: stored late by
+        an edge node, sent after a reconnect): its ``telemetry`` point at its own time, and
+        nothing else. It never reaches the rules (the live state, windows, capacity and
+        alerts are about now, and a value from the past would move a machine's clock
+        backwards), so it is neither counted as a sample nor checked against the clocks.
+        Without ``influx:`` there is no telemetry, and it is dropped."""
+        self._stage_telemetry(sample)
+        self._request_commit()
+
     def _ahead(self, sample: Sample) -> bool:
         """Refuse (quarantine as ``future``) a sample stamped further ahead of the wall clock
         than its machine's skew; the source is reported, its later samples still count."""
