@@ -89,3 +89,18 @@ def test_ingest_history_stages_telemetry_only(tmp_path: Path) -> None:
         f"telemetry,machine=press-07,site=unit,zone=hall power_w=1.5 {(T0 - 3_600_000) * 1_000_000}"
     ]
     assert state(gw) is State.RUNNING
+
+
+def test_a_history_value_stamped_in_the_future_is_refused(tmp_path: Path) -> None:
+    """History is the past: one stamped beyond the machine's skew ahead of the clock is
+    refused as ``future`` like a live sample, and never written as telemetry."""
+    clock = Clock()
+    clock.ms = T0
+    gw = gateway(tmp_path, clock)
+    gw.ingest.sample(Sample("press-07", T0, {"state": "Executing", "power_w": 800.0}))
+    gw.commit()
+    before = outbox(gw)
+    gw.ingest.history(Sample("press-07", T0 + 3_600_000, {"power_w": 9.0}))
+    gw.commit()
+    assert outbox(gw)[len(before):] == []
+    assert gw.metrics.future["press-07"] == 1

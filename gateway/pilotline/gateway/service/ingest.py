@@ -91,9 +91,7 @@ class Ingest:
             # The clocks are read (and a step of the wall clock noticed) for the first sample
             # after each commit, or one beyond the bound: the time saved per sample is
             # measured in benchmarks/README.md.
-            now = staged.arrival_ms = self._steady.now() - self._lateness_ms
-            staged.future_base = self._steady.future_limit_base()
-            staged.future_floor = staged.future_base + self._min_skew_ms
+            now = self._read_clocks()
         if sample.ts_ms <= staged.future_floor or not self._ahead(sample):
             self._metrics.samples[sample.machine] += 1
             self._stage_telemetry(sample)
@@ -115,10 +113,24 @@ class Ingest:
         an edge node, sent after a reconnect): its ``telemetry`` point at its own time, and
         nothing else. It never reaches the rules (the live state, windows, capacity and
         alerts are about now, and a value from the past would move a machine's clock
-        backwards), so it is neither counted as a sample nor checked against the clocks.
-        Without ``influx:`` there is no telemetry, and it is dropped."""
-        self._stage_telemetry(sample)
+        backwards), so it is not counted as a sample. A value stamped in the future is no
+        history: refused as ``future``, as a live sample would be. Without ``influx:`` there
+        is no telemetry, and it is dropped."""
+        staged = self._staged
+        if staged.arrival_ms is None or sample.ts_ms > staged.future_floor:
+            self._read_clocks()
+        if sample.ts_ms <= staged.future_floor or not self._ahead(sample):
+            self._stage_telemetry(sample)
         self._request_commit()
+
+    def _read_clocks(self) -> int:
+        """Read the gateway's clock and the bound of what is too far ahead (``future``)
+        into the staged batch; returns the clock (the arrival time of what follows)."""
+        staged = self._staged
+        now = staged.arrival_ms = self._steady.now() - self._lateness_ms
+        staged.future_base = self._steady.future_limit_base()
+        staged.future_floor = staged.future_base + self._min_skew_ms
+        return now
 
     def _ahead(self, sample: Sample) -> bool:
         """Refuse (quarantine as ``future``) a sample stamped further ahead of the wall clock
