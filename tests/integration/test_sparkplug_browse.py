@@ -64,7 +64,7 @@ async def test_browse_prints_the_born_machines_as_a_fragment_check_accepts(
     assert browse.returncode == 0, err.decode()
     text = out.decode()
     assert "# Plant1/edge-1: NBIRTH, 3 metric(s)" in text
-    assert "#   Temperature: Int16 = -12.0" in text
+    assert "#   Temperature: Int16 = -12" in text
     assert "#   State: String = 'Idle'" in text
 
     machines = yaml.safe_load(text)["machines"]

@@ -75,7 +75,9 @@ class Heard:
 
 
 def _value(m: Metric) -> Any:
-    return None if m.is_null else typed(m.raw, m.datatype)
+    value = None if m.is_null else typed(m.raw, m.datatype)
+    integer = m.datatype is not None and DataType.INT8 <= m.datatype <= DataType.UINT64
+    return int(value) if integer and isinstance(value, float) else value
 
 
 def _type_name(datatype: int | None) -> str:
