@@ -67,9 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     browse = sub.add_parser(
-        "browse", help="list an OPC UA server's variables with their node ids"
+        "browse",
+        help="list an OPC UA server's variables with their node ids, or the Sparkplug B "
+        "machines born on an MQTT broker",
+        description="opc.tcp://: list the server's variables (--yaml: a machines: fragment). "
+        "mqtt:// or mqtts://: listen passively for Sparkplug B births for --seconds and print "
+        "the machines born as a machines: fragment (nothing is published).",
     )
-    browse.add_argument("endpoint", help="opc.tcp://host:port")
+    browse.add_argument("endpoint", help="opc.tcp://host:port, or mqtt[s]://host:port")
     browse.add_argument("--depth", type=int, default=10, help="levels below Objects (10)")
     browse.add_argument("--yaml", action="store_true", help="print a `machines:` fragment")
     browse.add_argument(
@@ -78,6 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     browse.add_argument(
         "--pki", type=Path, default=Path("var/opcua-pki"), help="client certificate folder"
+    )
+    browse.add_argument(
+        "--seconds", type=float, default=10.0, help="Sparkplug: how long to listen (10)"
+    )
+    browse.add_argument(
+        "--group", action="append", default=[],
+        help="Sparkplug: only this group id (repeatable; default every group)",
     )
 
     token = sub.add_parser("token", help="create, list or revoke API tokens")
@@ -180,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _backup(args)
     if args.command == "booking":
         return booking_cli.run(args)
+    if args.command == "browse" and args.endpoint.startswith(("mqtt://", "mqtts://")):
+        return _browse_sparkplug(args.endpoint, args.seconds, args.group, args.config)
     if args.command == "browse":
         return _browse(args.endpoint, args.depth, args.yaml, args.config, args.pki)
     if (serve := getattr(args, "serve", None)) is not None:
@@ -359,6 +373,39 @@ def _browse(endpoint: str, depth: int, as_yaml: bool, config: Path | None, pki: 
               file=sys.stderr)
         return 1
     print(text)
+    return 0
+
+
+def _browse_sparkplug(url: str, seconds: float, groups: list[str], config: Path | None) -> int:
+    from pilotline.collectors.mqtt.config import MqttBrokerConfig
+    from pilotline.collectors.sparkplug.browse import listen, render
+    from pilotline.gateway.config import ConfigError, load_config
+
+    if seconds <= 0:
+        print("pilotline browse: --seconds must be positive", file=sys.stderr)
+        return 1
+    try:
+        broker = MqttBrokerConfig(url=url)
+    except ValueError as exc:
+        print(f"pilotline browse: {exc}", file=sys.stderr)
+        return 1
+    if config is not None:  # the site's broker settings: user, password file, TLS
+        try:
+            site = load_config(config)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        if site.mqtt is None or site.mqtt.url != url:
+            print(f"{config}: its mqtt.url is not {url}", file=sys.stderr)
+            return 1
+        broker = site.mqtt
+    try:
+        heard = listen(broker, groups, seconds)
+    except (OSError, TimeoutError, ValueError) as exc:
+        print(f"pilotline browse: cannot listen on {url}: {exc or type(exc).__name__}",
+              file=sys.stderr)
+        return 1
+    sys.stdout.write(render(heard, url, seconds))
     return 0
 
 
