@@ -115,6 +115,9 @@ async def test_a_sign_in_without_its_form_token_is_refused(site: Site) -> None:
     token = site.token(Role.TENANT, "smallco")
     answer = await site.client.post("/board/sign-in", data={"token": token, "csrf": "forged"})
     assert answer.status_code == 403
+    await site.client.get("/board/sign-in")  # with its cookie, a token that is not ASCII
+    odd = await site.client.post("/board/sign-in", data={"token": token, "csrf": "jéton"})
+    assert odd.status_code == 403
     assert COOKIE not in site.client.cookies
 
 
@@ -122,6 +125,8 @@ async def test_a_form_without_the_sessions_csrf_token_does_nothing(site: Site) -
     await site.sign_in(site.token(Role.TENANT, "smallco"))
     forged = await site.client.post("/board/sign-out", data={"csrf": "forged"})
     assert forged.status_code == 403
+    odd = await site.client.post("/board/sign-out", data={"csrf": "jéton"})
+    assert odd.status_code == 403
     cross_site = await site.client.post(
         "/board/sign-out", data={"csrf": await site.csrf("/board/tenant")},
         headers={"Origin": "https://evil.example"},

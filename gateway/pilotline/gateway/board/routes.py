@@ -61,8 +61,9 @@ def add_board(app: FastAPI, gateway: BoardPort) -> None:
         csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         expected = request.cookies.get(PRE_CSRF)
+        # compared as bytes: compare_digest refuses a str that is not ASCII (a 500)
         if not same_origin(request) or not expected or not secrets.compare_digest(
-            expected, csrf
+            expected.encode(), csrf.encode()
         ):
             raise HTTPException(403, "the sign-in form is out of date: reload it")
         principal, reason = gateway.store.tokens().authenticate(token.strip())

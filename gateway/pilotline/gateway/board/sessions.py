@@ -33,7 +33,10 @@ class Session:
     seen_s: float = field(default=0.0)
 
     def csrf_ok(self, presented: str | None) -> bool:
-        return presented is not None and hmac.compare_digest(presented, self.csrf)
+        # as bytes: compare_digest refuses a str that is not ASCII
+        return presented is not None and hmac.compare_digest(
+            presented.encode(), self.csrf.encode()
+        )
 
 
 class Sessions:
