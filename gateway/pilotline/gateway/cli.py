@@ -24,6 +24,7 @@ from pilotline.gateway.shard import Shard, ShardError, parse_shard
 
 if TYPE_CHECKING:
     from pilotline.gateway.config import SiteConfig
+    from pilotline.gateway.store import Store
 
 log = structlog.get_logger("pilotline.cli")
 
@@ -185,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _token(args)
     if args.command == "feed":
-        return feed_command.run(args, _cut)
+        return feed_command.run(args, _shard_store)
     if args.command == "replay":
         return _replay(args)
     if args.command == "backup":
@@ -267,27 +268,39 @@ def _check(path: Path, shard: Shard | None = None, *, check_files: bool = True) 
     return 0
 
 
-def _token(args: argparse.Namespace) -> int:
-    from pilotline.gateway.clock import wall_clock_ms
+def _shard_store(
+    config_path: Path, shard: Shard | None, command: str
+) -> tuple[SiteConfig, Store] | None:
+    """``config_path`` cut to ``shard`` and its gateway's store (each shard's gateway has its
+    own), opened; None after saying why not (``pilotline token``, ``feed``)."""
     from pilotline.gateway.config import ConfigError, load_config
     from pilotline.gateway.store import Store, StoreError
-    from pilotline.gateway.store.tokens import Role, TokenError
 
     try:
-        whole = load_config(args.config, check_files=False)
+        whole = load_config(config_path, check_files=False)
     except ConfigError as exc:
-        print(f"{args.config}: {len(exc.issues)} problem(s)", file=sys.stderr)
+        print(f"{config_path}: {len(exc.issues)} problem(s)", file=sys.stderr)
         print(str(exc), file=sys.stderr)
-        return 1
-    config = _cut(whole, args.shard, args.config)  # each shard's gateway has its own store
+        return None
+    config = _cut(whole, shard, config_path)
     if config is None:
-        return 1
-    now_ms = wall_clock_ms()
+        return None
     try:
-        store = Store(config.store)
+        return config, Store(config.store)
     except (StoreError, OSError) as exc:
-        print(f"pilotline token: cannot open the store: {exc}", file=sys.stderr)
+        print(f"pilotline {command}: cannot open the store: {exc}", file=sys.stderr)
+        return None
+
+
+def _token(args: argparse.Namespace) -> int:
+    from pilotline.gateway.clock import wall_clock_ms
+    from pilotline.gateway.store.tokens import Role, TokenError
+
+    opened = _shard_store(args.config, args.shard, "token")
+    if opened is None:
         return 1
+    config, store = opened
+    now_ms = wall_clock_ms()
     with store:
         tokens = store.tokens()
         if args.action == "list":

@@ -34,29 +34,18 @@ def register(sub: Any, shard_arg: Callable[[str], object], shard_help: str) -> N
                             help="the API token (by name) whose principal the feed shows")
 
 
-def run(args: argparse.Namespace, cut: Callable[[Any, Any, Path], Any]) -> int:
-    """``cut``: the CLI's restriction of a configuration to ``--shard`` (cli._cut)."""
+def run(args: argparse.Namespace, shard_store: Callable[[Path, Any, str], Any]) -> int:
+    """``shard_store``: the CLI's opening of a gateway's store for ``--shard``
+    (cli._shard_store: it says why when it cannot)."""
     from pilotline.gateway.api.feeds import feed_path
     from pilotline.gateway.clock import wall_clock_ms
-    from pilotline.gateway.config import ConfigError, load_config
-    from pilotline.gateway.store import Store, StoreError
     from pilotline.gateway.store.tokens import Role
 
-    try:
-        whole = load_config(args.config, check_files=False)
-    except ConfigError as exc:
-        print(f"{args.config}: {len(exc.issues)} problem(s)", file=sys.stderr)
-        print(str(exc), file=sys.stderr)
+    opened = shard_store(args.config, args.shard, "feed")
+    if opened is None:
         return 1
-    config = cut(whole, args.shard, args.config)  # each shard's gateway has its own store
-    if config is None:
-        return 1
+    _config, store = opened
     now_ms = wall_clock_ms()
-    try:
-        store = Store(config.store)
-    except (StoreError, OSError) as exc:
-        print(f"pilotline feed: cannot open the store: {exc}", file=sys.stderr)
-        return 1
     with store:
         if args.action == "list":
             for feed in store.feeds.list():
